@@ -1,0 +1,247 @@
+"""The schema. One SQLModel family per entity: Base -> table -> Public."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ImapSecurity(StrEnum):
+    ssl = "ssl"
+    starttls = "starttls"
+    none = "none"
+
+
+class FolderRole(StrEnum):
+    inbox = "inbox"
+    sent = "sent"
+    archive = "archive"
+    junk = "junk"
+    trash = "trash"
+    pending = "pending"
+    notes = "notes"
+    other = "other"
+
+
+class FolderState(StrEnum):
+    initial = "initial"
+    poll = "poll"
+    uidinvalid = "uidinvalid"
+    error = "error"
+
+
+class ConversationStatus(StrEnum):
+    open = "open"
+    pending = "pending"
+    closed = "closed"
+    spam = "spam"
+    deleted = "deleted"
+
+
+class Direction(StrEnum):
+    inbound = "inbound"
+    outbound = "outbound"
+    note = "note"
+
+
+# --- agents and tokens -------------------------------------------------------------------------
+
+
+class AgentBase(SQLModel):
+    email: str = Field(max_length=320, unique=True, index=True)
+    name: str = Field(max_length=200)
+    handle: str = Field(max_length=32, unique=True)
+    is_admin: bool = False
+    is_active: bool = True
+
+
+class Agent(AgentBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    password_hash: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AgentPublic(AgentBase):
+    id: int
+
+
+class ApiToken(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", index=True, ondelete="CASCADE")
+    name: str = Field(default="", max_length=200)
+    token_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+# --- mailboxes and folders ---------------------------------------------------------------------
+
+
+class MailboxBase(SQLModel):
+    name: str = Field(max_length=100, unique=True, index=True)
+    address: str = Field(max_length=320)
+    imap_host: str = Field(max_length=255)
+    imap_port: int = 993
+    imap_security: ImapSecurity = ImapSecurity.ssl
+    username: str = Field(max_length=320)
+    ca_file: str | None = Field(default=None, max_length=1000)
+    smtp_host: str | None = Field(default=None, max_length=255)
+    smtp_port: int | None = None
+    smtp_security: ImapSecurity | None = None
+    smtp_username: str | None = Field(default=None, max_length=320)
+    enabled: bool = True
+
+
+class Mailbox(MailboxBase, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    password_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    smtp_password_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    # names of the watched folders; empty means INBOX plus the \Sent folder
+    watched_folders: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # capability probe at connect: {"capabilities": [...], "keywords": bool, ...}
+    capabilities: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_connected_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Folder(SQLModel, table=True):
+    """A folder of a mailbox and its sync state (the folder sync state machine's checkpoint)."""
+
+    __table_args__ = (UniqueConstraint("mailbox_id", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_id: int = Field(foreign_key="mailbox.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=500)
+    role: FolderRole = FolderRole.other
+    watched: bool = False
+    state: FolderState = FolderState.initial
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    # every UID below this has been taken in
+    uidnext: int = Field(default=1, sa_type=BigInteger)
+    highestmodseq: int | None = Field(default=None, sa_type=BigInteger)
+    # UIDNEXT of the server when the initial sync started, for progress
+    initial_target_uid: int | None = Field(default=None, sa_type=BigInteger)
+    message_count: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_sync_at: datetime | None = None
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+class Conversation(SQLModel, table=True):
+    __table_args__ = (Index("ix_conversation_mailbox_last", "mailbox_id", "last_message_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_id: int = Field(foreign_key="mailbox.id", index=True, ondelete="CASCADE")
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # the normalised subject (no Re:/Fwd:/[list] prefixes) for the guarded subject fallback
+    subject_key: str = Field(default="", max_length=255, index=True)
+    status: ConversationStatus = Field(default=ConversationStatus.open, index=True)
+    assignee_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    claimed: bool = False
+    customer_email: str | None = Field(default=None, max_length=320, index=True)
+    customer_name: str | None = Field(default=None, max_length=300)
+    message_count: int = 0
+    unread: bool = True
+    last_message_at: datetime | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    version: int = 1
+    # set when this conversation was merged into another (a late parent joined two threads)
+    merged_into_id: int | None = Field(default=None, foreign_key="conversation.id")
+
+
+class ConversationTag(SQLModel, table=True):
+    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True, ondelete="CASCADE")
+    tag: str = Field(max_length=100, primary_key=True, index=True)
+
+
+class Message(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    # normalised Message-ID without angle brackets; a synthetic one when the message has none
+    message_id: str = Field(max_length=998, unique=True)
+    has_message_id: bool = True
+    content_hash: str = Field(max_length=64, index=True)
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", index=True, ondelete="SET NULL"
+    )
+    # which threading rule joined it: references, in_reply_to, token, subject, new, ...
+    thread_rule: str = Field(default="new", max_length=40)
+    direction: Direction = Direction.inbound
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    from_email: str | None = Field(default=None, max_length=320)
+    from_name: str | None = Field(default=None, max_length=300)
+    to: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON))
+    cc: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON))
+    reply_to: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON))
+    date: datetime | None = Field(default=None, index=True)
+    in_reply_to: str | None = Field(default=None, sa_column=Column(Text))
+    references: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    headers: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    html: str | None = Field(default=None, sa_column=Column(Text))
+    snippet: str = Field(default="", max_length=300)
+    size: int = 0
+    parse_error: str | None = Field(default=None, sa_column=Column(Text))
+    auto_submitted: bool = False
+    seen: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RawMessage(SQLModel, table=True):
+    """The RFC 5322 bytes as fetched; kept apart so message rows stay small."""
+
+    message_id: int = Field(foreign_key="message.id", primary_key=True, ondelete="CASCADE")
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class MessageLocation(SQLModel, table=True):
+    """Where a message lives on the server: folder and UID (and its flags there)."""
+
+    __table_args__ = (UniqueConstraint("folder_id", "uid"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True, ondelete="CASCADE")
+    folder_id: int = Field(foreign_key="folder.id", index=True, ondelete="CASCADE")
+    uid: int = Field(sa_type=BigInteger)
+    flags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    modseq: int | None = Field(default=None, sa_type=BigInteger)
+    content_hash: str = Field(max_length=64)
+    internal_date: datetime | None = None
+
+
+class Attachment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="message.id", index=True, ondelete="CASCADE")
+    filename: str = Field(default="", max_length=500)
+    content_type: str = Field(default="application/octet-stream", max_length=200)
+    size: int = 0
+    # content address: the file lives at IMAPDESK_DATA_DIR/attachments/<sha256[:2]>/<sha256>
+    sha256: str = Field(max_length=64, index=True)
+    content_id: str | None = Field(default=None, max_length=500)
+    inline: bool = False
+
+
+class ThreadNode(SQLModel, table=True):
+    """A Message-ID seen anywhere (a message or only a reference: a ghost) and its thread links."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    msgid: str = Field(max_length=998, unique=True)
+    parent_msgid: str | None = Field(default=None, max_length=998, index=True)
+    # True when the parent link comes from this message's own headers, not a descendant's
+    parent_explicit: bool = False
+    message_id: int | None = Field(
+        default=None, foreign_key="message.id", index=True, ondelete="SET NULL"
+    )
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", index=True, ondelete="SET NULL"
+    )

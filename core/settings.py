@@ -1,0 +1,52 @@
+"""Configuration from IMAPDESK_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "imapdesk-development-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMAPDESK_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    secret_key: str = DEVELOPMENT_SECRET
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # worker
+    fetch_batch_size: int = 500
+    idle_reissue_seconds: int = 29 * 60
+    max_message_bytes: int = 50 * 1024 * 1024
+    large_message_bytes: int = 2 * 1024 * 1024
+    reconnect_max_seconds: float = 300.0
+    # threading
+    subject_fallback_days: int = 14
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.environment == "production" and self.secret_key == DEVELOPMENT_SECRET:
+            raise ValueError(
+                "IMAPDESK_SECRET_KEY must be set to a long random value in production "
+                "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'imapdesk.db').resolve()}"
+        return self
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.data_dir / "attachments"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

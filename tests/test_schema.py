@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine
+from sqlmodel import SQLModel
+
+import core.models  # noqa: F401
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(ctx, SQLModel.metadata) == []
