@@ -1,0 +1,77 @@
+"""Request dependencies: the session (the request's unit of work), settings, the API caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core.agents import agent_for_token
+from core.errors import Forbidden, NotAuthenticated
+from core.models import Agent
+from core.settings import Settings
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request: commits when the route succeeds, rolls back when it raises."""
+    with Session(get_engine(request), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# scope="function": commit before the response is sent, so a failed commit is an error response
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+class BearerChallenge(NotAuthenticated):
+    """401 with the RFC 6750 challenge in `WWW-Authenticate`."""
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        challenge = 'Bearer realm="imapdesk"'
+        if error:
+            challenge += f', error="{error}"'
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token from `imapdesk token create EMAIL`.",
+)
+
+
+def current_agent(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Agent:
+    if credentials is None:
+        raise BearerChallenge("an API token is required: send `Authorization: Bearer <token>`")
+    agent = agent_for_token(session, credentials.credentials)
+    if agent is None:
+        raise BearerChallenge("the API token is invalid or revoked", error="invalid_token")
+    if not agent.is_active:
+        raise Forbidden("this agent is deactivated")
+    return agent
+
+
+CurrentAgent = Annotated[Agent, Depends(current_agent)]

@@ -1,0 +1,126 @@
+"""One place that turns errors into responses: JSON under /api, an error page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.web.templating import templates
+from core.errors import ImapdeskError, NotAuthenticated
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+def is_api_request(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX)
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {**details, "code": code, "message": message}}
+
+
+def error_json(
+    exc: ImapdeskError, status_code: int | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.code, exc.message, **_jsonable(exc.details)),
+        status_code=status_code or exc.status_code,
+        headers=dict(headers or {}),
+    )
+
+
+def _jsonable(details: Mapping[str, object]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | list | dict | type(None)) else str(v)
+        for k, v in details.items()
+    }
+
+
+def _error_page(request: Request, status_code: int, title: str, message: str) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status_code": status_code, "title": title, "message": message},
+        status_code=status_code,
+    )
+
+
+async def handle_imapdesk_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ImapdeskError)
+    if exc.status_code >= 500:
+        log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+    if is_api_request(request):
+        # an error may carry response headers (a WWW-Authenticate challenge, a Location)
+        headers: dict[str, str] = dict(getattr(exc, "headers", None) or {})
+        if isinstance(exc, NotAuthenticated):
+            headers.setdefault("WWW-Authenticate", "Bearer")
+        return error_json(exc, headers=headers)
+    if isinstance(exc, NotAuthenticated):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        login = request.url_for("login").path
+        return RedirectResponse(f"{login}?{urlencode({'next': target})}", status_code=303)
+    return _error_page(request, exc.status_code, exc.code.replace("_", " "), exc.message)
+
+
+def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"query", "path", "body", "header", "cookie", "form"}:
+        parts = parts[1:]
+    return ".".join(parts) or "request"
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        {
+            "field": _field_name(err.get("loc", ())),
+            "location": str(err["loc"][0]) if err.get("loc") else "request",
+            "message": str(err.get("msg", "invalid")),
+        }
+        for err in exc.errors()
+    ]
+    first = fields[0] if fields else {"field": "request", "message": "invalid"}
+    message = f"invalid {first['field']}: {first['message']}"
+    if is_api_request(request):
+        return JSONResponse(
+            error_body("invalid_input", message, field=first["field"], fields=fields),
+            status_code=422,
+        )
+    return _error_page(request, 422, "invalid input", message)
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    if is_api_request(request):
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
+        )
+    return _error_page(request, exc.status_code, code.replace("_", " "), str(exc.detail))
+
+
+async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
+    # Starlette re-raises the exception after this, so the server logs it with its traceback
+    if is_api_request(request):
+        return JSONResponse(
+            error_body("internal_error", "an unexpected error occurred; see the server log"),
+            status_code=500,
+        )
+    return _error_page(request, 500, "internal error", "An unexpected error occurred.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ImapdeskError, handle_imapdesk_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected_error)

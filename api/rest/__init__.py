@@ -1,0 +1,21 @@
+"""The JSON API under /api/v1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.rest import attachments, conversations, mailboxes, messages
+from api.schemas import ErrorPublic
+
+router = APIRouter(
+    prefix="/api/v1",
+    responses={
+        401: {"model": ErrorPublic, "description": "No or an invalid API token."},
+        403: {"model": ErrorPublic, "description": "The agent is deactivated."},
+        422: {"model": ErrorPublic, "description": "A parameter is invalid; `field` names it."},
+    },
+)
+router.include_router(conversations.router)
+router.include_router(messages.router)
+router.include_router(attachments.router)
+router.include_router(mailboxes.router)

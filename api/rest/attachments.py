@@ -1,0 +1,34 @@
+"""Attachments: downloads from the content-addressed store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from fastapi.responses import FileResponse
+
+from api.deps import CurrentAgent, SessionDep, SettingsDep
+from api.downloads import attachment_response
+from api.schemas import ErrorPublic
+from core import queries
+
+router = APIRouter(prefix="/attachments", tags=["attachments"])
+
+
+@router.get(
+    "/{attachment_id}",
+    summary="Download an attachment",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file."},
+        404: {"model": ErrorPublic, "description": "No such attachment, or its file is gone."},
+    },
+)
+def download_attachment(
+    session: SessionDep,
+    settings: SettingsDep,
+    agent: CurrentAgent,
+    attachment_id: Annotated[int, Path(ge=1)],
+) -> FileResponse:
+    attachment = queries.get_attachment(session, agent, attachment_id)
+    return attachment_response(settings, attachment)

@@ -1,0 +1,301 @@
+"""What the REST API returns. Built field by field from the read-side views, so nothing that a
+model gains later (a secret, say) leaks out by accident."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from core.models import (
+    Attachment,
+    ConversationStatus,
+    Direction,
+    Folder,
+    FolderRole,
+    FolderState,
+    ImapSecurity,
+)
+from core.queries import ConversationDetail, ConversationPage, ConversationRow, MailboxView
+
+
+def _as_utc(value: datetime) -> datetime:
+    # the database keeps naive UTC; the API says so explicitly
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str = Field(description="Stable machine-readable code, e.g. `not_found`.")
+    message: str = Field(description="What went wrong, for people.")
+
+
+class ErrorPublic(BaseModel):
+    """Every error: `{"error": {"code", "message", ...details}}`."""
+
+    error: ErrorDetail
+
+
+class AddressPublic(BaseModel):
+    email: str | None = None
+    name: str | None = None
+
+
+class ConversationPublic(BaseModel):
+    id: int
+    mailbox: str = Field(description="The mailbox's name.")
+    subject: str
+    status: ConversationStatus
+    assignee: str | None = Field(description="The assigned agent's email, or null.")
+    claimed: bool
+    tags: list[str] = Field(description="Sorted.")
+    customer: AddressPublic
+    message_count: int
+    last_message_at: UtcDatetime | None
+    unread: bool
+
+
+class ConversationListPublic(BaseModel):
+    items: list[ConversationPublic]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class AttachmentPublic(BaseModel):
+    id: int
+    filename: str
+    content_type: str
+    size: int
+    inline: bool
+    content_id: str | None
+    url: str = Field(description="Where to download it (same authorisation).")
+
+
+class MessageLocationPublic(BaseModel):
+    mailbox: str
+    folder: str
+    uid: int
+    flags: list[str]
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    id: int
+    message_id: str = Field(description="The Message-ID without angle brackets.")
+    direction: Direction
+    from_: AddressPublic = Field(alias="from")
+    to: list[AddressPublic]
+    cc: list[AddressPublic]
+    date: UtcDatetime | None
+    subject: str
+    text: str
+    html: str | None = Field(description="Sanitised when the message was taken in.")
+    seen: bool
+    attachments: list[AttachmentPublic]
+    thread_rule: str = Field(description="Why the message joined this conversation.")
+    parse_error: str | None
+    locations: list[MessageLocationPublic] = Field(
+        description="Where the message lives on the IMAP server."
+    )
+
+
+class ConversationDetailPublic(ConversationPublic):
+    messages: list[MessagePublic]
+
+
+class FolderPublic(BaseModel):
+    name: str
+    role: FolderRole
+    watched: bool
+    state: FolderState
+    uidvalidity: int | None
+    uidnext: int
+    highestmodseq: int | None
+    message_count: int
+    last_error: str | None
+    last_sync_at: UtcDatetime | None
+
+
+class MailboxPublic(BaseModel):
+    id: int
+    name: str
+    address: str
+    imap_host: str
+    imap_port: int
+    imap_security: ImapSecurity
+    smtp_host: str | None
+    smtp_port: int | None
+    smtp_security: ImapSecurity | None
+    enabled: bool
+    last_error: str | None
+    last_connected_at: UtcDatetime | None
+    capabilities: dict[str, Any]
+    folders: list[FolderPublic]
+
+
+class HealthPublic(BaseModel):
+    status: str
+
+
+class FolderReadiness(BaseModel):
+    name: str
+    state: FolderState
+    last_sync_at: UtcDatetime | None
+    error: bool
+
+
+class MailboxReadiness(BaseModel):
+    name: str
+    enabled: bool
+    last_connected_at: UtcDatetime | None
+    error: bool = Field(description="Whether the mailbox or one of its folders reports an error.")
+    folders: list[FolderReadiness]
+
+
+class ReadinessPublic(BaseModel):
+    status: str
+    database: str
+    mailboxes: list[MailboxReadiness] = Field(default_factory=list)
+
+
+# --- builders ---------------------------------------------------------------------------------
+
+
+def _address(value: dict[str, str]) -> AddressPublic:
+    return AddressPublic(email=value.get("email") or None, name=value.get("name") or None)
+
+
+def attachment_url(attachment_id: int) -> str:
+    return f"/api/v1/attachments/{attachment_id}"
+
+
+def conversation_public(row: ConversationRow) -> ConversationPublic:
+    c = row.conversation
+    assert c.id is not None
+    return ConversationPublic(
+        id=c.id,
+        mailbox=row.mailbox,
+        subject=c.subject,
+        status=c.status,
+        assignee=row.assignee,
+        claimed=c.claimed,
+        tags=row.tags,
+        customer=AddressPublic(email=c.customer_email, name=c.customer_name),
+        message_count=c.message_count,
+        last_message_at=c.last_message_at,
+        unread=c.unread,
+    )
+
+
+def conversation_list_public(page: ConversationPage) -> ConversationListPublic:
+    return ConversationListPublic(
+        items=[conversation_public(r) for r in page.items], next_cursor=page.next_cursor
+    )
+
+
+def _attachment_public(a: Attachment) -> AttachmentPublic:
+    assert a.id is not None
+    return AttachmentPublic(
+        id=a.id,
+        filename=a.filename,
+        content_type=a.content_type,
+        size=a.size,
+        inline=a.inline,
+        content_id=a.content_id,
+        url=attachment_url(a.id),
+    )
+
+
+def conversation_detail_public(detail: ConversationDetail) -> ConversationDetailPublic:
+    base = conversation_public(detail.row)
+    messages = []
+    for view in detail.messages:
+        m = view.message
+        assert m.id is not None
+        messages.append(
+            MessagePublic(
+                id=m.id,
+                message_id=m.message_id,
+                direction=m.direction,
+                from_=AddressPublic(email=m.from_email, name=m.from_name),
+                to=[_address(a) for a in m.to or []],
+                cc=[_address(a) for a in m.cc or []],
+                date=m.date,
+                subject=m.subject,
+                text=m.text,
+                html=m.html,
+                seen=m.seen,
+                attachments=[_attachment_public(a) for a in view.attachments],
+                thread_rule=m.thread_rule,
+                parse_error=m.parse_error,
+                locations=[
+                    MessageLocationPublic(
+                        mailbox=loc.mailbox, folder=loc.folder, uid=loc.uid, flags=loc.flags
+                    )
+                    for loc in view.locations
+                ],
+            )
+        )
+    return ConversationDetailPublic(**base.model_dump(), messages=messages)
+
+
+def _folder_public(f: Folder) -> FolderPublic:
+    return FolderPublic(
+        name=f.name,
+        role=f.role,
+        watched=f.watched,
+        state=f.state,
+        uidvalidity=f.uidvalidity,
+        uidnext=f.uidnext,
+        highestmodseq=f.highestmodseq,
+        message_count=f.message_count,
+        last_error=f.last_error,
+        last_sync_at=f.last_sync_at,
+    )
+
+
+def mailbox_public(view: MailboxView) -> MailboxPublic:
+    m = view.mailbox
+    assert m.id is not None
+    return MailboxPublic(
+        id=m.id,
+        name=m.name,
+        address=m.address,
+        imap_host=m.imap_host,
+        imap_port=m.imap_port,
+        imap_security=m.imap_security,
+        smtp_host=m.smtp_host,
+        smtp_port=m.smtp_port,
+        smtp_security=m.smtp_security,
+        enabled=m.enabled,
+        last_error=m.last_error,
+        last_connected_at=m.last_connected_at,
+        capabilities=dict(m.capabilities or {}),
+        folders=[_folder_public(f) for f in view.folders],
+    )
+
+
+def mailbox_readiness(view: MailboxView) -> MailboxReadiness:
+    m = view.mailbox
+    folders = [
+        FolderReadiness(
+            name=f.name,
+            state=f.state,
+            last_sync_at=f.last_sync_at,
+            error=bool(f.last_error) or f.state == FolderState.error,
+        )
+        for f in view.folders
+    ]
+    return MailboxReadiness(
+        name=m.name,
+        enabled=m.enabled,
+        last_connected_at=m.last_connected_at,
+        error=bool(m.last_error) or any(f.error for f in folders),
+        folders=folders,
+    )

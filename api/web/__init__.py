@@ -1,0 +1,11 @@
+"""Server-rendered pages for agents (no JSON here; see api.rest)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.web import pages, session
+
+router = APIRouter(include_in_schema=False)
+router.include_router(session.router)
+router.include_router(pages.router)

@@ -1,0 +1,48 @@
+"""Fixtures for the API and web tests: the app on a fresh database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from api.app import create_app
+from core.agents import create_agent, create_api_token
+from core.db import unit_of_work
+from core.settings import Settings
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=db_url)
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine) -> FastAPI:
+    return create_app(settings=settings, engine=engine)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture
+def agent_token(engine: Engine) -> str:
+    with unit_of_work(engine) as session:
+        agent = create_agent(session, "alice@example.com", "Alice Agent", PASSWORD)
+        return create_api_token(session, agent, name="tests")
+
+
+@pytest.fixture
+def api(app: FastAPI, agent_token: str) -> Iterator[TestClient]:
+    """A client that sends Alice's API token."""
+    with TestClient(app, headers={"Authorization": f"Bearer {agent_token}"}) as c:
+        yield c
