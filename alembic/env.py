@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from alembic import context
 from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (registers the tables)
+from alembic import context
 from core.db import make_engine
 from core.settings import get_settings
 
@@ -19,7 +19,10 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, compare_type=True,
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
         render_as_batch=True,
     )
     with context.begin_transaction():
@@ -30,7 +33,9 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
         context.configure(
-            connection=connection, target_metadata=target_metadata, compare_type=True,
+            connection=connection,
+            target_metadata=target_metadata,
+            compare_type=True,
             render_as_batch=True,
         )
         with context.begin_transaction():

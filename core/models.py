@@ -169,7 +169,9 @@ class Conversation(SQLModel, table=True):
 
 
 class ConversationTag(SQLModel, table=True):
-    conversation_id: int = Field(foreign_key="conversation.id", primary_key=True, ondelete="CASCADE")
+    conversation_id: int = Field(
+        foreign_key="conversation.id", primary_key=True, ondelete="CASCADE"
+    )
     tag: str = Field(max_length=100, primary_key=True, index=True)
 
 

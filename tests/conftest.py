@@ -1,17 +1,29 @@
-"""Shared fixtures: databases built by the real migrations, on SQLite and on PostgreSQL."""
+"""Shared fixtures: databases built by the real migrations, on SQLite and on PostgreSQL, and a
+real Dovecot with a fresh account per test."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from imapclient import IMAPClient
 from sqlalchemy import Engine, create_engine, text
 
 from core.db import make_engine, upgrade_database
+from core.mailserver import (
+    LocalMailServer,
+    LocalMailServerError,
+    MailAccount,
+    free_port,
+    make_base_dir,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -70,3 +82,88 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng = make_engine(db_url)
     yield eng
     eng.dispose()
+
+
+# --- mail server ---------------------------------------------------------------------------
+
+
+def _start_mailserver(prefix: str, **kwargs: Any) -> tuple[LocalMailServer, Path]:
+    """A started LocalMailServer on free ports in a fresh directory (retried on a port race)."""
+    last_error: LocalMailServerError | None = None
+    for _ in range(3):
+        base = make_base_dir(prefix)
+        server = LocalMailServer(base, imap_port=free_port(), imaps_port=free_port(), **kwargs)
+        try:
+            server.start()
+        except LocalMailServerError as exc:
+            last_error = exc
+            shutil.rmtree(base, ignore_errors=True)
+            continue
+        return server, base
+    assert last_error is not None
+    raise last_error
+
+
+def _discard_mailserver(server: LocalMailServer, base: Path) -> None:
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+    if server.run_dir.parent != base:
+        shutil.rmtree(server.run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _mailservers() -> Iterator[list[tuple[LocalMailServer, Path]]]:
+    """The run's Dovecots, stopped together at the end (each takes ~3 s to exit)."""
+    started: list[tuple[LocalMailServer, Path]] = []
+    yield started
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(lambda entry: _discard_mailserver(*entry), started))
+
+
+@pytest.fixture(scope="session")
+def mailserver(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailServer:
+    """One Maildir Dovecot for the whole run (starts in ~0.05 s)."""
+    server, base = _start_mailserver("imapdesk-test-mail-")
+    _mailservers.append((server, base))
+    return server
+
+
+@pytest.fixture(scope="session")
+def mailserver_nocondstore(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailServer:
+    """A second Dovecot that hides CONDSTORE and QRESYNC, as Exchange Online does.
+
+    Started only when a test asks for it.
+    """
+    server, base = _start_mailserver(
+        "imapdesk-test-mail-nocs-", trim_capabilities=("CONDSTORE", "QRESYNC")
+    )
+    _mailservers.append((server, base))
+    return server
+
+
+@pytest.fixture
+def mail_account(mailserver: LocalMailServer) -> MailAccount:
+    """A fresh user (`box-<hex>@example.test`) with an empty mailbox on `mailserver`."""
+    return mailserver.create_account()
+
+
+@pytest.fixture
+def mail_account_nocondstore(mailserver_nocondstore: LocalMailServer) -> MailAccount:
+    """A fresh user on the server without CONDSTORE/QRESYNC."""
+    return mailserver_nocondstore.create_account()
+
+
+def imap_client(account: MailAccount, *, ssl: bool = False, starttls: bool = False) -> IMAPClient:
+    """A second, independent logged-in client: the colleague on Thunderbird."""
+    return account.connect(ssl=ssl, starttls=starttls)
+
+
+@pytest.fixture
+def colleague(mail_account: MailAccount) -> Iterator[IMAPClient]:
+    """An independent IMAP session on `mail_account`, logged out after the test."""
+    client = imap_client(mail_account)
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.logout()
