@@ -147,12 +147,16 @@ class Folder(SQLModel, table=True):
 
 
 class Conversation(SQLModel, table=True):
-    __table_args__ = (Index("ix_conversation_mailbox_last", "mailbox_id", "last_message_at"),)
+    __table_args__ = (
+        Index("ix_conversation_mailbox_last", "mailbox_id", "last_message_at"),
+        # the guarded subject fallback: same mailbox and subject key, last message in a window
+        Index("ix_conversation_subject", "mailbox_id", "subject_key", "last_message_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     mailbox_id: int = Field(foreign_key="mailbox.id", index=True, ondelete="CASCADE")
     subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # the normalised subject (no Re:/Fwd:/[list] prefixes) for the guarded subject fallback
-    subject_key: str = Field(default="", max_length=255, index=True)
+    subject_key: str = Field(default="", max_length=255)
     status: ConversationStatus = Field(default=ConversationStatus.open, index=True)
     assignee_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
     claimed: bool = False

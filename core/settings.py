@@ -25,9 +25,14 @@ class Settings(BaseSettings):
     # worker
     fetch_batch_size: int = 500
     idle_reissue_seconds: int = 29 * 60
+    # how often an idling folder is checked with STATUS (deleted and recreated, missed news)
+    folder_check_seconds: float = 60.0
     max_message_bytes: int = 50 * 1024 * 1024
     large_message_bytes: int = 2 * 1024 * 1024
+    reconnect_initial_seconds: float = 1.0
     reconnect_max_seconds: float = 300.0
+    # how often the worker looks for added, changed or removed mailboxes
+    mailbox_refresh_seconds: float = 5.0
     # threading
     subject_fallback_days: int = 14
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 10:19:14.659655
+Create Date: 2026-11-27 10:38:46.686518
 """
 
 from __future__ import annotations
@@ -137,7 +137,9 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_conversation_status"), ["status"], unique=False)
         batch_op.create_index(
-            batch_op.f("ix_conversation_subject_key"), ["subject_key"], unique=False
+            "ix_conversation_subject",
+            ["mailbox_id", "subject_key", "last_message_at"],
+            unique=False,
         )
 
     op.create_table(
@@ -336,7 +338,7 @@ def downgrade() -> None:
 
     op.drop_table("folder")
     with op.batch_alter_table("conversation", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_conversation_subject_key"))
+        batch_op.drop_index("ix_conversation_subject")
         batch_op.drop_index(batch_op.f("ix_conversation_status"))
         batch_op.drop_index("ix_conversation_mailbox_last")
         batch_op.drop_index(batch_op.f("ix_conversation_mailbox_id"))

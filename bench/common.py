@@ -1,0 +1,417 @@
+"""What the benchmarks share: a fresh Dovecot, a fresh database, a mailbox row, the worker in a
+thread or a subprocess, percentiles and plain-text tables.
+
+Run the benchmarks from the repository root (`python -m bench.ingest`); see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from imapclient import IMAPClient
+from sqlalchemy import Engine, create_engine, func, text
+from sqlmodel import Session, col, select
+
+from core.db import unit_of_work, upgrade_database
+from core.mailboxes import add_mailbox
+from core.mailserver import LocalMailServer, LocalMailServerError, MailAccount, free_port
+from core.models import Conversation, Folder, FolderState, ImapSecurity, Message
+from core.settings import Settings
+
+log = logging.getLogger("bench")
+
+PG_ADMIN_URL = os.environ.get(
+    "IMAPDESK_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+# The synthetic corpus writes its support replies from this address: the box's own address.
+SUPPORT_ADDRESS = "support@example.test"
+MAILBOX_NAME = "support"
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        force=True,
+    )
+    logging.getLogger("bench").setLevel(logging.INFO)
+    for noisy in ("imapclient", "sqlalchemy.engine", "uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def say(message: str) -> None:
+    """Progress of the run, on stderr so that stdout holds only the figures."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def command_line() -> str:
+    return shlex.join([Path(sys.executable).name, "-m", _module_name(), *sys.argv[1:]])
+
+
+def _module_name() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    return Path(sys.argv[0]).stem
+
+
+# --- the scratch directory ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh directory Dovecot's unprivileged processes can traverse; removed unless `keep`."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        if keep:
+            say(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the mail server ------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def mail_server(base_dir: Path) -> Iterator[LocalMailServer]:
+    """A fresh Maildir Dovecot on free ports (retried on a port race), stopped at the end."""
+    last_error: LocalMailServerError | None = None
+    for attempt in range(3):
+        path = base_dir / f"dovecot-{attempt}"
+        path.mkdir(mode=0o755)
+        server = LocalMailServer(
+            path, imap_port=free_port(), imaps_port=free_port(), storage="maildir"
+        )
+        try:
+            server.start()
+        except LocalMailServerError as exc:
+            last_error = exc
+            continue
+        break
+    else:
+        assert last_error is not None
+        raise last_error
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def connect_imaps(account: MailAccount, timeout: float = 60.0) -> IMAPClient:
+    """An IMAPS connection, as the worker makes it (TLS verified against the server's CA)."""
+    return account.server.connect(account.user, account.password, ssl=True, timeout=timeout)
+
+
+def seed_messages(
+    server: LocalMailServer, account: MailAccount, messages: Iterable[bytes], folder: str = "INBOX"
+) -> tuple[int, int, float]:
+    """MULTIAPPEND everything into `folder`; returns (count, total bytes, seconds)."""
+    total_bytes = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal total_bytes
+        for raw in messages:
+            total_bytes += len(raw)
+            yield raw
+
+    started = time.perf_counter()
+    count = server.seed(account.user, account.password, folder, counted(), batch=500)
+    return count, total_bytes, time.perf_counter() - started
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_database(kind: str, directory: Path) -> Iterator[str]:
+    """A new database at the newest migration: a SQLite file in `directory`, or a throwaway
+    PostgreSQL database on 127.0.0.1:5432 that is dropped at the end."""
+    if kind == "sqlite":
+        url = f"sqlite:///{directory / f'imapdesk-{uuid.uuid4().hex[:8]}.db'}"
+        upgrade_database(url)
+        yield url
+        return
+    if kind != "postgresql":
+        raise ValueError(f"unknown database kind {kind!r}")
+    name = f"imapdesk_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {name}"))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        upgrade_database(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def bench_settings(database_url: str, data_dir: Path, secret_key: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        secret_key=secret_key,
+        environment="development",
+        mailbox_refresh_seconds=0.2,
+        reconnect_initial_seconds=0.2,
+        reconnect_max_seconds=2.0,
+    )
+
+
+def new_secret_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def add_bench_mailbox(engine: Engine, settings: Settings, account: MailAccount) -> int:
+    """The shared box as an admin adds it: IMAPS, the server's CA, INBOX and Sent watched."""
+    with unit_of_work(engine) as db:
+        mailbox = add_mailbox(
+            db,
+            settings,
+            name=MAILBOX_NAME,
+            address=SUPPORT_ADDRESS,
+            imap_host="localhost",
+            imap_port=account.imaps_port,
+            imap_security=ImapSecurity.ssl,
+            username=account.user,
+            password=account.password,
+            ca_file=str(account.ca_file),
+        )
+        assert mailbox.id is not None
+        return mailbox.id
+
+
+@dataclass(frozen=True)
+class FolderSnapshot:
+    exists: bool
+    state: str | None
+    message_count: int
+
+
+def folder_snapshot(engine: Engine, mailbox_id: int, name: str = "INBOX") -> FolderSnapshot:
+    with Session(engine) as db:
+        row = db.exec(
+            select(Folder.state, Folder.message_count).where(
+                Folder.mailbox_id == mailbox_id, Folder.name == name
+            )
+        ).first()
+    if row is None:
+        return FolderSnapshot(False, None, 0)
+    state, count = row
+    return FolderSnapshot(True, FolderState(state).value, int(count))
+
+
+def watched_folders_caught_up(engine: Engine, mailbox_id: int) -> bool:
+    with Session(engine) as db:
+        states = db.exec(
+            select(Folder.state).where(Folder.mailbox_id == mailbox_id, col(Folder.watched))
+        ).all()
+    return bool(states) and all(FolderState(s) == FolderState.poll for s in states)
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    messages: int
+    conversations: int  # not merged into another: what agents see
+    conversations_total: int
+
+
+def store_counts(engine: Engine) -> StoreCounts:
+    with Session(engine) as db:
+        messages = db.exec(select(func.count()).select_from(Message)).one()
+        live = db.exec(
+            select(func.count())
+            .select_from(Conversation)
+            .where(col(Conversation.merged_into_id).is_(None))
+        ).one()
+        total = db.exec(select(func.count()).select_from(Conversation)).one()
+    return StoreCounts(int(messages), int(live), int(total))
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+
+class ThreadWorker:
+    """`make_worker(...).run()` in a thread of this process."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        from worker.supervisor import make_worker
+
+        self.stop_event = threading.Event()
+        self.worker = make_worker(settings, engine, self.stop_event)
+        self.thread = threading.Thread(target=self.worker.run, name="bench-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=20)
+        if self.thread.is_alive():
+            say("warning: the worker thread did not stop within 20 s")
+
+
+class SubprocessWorker:
+    """`python -m core.cli worker` on its own, so that its RSS and CPU are its alone."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            IMAPDESK_DATABASE_URL=self.settings.database_url,
+            IMAPDESK_DATA_DIR=str(self.settings.data_dir),
+            IMAPDESK_SECRET_KEY=self.settings.secret_key,
+            IMAPDESK_ENVIRONMENT="development",
+            IMAPDESK_MAILBOX_REFRESH_SECONDS=str(self.settings.mailbox_refresh_seconds),
+        )
+        self._log_file = self.log_path.open("wb")
+        # cwd: the scratch directory, so no developer's .env is read
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "core.cli", "worker"],
+            env=env,
+            cwd=self.settings.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                say("warning: the worker did not exit within 20 s of SIGTERM: killing it")
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+class RssSampler:
+    """Samples the RSS of a process (and any children) every `interval` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = self.process.memory_info().rss
+                for child in self.process.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        rss += child.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    interval: float = 0.02,
+    alive: Callable[[], bool] | None = None,
+) -> bool:
+    """Polls `predicate` until it holds (True), time is up or `alive` says the worker died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if alive is not None and not alive():
+            return predicate()
+        time.sleep(interval)
+    return False
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        first = row[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    print(line(cells[0]))
+    print("  ".join("-" * w for w in widths))
+    for row in cells[1:]:
+        print(line(row))
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"

@@ -1,0 +1,145 @@
+"""Helpers for worker tests: a mailbox row for a test account, a worker in a thread, waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from imapclient import IMAPClient
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+
+from core.db import unit_of_work
+from core.mailboxes import add_mailbox
+from core.models import Conversation, Folder, ImapSecurity, Message, MessageLocation
+from core.settings import Settings
+from worker.supervisor import Worker, make_worker
+
+T = TypeVar("T")
+
+
+def make_settings(db_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "data_dir": data_dir,
+        "reconnect_initial_seconds": 0.2,
+        "reconnect_max_seconds": 1.0,
+        "mailbox_refresh_seconds": 0.2,
+        "folder_check_seconds": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def add_test_mailbox(
+    engine: Engine,
+    settings: Settings,
+    account: Any,
+    *,
+    name: str = "support",
+    address: str | None = None,
+    folders: list[str] | None = None,
+    password: str | None = None,
+    security: ImapSecurity = ImapSecurity.ssl,
+) -> int:
+    port = account.imaps_port if security == ImapSecurity.ssl else account.imap_port
+    with unit_of_work(engine) as db:
+        mb = add_mailbox(
+            db,
+            settings,
+            name=name,
+            address=address or account.user,
+            imap_host="localhost",
+            imap_port=port,
+            imap_security=security,
+            username=account.user,
+            password=password or account.password,
+            ca_file=str(account.ca_file),
+            folders=folders,
+        )
+        assert mb.id is not None
+        return mb.id
+
+
+@contextmanager
+def running_worker(settings: Settings, engine: Engine) -> Iterator[Worker]:
+    stop = threading.Event()
+    worker = make_worker(settings, engine, stop)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def count_messages(engine: Engine) -> int:
+    with Session(engine) as db:
+        return int(db.exec(select(func.count()).select_from(Message)).one())
+
+
+def count_locations(engine: Engine, folder_name: str | None = None) -> int:
+    with Session(engine) as db:
+        q = select(func.count()).select_from(MessageLocation)
+        if folder_name:
+            q = q.join(Folder, Folder.id == MessageLocation.folder_id).where(  # type: ignore[arg-type]
+                Folder.name == folder_name
+            )
+        return int(db.exec(q).one())
+
+
+def live_conversations(engine: Engine) -> list[Conversation]:
+    with Session(engine) as db:
+        return list(db.exec(select(Conversation).where(col(Conversation.merged_into_id).is_(None))))
+
+
+def folder_state(engine: Engine, mailbox_id: int, name: str) -> Folder | None:
+    with Session(engine) as db:
+        return db.exec(
+            select(Folder).where(Folder.mailbox_id == mailbox_id, Folder.name == name)
+        ).first()
+
+
+def caught_up(engine: Engine, mailbox_id: int, name: str = "INBOX") -> bool:
+    f = folder_state(engine, mailbox_id, name)
+    return f is not None and f.state.value == "poll"
+
+
+def snapshot_mailbox(client: IMAPClient) -> dict[str, dict[bytes, tuple[bytes, ...]]]:
+    """Every folder's messages, keyed by Message-ID header and flags (to prove nothing changed)."""
+    result: dict[str, dict[bytes, tuple[bytes, ...]]] = {}
+    for _flags, _delim, name in client.list_folders():
+        client.select_folder(name, readonly=True)
+        uids = client.search("ALL")
+        data = (
+            client.fetch(uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
+        )
+        per: dict[bytes, tuple[bytes, ...]] = {}
+        for uid, item in data.items():
+            key = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"").strip() or str(uid).encode()
+            flags = tuple(sorted(f for f in item[b"FLAGS"] if f != b"\\Recent"))
+            per[key + b"#" + str(uid).encode()] = flags
+        result[name] = per
+    return result

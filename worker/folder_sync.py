@@ -1,0 +1,286 @@
+"""One watched folder: initial sync in batches, then IDLE; its state is stored, so a restart
+(even after kill -9) resumes at the checkpoint with no gap and no duplicate.
+
+States: `initial` (catching up on everything below the server's UIDNEXT), `poll` (IDLE and take
+in what arrives), `uidinvalid` (the server renumbered the folder: locations are dropped and the
+folder is read again; messages are matched by Message-ID or content hash, so nothing doubles).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy import Engine, delete
+from sqlmodel import Session
+
+from core.db import unit_of_work
+from core.errors import ImapdeskError
+from core.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
+from core.mailboxes import our_addresses
+from core.models import Folder, FolderState, Mailbox, MessageLocation, utcnow
+from core.parsing import ParsedMessage, parse_message
+from core.settings import Settings
+from worker.backoff import Backoff
+from worker.imap import FolderStatus, ImapAccount, ImapSession
+
+log = logging.getLogger(__name__)
+
+
+# What may go wrong with a connection: each one discards the connection and backs off.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ImapdeskError,
+    IMAPClientError,
+    imaplib.IMAP4.error,
+    OSError,
+)
+
+ProgressCallback = Callable[[str, int, int], None]
+ParseFunction = Callable[[Sequence[bytes]], list[ParsedMessage]]
+
+
+def parse_serially(raws: Sequence[bytes]) -> list[ParsedMessage]:
+    return [parse_message(r) for r in raws]
+
+
+@dataclass
+class SyncContext:
+    settings: Settings
+    engine: Engine
+    stop: threading.Event
+    progress: ProgressCallback | None = None
+    parse: ParseFunction = parse_serially
+    # called after each committed batch with the conversation ids it touched (live updates)
+    on_change: Callable[[set[int]], None] | None = None
+
+
+class FolderLog(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['label']}] {msg}", kwargs  # type: ignore[index]
+
+
+class FolderSync:
+    """Keeps one folder of one mailbox taken in. `run()` returns only when asked to stop."""
+
+    def __init__(
+        self,
+        ctx: SyncContext,
+        mailbox_id: int,
+        folder_id: int,
+        folder_name: str,
+        account: ImapAccount,
+        label: str,
+    ) -> None:
+        self.ctx = ctx
+        self.mailbox_id = mailbox_id
+        self.folder_id = folder_id
+        self.folder_name = folder_name
+        self.account = account
+        self.label = label
+        self.log = FolderLog(log, {"label": label})
+        self.backoff = Backoff(
+            ctx.settings.reconnect_initial_seconds, ctx.settings.reconnect_max_seconds
+        )
+        self.ready = threading.Event()  # set once the first catch-up is done
+
+    # -- the outer loop: connect, sync, on failure back off and reconnect ----------------------
+    def run(self) -> None:
+        while not self.ctx.stop.is_set():
+            session: ImapSession | None = None
+            try:
+                session = ImapSession(self.account)
+                self._sync(session)
+            except CONNECTION_ERRORS as exc:
+                self._record_error(exc)
+            except Exception as exc:  # a bug must not end the worker: record it and go on
+                self.log.exception("unexpected error")
+                self._record_error(exc)
+            finally:
+                if session is not None:
+                    session.close()
+            if self.ctx.stop.is_set():
+                break
+            delay = self.backoff.next_delay()
+            self.log.info("reconnecting in %.1f s", delay)
+            if self.ctx.stop.wait(delay):
+                break
+
+    def _record_error(self, exc: BaseException) -> None:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        self.log.warning("sync failed: %s", message)
+        try:
+            with unit_of_work(self.ctx.engine) as db:
+                folder = db.get(Folder, self.folder_id)
+                if folder is not None:
+                    folder.last_error = f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: {message}"[:2000]
+        except Exception:
+            self.log.exception("could not record the error")
+
+    # -- one connection's life: catch up, then IDLE ---------------------------------------------
+    def _sync(self, imap: ImapSession) -> None:
+        status = imap.select(self.folder_name, readonly=True)
+        self._check_uidvalidity(status)
+        self._catch_up(imap)
+        self.backoff.reset()
+        self.ready.set()
+        settings = self.ctx.settings
+        # IDLE is re-issued at least every 29 minutes (RFC 2177) and broken off now and then to
+        # select the folder again: a deleted and recreated folder sends no news to an idler.
+        period = min(settings.idle_reissue_seconds, settings.folder_check_seconds)
+        while not self.ctx.stop.is_set():
+            if self._idle(imap, period) or self._folder_changed(imap):
+                self._catch_up(imap)
+
+    def _folder_changed(self, imap: ImapSession) -> bool:
+        """Select the folder again: True when it has new UIDs or was replaced (new UIDVALIDITY).
+
+        STATUS is no use here: on the selected folder Dovecot answers from the open (possibly
+        deleted) view.
+        """
+        current = imap.select(self.folder_name, readonly=True)
+        with Session(self.ctx.engine) as db:
+            folder = db.get(Folder, self.folder_id)
+            assert folder is not None
+            known_uidvalidity, checkpoint = folder.uidvalidity, folder.uidnext
+        if known_uidvalidity != current.uidvalidity:
+            self._check_uidvalidity(current)
+            return True
+        return current.uidnext > checkpoint
+
+    def _idle(self, imap: ImapSession, seconds: float) -> bool:
+        """IDLE until the folder changes (True), time is up or stop is asked (False)."""
+        client = imap.client
+        client.idle()
+        deadline = time.monotonic() + seconds
+        changed = False
+        try:
+            while not self.ctx.stop.is_set() and time.monotonic() < deadline:
+                responses = client.idle_check(timeout=min(1.0, seconds))
+                for resp in responses:
+                    if len(resp) >= 2 and resp[1] in (b"EXISTS", b"EXPUNGE", b"FETCH"):
+                        changed = True
+                    elif resp and resp[0] == b"BYE":
+                        raise imaplib.IMAP4.abort(f"server closed the connection: {resp!r}")
+                if changed:
+                    break
+        finally:
+            client.idle_done()
+        return changed
+
+    def _check_uidvalidity(self, status: FolderStatus) -> None:
+        with unit_of_work(self.ctx.engine) as db:
+            folder = db.get(Folder, self.folder_id)
+            assert folder is not None
+            if folder.uidvalidity is None:
+                folder.uidvalidity = status.uidvalidity
+                folder.initial_target_uid = status.uidnext
+            elif folder.uidvalidity != status.uidvalidity:
+                self.log.warning(
+                    "UIDVALIDITY changed from %s to %s: reading the folder again",
+                    folder.uidvalidity,
+                    status.uidvalidity,
+                )
+                db.execute(delete(MessageLocation).where(MessageLocation.folder_id == folder.id))  # type: ignore[arg-type]
+                folder.uidvalidity = status.uidvalidity
+                folder.uidnext = 1
+                folder.message_count = 0
+                folder.highestmodseq = None
+                folder.initial_target_uid = status.uidnext
+                folder.state = FolderState.uidinvalid
+            folder.last_error = None
+
+    def _catch_up(self, imap: ImapSession) -> None:
+        """Take in every message at or above the checkpoint, batch by batch."""
+        with Session(self.ctx.engine) as db:
+            folder = db.get(Folder, self.folder_id)
+            assert folder is not None
+            start_uid = folder.uidnext
+        uids = imap.uids_from(start_uid)
+        total = len(uids)
+        done = 0
+        if self.ctx.progress and total:
+            self.ctx.progress(self.label, 0, total)
+        settings = self.ctx.settings
+        sizes = imap.sizes(uids) if uids else {}
+        for batch in _batches(uids, sizes, settings.fetch_batch_size, 16 * 1024 * 1024):
+            if self.ctx.stop.is_set():
+                return
+            fetched = self._fetch(imap, batch, sizes)
+            parsed = self.ctx.parse([m.raw for m in fetched])
+            touched = self._store(fetched, parsed, next_uid=batch[-1] + 1)
+            done += len(batch)
+            if self.ctx.progress:
+                self.ctx.progress(self.label, done, total)
+            if self.ctx.on_change and touched:
+                self.ctx.on_change(touched)
+        with unit_of_work(self.ctx.engine) as db:
+            folder = db.get(Folder, self.folder_id)
+            assert folder is not None
+            if folder.state != FolderState.poll:
+                self.log.info("caught up: %d messages", folder.message_count)
+            folder.state = FolderState.poll
+            folder.last_sync_at = utcnow()
+            folder.last_error = None
+
+    def _fetch(
+        self, imap: ImapSession, batch: list[int], sizes: dict[int, int]
+    ) -> list[FetchedMessage]:
+        settings = self.ctx.settings
+        small = [u for u in batch if sizes.get(u, 0) <= settings.large_message_bytes]
+        fetched = imap.fetch_messages(small) if small else []
+        for uid in batch:
+            size = sizes.get(uid, 0)
+            if size <= settings.large_message_bytes:
+                continue
+            # large ones alone, so one huge attachment never holds up a whole batch
+            header_only = size > settings.max_message_bytes
+            if header_only:
+                self.log.warning("UID %d has %d bytes: storing its header only", uid, size)
+            fetched.extend(imap.fetch_messages([uid], header_only=header_only))
+        fetched.sort(key=lambda m: m.uid)
+        return fetched
+
+    def _store(
+        self, fetched: list[FetchedMessage], parsed: list[ParsedMessage], *, next_uid: int
+    ) -> set[int]:
+        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            lock_for_ingest(db)
+            folder = db.get(Folder, self.folder_id)
+            mailbox = db.get(Mailbox, self.mailbox_id)
+            assert folder is not None and mailbox is not None
+            result = ingest_batch(
+                db,
+                settings=self.ctx.settings,
+                mailbox=mailbox,
+                folder=folder,
+                fetched=fetched,
+                parsed=parsed,
+                our_addresses=our_addresses(db),
+            )
+            # the checkpoint commits with the messages: all or nothing
+            folder.uidnext = max(folder.uidnext, next_uid)
+            folder.message_count += result.new_locations
+            folder.last_sync_at = utcnow()
+        return result.conversation_ids
+
+
+def _batches(
+    uids: list[int], sizes: dict[int, int], max_count: int, max_bytes: int
+) -> Iterator[list[int]]:
+    batch: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if batch and (len(batch) >= max_count or total + size > max_bytes):
+            yield batch
+            batch, total = [], 0
+        batch.append(uid)
+        total += size
+    if batch:
+        yield batch
