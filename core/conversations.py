@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from sqlalchemy import Integer, Table, bindparam, func, insert, literal, select, update
 from sqlalchemy import delete as sa_delete
@@ -133,6 +133,32 @@ def message_customer(
     return None, None
 
 
+# --- conversations changed in the session --------------------------------------------------
+
+_TOUCHED = "imapdesk.touched_conversations"
+
+
+def _touch(session: Session, conversation: Conversation) -> None:
+    session.info.setdefault(_TOUCHED, {})[id(conversation)] = conversation
+
+
+def pending_conversations(session: Session) -> list[Conversation]:
+    """Conversations changed here whose changes are not flushed yet (their rows are stale).
+
+    Lets a lookup judge them by their objects instead of flushing the caller's pending rows:
+    the ingest threads a whole batch before it flushes.
+    """
+    touched: dict[int, Conversation] = session.info.get(_TOUCHED, {})
+    pending = []
+    for key, conversation in list(touched.items()):
+        state = sa_inspect(conversation)
+        if state.modified and state.session_id == session.hash_key:
+            pending.append(conversation)
+        else:
+            del touched[key]
+    return pending
+
+
 # --- aggregates --------------------------------------------------------------------------------
 
 
@@ -207,6 +233,7 @@ def add_message_to_conversation(
     the customer is the sender of the first inbound message, or, while there is none, the
     first recipient not ours of the first outbound one.
     """
+    _touch(session, conversation)
     conversation.updated_at = _now()
     conversation.version += 1
     if message.direction == Direction.note:
@@ -307,6 +334,7 @@ def recompute_conversation(
         ),
         key=lambda m: (m.when, m.id),
     )
+    _touch(session, conversation)
     conversation.message_count = len(messages)
     conversation.updated_at = _now()
     conversation.version += 1
@@ -335,7 +363,12 @@ class _Row:
     seen: bool
 
 
-_CONVERSATION_BY_ID = select(Conversation).where(col(Conversation.id) == bindparam("id"))
+# no autoflush: pending changes to a conversation live on its object in the identity map
+_CONVERSATION_BY_ID = (
+    select(Conversation)
+    .where(col(Conversation.id) == bindparam("id"))
+    .execution_options(autoflush=False)
+)
 
 
 def get_conversation(session: Session, conversation_id: int) -> Conversation | None:
@@ -411,6 +444,7 @@ def merge_conversations(
         if keep.assignee_id is None and other.assignee_id is not None:
             keep.assignee_id = other.assignee_id
             keep.claimed = other.claimed
+        _touch(session, other)
         other.merged_into_id = keep.id
         other.message_count = 0
         other.unread = False
@@ -419,8 +453,3 @@ def merge_conversations(
     keep.status = min(statuses, key=_STATUS_PRECEDENCE.index)
     recompute_conversation(session, keep, our_addresses=our_addresses)
     return keep
-
-
-def tags_of(session: Session, conversation_id: int) -> set[str]:
-    rows: Any = session.execute(select(_TAG.c.tag).where(_TAG.c.conversation_id == conversation_id))
-    return {r[0] for r in rows}

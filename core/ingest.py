@@ -12,8 +12,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from core.attachments import store_blob
@@ -27,8 +28,9 @@ from core.models import (
     MessageLocation,
     RawMessage,
     as_utc,
+    utcnow,
 )
-from core.parsing import ParsedMessage, parse_message
+from core.parsing import ParsedAttachment, ParsedMessage, parse_message
 from core.settings import Settings
 from core.threading import thread_message
 
@@ -108,50 +110,77 @@ def ingest_batch(
         ).all()
         if pk is not None
     }
+    # new messages are inserted together (one batched INSERT ... RETURNING that gives ORM
+    # objects without the cost of constructing models), then threaded in arrival order
+    new_rows: dict[str, dict[str, Any]] = {}
+    new_parts: dict[str, tuple[FetchedMessage, ParsedMessage]] = {}
+    placements: list[tuple[FetchedMessage, str, str]] = []
     for item, p, digest, key in zip(fetched, parsed, digests, keys, strict=True):
         if item.uid in known_uids:
             result.already_known += 1
             continue
-        message_pk = existing.get(key)
-        if message_pk is None:
-            message = _store_message(
-                session, settings, mailbox, folder, item, p, digest, key, our_addresses
-            )
-            assert message.id is not None
-            message_pk = existing[key] = message.id
-            result.new_messages += 1
-            if message.conversation_id is not None:
-                result.conversation_ids.add(message.conversation_id)
-        else:
+        known_uids.add(item.uid)
+        placements.append((item, digest, key))
+        if key in existing or key in new_rows:
             result.already_known += 1
-        session.add(
-            MessageLocation(
-                message_id=message_pk,
-                folder_id=folder.id,
-                uid=item.uid,
-                flags=list(item.flags),
-                modseq=item.modseq,
-                content_hash=digest,
-                internal_date=as_utc(item.internal_date),
+            continue
+        new_rows[key] = _message_row(settings, folder, item, p, digest, key, our_addresses)
+        new_parts[key] = (item, p)
+    messages: list[Message] = []
+    if new_rows:
+        messages = list(
+            session.scalars(
+                insert(Message).returning(Message, sort_by_parameter_order=True),
+                list(new_rows.values()),
             )
         )
-        known_uids.add(item.uid)
-        result.new_locations += 1
+    raw_rows: list[dict[str, Any]] = []
+    attachment_rows: list[dict[str, Any]] = []
+    for message in messages:
+        assert message.id is not None
+        existing[message.message_id] = message.id
+        item, p = new_parts[message.message_id]
+        raw_rows.append({"message_id": message.id, "data": item.raw})
+        attachment_rows.extend(_attachment_row(settings, message.id, a) for a in p.attachments)
+    if raw_rows:
+        session.execute(insert(RawMessage), raw_rows)
+    if attachment_rows:
+        session.execute(insert(Attachment), attachment_rows)
+    if placements:
+        session.execute(
+            insert(MessageLocation),
+            [
+                {
+                    "message_id": existing[key],
+                    "folder_id": folder.id,
+                    "uid": item.uid,
+                    "flags": list(item.flags),
+                    "modseq": item.modseq,
+                    "content_hash": digest,
+                    "internal_date": as_utc(item.internal_date),
+                }
+                for item, digest, key in placements
+            ],
+        )
+    result.new_locations = len(placements)
+    for message in messages:
+        thread_message(session, message, mailbox.id, settings=settings, our_addresses=our_addresses)
+        if message.conversation_id is not None:
+            result.conversation_ids.add(message.conversation_id)
+    result.new_messages = len(messages)
     session.flush()
     return result
 
 
-def _store_message(
-    session: Session,
+def _message_row(
     settings: Settings,
-    mailbox: Mailbox,
     folder: Folder,
     item: FetchedMessage,
     p: ParsedMessage,
     digest: str,
     key: str,
     our_addresses: frozenset[str],
-) -> Message:
+) -> dict[str, Any]:
     outbound = folder.role == FolderRole.sent or (
         p.from_email is not None and p.from_email in our_addresses
     )
@@ -162,46 +191,41 @@ def _store_message(
             f"IMAPDESK_MAX_MESSAGE_BYTES ({settings.max_message_bytes}); it stays on the server"
         )
         parse_error = f"{note}; {parse_error}" if parse_error else note
-    message = Message(
-        message_id=key,
-        has_message_id=p.message_id is not None,
-        content_hash=digest,
-        direction=Direction.outbound if outbound else Direction.inbound,
-        subject=p.subject,
-        from_email=p.from_email,
-        from_name=p.from_name,
-        to=p.to,
-        cc=p.cc,
-        reply_to=p.reply_to,
-        date=as_utc(p.date) or as_utc(item.internal_date),
-        in_reply_to=p.in_reply_to,
-        references=p.references,
-        headers=p.headers,
-        text=p.text,
-        html=p.html,
-        snippet=p.snippet[:300],
-        size=item.size or len(item.raw),
-        parse_error=parse_error,
-        auto_submitted=p.auto_submitted,
-        seen="\\Seen" in item.flags,
-    )
-    session.add(message)
-    session.flush()
-    assert message.id is not None
-    session.add(RawMessage(message_id=message.id, data=item.raw))
-    for att in p.attachments:
-        sha = store_blob(settings.attachments_dir, att.data)
-        session.add(
-            Attachment(
-                message_id=message.id,
-                filename=att.filename[:500],
-                content_type=att.content_type[:200],
-                size=len(att.data),
-                sha256=sha,
-                content_id=att.content_id[:500] if att.content_id else None,
-                inline=att.inline,
-            )
-        )
-    assert mailbox.id is not None
-    thread_message(session, message, mailbox.id, settings=settings, our_addresses=our_addresses)
-    return message
+    return {
+        "message_id": key,
+        "has_message_id": p.message_id is not None,
+        "content_hash": digest,
+        "conversation_id": None,
+        "thread_rule": "new",
+        "direction": Direction.outbound if outbound else Direction.inbound,
+        "subject": p.subject,
+        "from_email": p.from_email,
+        "from_name": p.from_name,
+        "to": p.to,
+        "cc": p.cc,
+        "reply_to": p.reply_to,
+        "date": as_utc(p.date) or as_utc(item.internal_date),
+        "in_reply_to": p.in_reply_to,
+        "references": p.references,
+        "headers": p.headers,
+        "text": p.text,
+        "html": p.html,
+        "snippet": p.snippet[:300],
+        "size": item.size or len(item.raw),
+        "parse_error": parse_error,
+        "auto_submitted": p.auto_submitted,
+        "seen": "\\Seen" in item.flags,
+        "created_at": utcnow(),
+    }
+
+
+def _attachment_row(settings: Settings, message_pk: int, att: ParsedAttachment) -> dict[str, Any]:
+    return {
+        "message_id": message_pk,
+        "filename": att.filename[:500],
+        "content_type": att.content_type[:200],
+        "size": len(att.data),
+        "sha256": store_blob(settings.attachments_dir, att.data),
+        "content_id": att.content_id[:500] if att.content_id else None,
+        "inline": att.inline,
+    }

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     # worker
     fetch_batch_size: int = 500
+    # processes that parse mail during the initial sync; default: one less than the cores
+    parse_processes: int | None = None
     idle_reissue_seconds: int = 29 * 60
     # how often an idling folder is checked with STATUS (deleted and recreated, missed news)
     folder_check_seconds: float = 60.0

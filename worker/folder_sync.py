@@ -12,8 +12,9 @@ import imaplib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from imapclient.exceptions import IMAPClientError
@@ -25,10 +26,11 @@ from core.errors import ImapdeskError
 from core.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
 from core.mailboxes import our_addresses
 from core.models import Folder, FolderState, Mailbox, MessageLocation, utcnow
-from core.parsing import ParsedMessage, parse_message
+from core.parsing import ParsedMessage
 from core.settings import Settings
 from worker.backoff import Backoff
 from worker.imap import FolderStatus, ImapAccount, ImapSession
+from worker.parse_pool import Parser
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +44,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 ProgressCallback = Callable[[str, int, int], None]
-ParseFunction = Callable[[Sequence[bytes]], list[ParsedMessage]]
-
-
-def parse_serially(raws: Sequence[bytes]) -> list[ParsedMessage]:
-    return [parse_message(r) for r in raws]
 
 
 @dataclass
@@ -55,7 +52,7 @@ class SyncContext:
     engine: Engine
     stop: threading.Event
     progress: ProgressCallback | None = None
-    parse: ParseFunction = parse_serially
+    parser: Parser = field(default_factory=lambda: Parser(0))
     # called after each committed batch with the conversation ids it touched (live updates)
     on_change: Callable[[set[int]], None] | None = None
 
@@ -208,17 +205,26 @@ class FolderSync:
             self.ctx.progress(self.label, 0, total)
         settings = self.ctx.settings
         sizes = imap.sizes(uids) if uids else {}
-        for batch in _batches(uids, sizes, settings.fetch_batch_size, 16 * 1024 * 1024):
+        parser = self.ctx.parser
+        # a pipeline: batch N is parsed on another core while N+1 is fetched and N-1 stored
+        pending: tuple[list[int], list[FetchedMessage], Future[list[ParsedMessage]]] | None = None
+        for batch in [*_batches(uids, sizes, settings.fetch_batch_size, 16 * 1024 * 1024), []]:
             if self.ctx.stop.is_set():
                 return
-            fetched = self._fetch(imap, batch, sizes)
-            parsed = self.ctx.parse([m.raw for m in fetched])
-            touched = self._store(fetched, parsed, next_uid=batch[-1] + 1)
-            done += len(batch)
-            if self.ctx.progress:
-                self.ctx.progress(self.label, done, total)
-            if self.ctx.on_change and touched:
-                self.ctx.on_change(touched)
+            submitted = None
+            if batch:
+                fetched = self._fetch(imap, batch, sizes)
+                submitted = (batch, fetched, parser.submit([m.raw for m in fetched]))
+            if pending is not None:
+                done_batch, done_fetched, future = pending
+                parsed = parser.result(future, [m.raw for m in done_fetched])
+                touched = self._store(done_fetched, parsed, next_uid=done_batch[-1] + 1)
+                done += len(done_batch)
+                if self.ctx.progress:
+                    self.ctx.progress(self.label, done, total)
+                if self.ctx.on_change and touched:
+                    self.ctx.on_change(touched)
+            pending = submitted
         with unit_of_work(self.ctx.engine) as db:
             folder = db.get(Folder, self.folder_id)
             assert folder is not None

@@ -20,6 +20,7 @@ from core.settings import Settings
 from worker.backoff import Backoff
 from worker.folder_sync import CONNECTION_ERRORS, FolderSync, SyncContext
 from worker.imap import ImapAccount, ImapSession
+from worker.parse_pool import Parser, default_parse_processes
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class MailboxRunner:
             engine=self.ctx.engine,
             stop=self.stop,
             progress=self.ctx.progress,
-            parse=self.ctx.parse,
+            parser=self.ctx.parser,
             on_change=self.ctx.on_change,
         )
         threads = []
@@ -214,6 +215,7 @@ class Worker:
         for runner in self.runners.values():
             if runner.thread is not None:
                 runner.thread.join(timeout=10)
+        self.ctx.parser.close()
 
     def ready(self) -> bool:
         return bool(self.runners) and all(r.ready() for r in self.runners.values())
@@ -222,4 +224,7 @@ class Worker:
 def make_worker(
     settings: Settings, engine: Engine, stop: threading.Event, **kwargs: object
 ) -> Worker:
-    return Worker(SyncContext(settings=settings, engine=engine, stop=stop, **kwargs))  # type: ignore[arg-type]
+    processes = settings.parse_processes
+    parser = Parser(default_parse_processes() if processes is None else processes)
+    ctx = SyncContext(settings=settings, engine=engine, stop=stop, parser=parser, **kwargs)  # type: ignore[arg-type]
+    return Worker(ctx)

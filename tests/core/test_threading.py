@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import Session, col, select
 
 from core.conversations import (
@@ -135,7 +135,7 @@ def mail(
     irt: str | None = None,
 ) -> bytes:
     lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}"]
-    lines.append(f"Date: {format_datetime(date.replace(tzinfo=None), usegmt=False)} +0000")
+    lines.append(f"Date: {format_datetime(date)}")
     if msgid:
         lines.append(f"Message-ID: <{msgid}>")
     if irt:
@@ -653,6 +653,53 @@ def test_subject_fallback(engine: Engine) -> None:
         )
         assert off.thread_rule == RULE_NEW
         assert_nodes_follow_conversations(session)
+
+
+def test_batch_threading_sees_unflushed_changes(engine: Engine) -> None:
+    """The ingest inserts a batch, then threads it without flushing in between: the subject
+    lookup must judge a conversation by its unflushed aggregates (u2 moved its last message
+    into u3's window), and flush nothing of the caller's."""
+    day = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+    raws = [
+        mail("u1@c", "Broken lamp", date=day),
+        mail("u2@c", "Re: Broken lamp", refs=["u1@c"], date=day + timedelta(days=13)),
+        mail("u3@c", "Re: Broken lamp", date=day + timedelta(days=20)),
+        mail("u4@c", "Re: Broken lamp", sender="bob@b.org", date=day + timedelta(days=20)),
+    ]
+    with Session(engine) as session:
+        box = add_mailbox(session)
+        session.commit()
+        messages = []
+        for raw in raws:
+            p = parse_message(raw)
+            messages.append(
+                Message(
+                    message_id=p.message_id or "",
+                    content_hash="x",
+                    subject=p.subject,
+                    from_email=p.from_email,
+                    to=p.to,
+                    date=p.date.replace(tzinfo=UTC) if p.date else None,
+                    created_at=day,
+                    in_reply_to=p.in_reply_to,
+                    references=p.references,
+                )
+            )
+        session.add_all(messages)
+        session.flush()
+        flushes = []
+        event.listen(session, "before_flush", lambda *_: flushes.append(1))
+        for message in messages:
+            thread_message(session, message, box, settings=settings(), our_addresses=OUR)
+        assert not flushes
+        u1, u2, u3, u4 = messages
+        assert u1.conversation_id == u2.conversation_id == u3.conversation_id
+        assert u3.thread_rule == RULE_SUBJECT
+        assert u4.thread_rule == RULE_NEW
+        session.commit()
+        conversation = session.get(Conversation, u1.conversation_id)
+        assert conversation is not None and conversation.message_count == 3
+        assert conversation.last_message_at == day + timedelta(days=20)
 
 
 def test_subject_fallback_refuses_contradicting_references(engine: Engine) -> None:
