@@ -28,6 +28,7 @@ from core.models import (
     Mailbox,
     Message,
     ThreadNode,
+    utcnow,
 )
 from core.parsing import subject_key as parsing_subject_key
 
@@ -84,10 +85,6 @@ def subject_key(subject: str | None) -> str:
 def as_utc(value: datetime) -> datetime:
     """An aware UTC datetime (the columns are UTCDateTime); a naive one is taken as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def message_time(message: Message) -> datetime:
@@ -191,8 +188,8 @@ def new_conversation(
         message_count=0 if is_note else 1,
         unread=message.direction == Direction.inbound and not message.seen,
         last_message_at=None if is_note else when,
-        created_at=_now(),
-        updated_at=_now(),
+        created_at=utcnow(),
+        updated_at=utcnow(),
     )
     if like is not None:
         conversation.status = like.status
@@ -234,7 +231,7 @@ def add_message_to_conversation(
     first recipient not ours of the first outbound one.
     """
     _touch(session, conversation)
-    conversation.updated_at = _now()
+    conversation.updated_at = utcnow()
     conversation.version += 1
     if message.direction == Direction.note:
         return
@@ -336,7 +333,7 @@ def recompute_conversation(
     )
     _touch(session, conversation)
     conversation.message_count = len(messages)
-    conversation.updated_at = _now()
+    conversation.updated_at = utcnow()
     conversation.version += 1
     if not messages:
         conversation.last_message_at = None
@@ -448,7 +445,7 @@ def merge_conversations(
         other.merged_into_id = keep.id
         other.message_count = 0
         other.unread = False
-        other.updated_at = _now()
+        other.updated_at = utcnow()
         other.version += 1
     keep.status = min(statuses, key=_STATUS_PRECEDENCE.index)
     recompute_conversation(session, keep, our_addresses=our_addresses)

@@ -40,8 +40,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # BEGIN IMMEDIATE for writers would serialise reads too; plain BEGIN plus busy_timeout.
-            conn.exec_driver_sql("BEGIN")
+            # A unit of work writes: BEGIN IMMEDIATE takes the write lock up front (waiting
+            # for it with busy_timeout), where a deferred read that later writes would fail
+            # at once with "database is locked" if another writer committed meanwhile.
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         # pysqlite's own transaction handling is replaced by the explicit BEGIN above.
         @event.listens_for(engine, "connect", insert=True)
@@ -65,6 +68,7 @@ def unit_of_work(engine: Engine | None = None) -> Iterator[Session]:
     """One transaction: commits when the block ends, rolls back if it raises."""
     with Session(engine or get_engine(), expire_on_commit=False) as session:
         try:
+            session.connection(execution_options={"sqlite_immediate": True})
             yield session
             session.commit()
         except BaseException:

@@ -128,12 +128,16 @@ def ingest_batch(
         new_parts[key] = (item, p)
     messages: list[Message] = []
     if new_rows:
-        messages = list(
-            session.scalars(
-                insert(Message).returning(Message, sort_by_parameter_order=True),
-                list(new_rows.values()),
+        # a plain executemany, then one SELECT for the ORM objects: RETURNING of ORM entities
+        # over many rows costs more than both together
+        session.execute(insert(Message.__table__), list(new_rows.values()))  # type: ignore[attr-defined]
+        loaded = {
+            m.message_id: m
+            for m in session.scalars(
+                select(Message).where(col(Message.message_id).in_(list(new_rows)))
             )
-        )
+        }
+        messages = [loaded[key] for key in new_rows]
     raw_rows: list[dict[str, Any]] = []
     attachment_rows: list[dict[str, Any]] = []
     for message in messages:
