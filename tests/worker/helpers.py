@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,7 +66,13 @@ def add_test_mailbox(
 
 
 @contextmanager
-def running_worker(settings: Settings, engine: Engine) -> Iterator[Worker]:
+def running_worker(
+    settings: Settings, engine: Engine, *, untouched: Sequence[Any] = ()
+) -> Iterator[Worker]:
+    """The worker in a thread. For each account in `untouched`, every message that was in the
+    box when the worker started must still be there afterwards, in the same folder under the
+    same UID with the same flags: the worker never sets \\Seen, moves or deletes."""
+    before = [(acc, _snapshot(acc)) for acc in untouched]
     stop = threading.Event()
     worker = make_worker(settings, engine, stop)
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -77,6 +83,22 @@ def running_worker(settings: Settings, engine: Engine) -> Iterator[Worker]:
         stop.set()
         thread.join(timeout=15)
         assert not thread.is_alive(), "the worker did not stop"
+    for acc, snap in before:
+        after = _snapshot(acc)
+        for folder, messages in snap.items():
+            for key, flags in messages.items():
+                assert after.get(folder, {}).get(key) == flags, (
+                    f"{acc.user}: {key!r} in {folder} changed from {flags} to "
+                    f"{after.get(folder, {}).get(key)} (or moved) while the worker ran"
+                )
+
+
+def _snapshot(account: Any) -> dict[str, dict[bytes, tuple[bytes, ...]]]:
+    client = account.connect()
+    try:
+        return snapshot_mailbox(client)
+    finally:
+        client.logout()
 
 
 def wait_for(

@@ -87,7 +87,7 @@ def test_initial_sync_then_live_arrival_without_touching_the_mailbox(
     colleague = imap_client(mail_account)
     before = snapshot_mailbox(colleague)
     mailbox_id = add_test_mailbox(engine, settings, mail_account)
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[mail_account]):
         wait_for(
             lambda: (
                 caught_up(engine, mailbox_id, "INBOX") and caught_up(engine, mailbox_id, "Sent")
@@ -134,7 +134,7 @@ def test_same_message_in_two_mailboxes_is_one_message_in_one_conversation(
     mailserver.seed(a.user, a.password, "INBOX", [raw])  # delivered twice to the first box
     first = add_test_mailbox(engine, settings, a, name="support")
     second = add_test_mailbox(engine, settings, b, name="info")
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[a, b]):
         wait_for(lambda: caught_up(engine, first) and caught_up(engine, second))
     assert count_messages(engine) == 1
     assert count_locations(engine) == 3
@@ -151,7 +151,7 @@ def test_wrong_password_is_reported_and_other_mailboxes_go_on(
     mailserver.seed(good.user, good.password, "INBOX", [make_mail(1)])
     bad_id = add_test_mailbox(engine, settings, bad, name="broken", password="wrong-password")
     good_id = add_test_mailbox(engine, settings, good, name="support")
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[good]):
         wait_for(lambda: caught_up(engine, good_id), what="the good mailbox")
 
         def bad_error() -> str | None:
@@ -177,7 +177,7 @@ def test_untrusted_certificate_is_refused_with_a_clear_error(
         mb = db.get(Mailbox, mailbox_id)
         assert mb is not None
         mb.ca_file = None  # the system CAs do not know the test server's certificate
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[mail_account]):
 
         def error() -> str | None:
             with Session(engine) as db:
@@ -207,6 +207,7 @@ def test_uidvalidity_change_causes_no_duplicates(
     server.seed(mail_account.user, mail_account.password, "Support", mails)
     mailbox_id = add_test_mailbox(engine, settings, mail_account, folders=["Support"])
     colleague = imap_client(mail_account)
+    # no untouched= here: the colleague deletes the folder on purpose
     with running_worker(settings, engine):
         wait_for(lambda: caught_up(engine, mailbox_id, "Support"))
         before = folder_state(engine, mailbox_id, "Support")
@@ -245,15 +246,9 @@ def test_mail_sent_while_dovecot_was_down_arrives(
         server.add_user("down@example.test", "secret")
         server.seed("down@example.test", "secret", "INBOX", [make_mail(1)])
 
-        class Acc:
-            user = "down@example.test"
-            password = "secret"
-            imap_port = server.imap_port
-            imaps_port = server.imaps_port
-            ca_file = server.ca_file
-
-        mailbox_id = add_test_mailbox(engine, settings, Acc)
-        with running_worker(settings, engine):
+        acc = server.account("down@example.test")
+        mailbox_id = add_test_mailbox(engine, settings, acc)
+        with running_worker(settings, engine, untouched=[acc]):
             wait_for(lambda: caught_up(engine, mailbox_id))
             server.stop()
             time.sleep(0.5)
@@ -346,7 +341,7 @@ def test_a_message_over_the_size_limit_is_stored_with_its_header_only(
         mail_account.user, mail_account.password, "INBOX", [make_mail(1), big, medium, make_mail(4)]
     )
     mailbox_id = add_test_mailbox(engine, settings, mail_account)
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[mail_account]):
         wait_for(lambda: caught_up(engine, mailbox_id))
     with Session(engine) as db:
         msgs = {m.message_id: m for m in db.exec(select(Message))}
@@ -377,7 +372,7 @@ def test_notmuch_default_corpus_gives_the_expected_24_conversations(
         mail_account.user, mail_account.password, "INBOX", [p.read_bytes() for p in files]
     )
     mailbox_id = add_test_mailbox(engine, settings, mail_account)
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[mail_account]):
         wait_for(lambda: caught_up(engine, mailbox_id))
     expected: Counter[int] = Counter()
     for line in (
@@ -412,7 +407,7 @@ def test_every_corpus_file_is_ingested_and_visible_through_the_api(
         mail_account.user, mail_account.password, "INBOX", [p.read_bytes() for p in files]
     )
     mailbox_id = add_test_mailbox(engine, settings, mail_account)
-    with running_worker(settings, engine):
+    with running_worker(settings, engine, untouched=[mail_account]):
         wait_for(lambda: caught_up(engine, mailbox_id), timeout=60)
     folder = folder_state(engine, mailbox_id, "INBOX")
     assert folder is not None and folder.last_error is None
