@@ -268,9 +268,25 @@ def worker_cmd(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False
         thread.join(0.5)
 
 
-def _serve(with_worker: bool, verbose: bool) -> None:
+def web_server(app: Any, host: str, port: int) -> Any:
+    """A uvicorn server that, on SIGINT/SIGTERM, returns instead of re-raising the signal, so
+    the caller's clean-up (stop the worker, stop the demo's Dovecot) runs."""
+    import contextlib
+
     import uvicorn
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    return Server(config)
+
+
+def _serve(with_worker: bool, verbose: bool) -> None:
     from api.app import create_app
     from core.db import upgrade_database
 
@@ -279,10 +295,7 @@ def _serve(with_worker: bool, verbose: bool) -> None:
     upgrade_database()
     stop = threading.Event()
     worker_thread = start_worker(stop, progress=True) if with_worker else None
-    config = uvicorn.Config(
-        create_app(), host=settings.host, port=settings.port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
+    server = web_server(create_app(), settings.host, settings.port)
     try:
         server.run()
     finally:

@@ -102,10 +102,8 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
 
 
 def run_demo(*, port: int, console: Console) -> None:
-    import uvicorn
-
     from api.app import create_app
-    from core.cli import start_worker
+    from core.cli import start_worker, web_server
 
     settings = get_settings()
     server = start_demo_mailserver(console)
@@ -119,11 +117,8 @@ def run_demo(*, port: int, console: Console) -> None:
     console.print(f"API:     {url}docs   (a token: imapdesk token create {admin})")
     console.print(f"IMAP:    localhost:{server.imaps_port} (TLS), CA file {server.ca_file}")
     console.print("Ctrl-C stops everything.")
-    config = uvicorn.Config(
-        create_app(), host=settings.host, port=port, log_config=None, access_log=False
-    )
     try:
-        uvicorn.Server(config).run()
+        web_server(create_app(), settings.host, port).run()
     finally:
         stop.set()
         worker_thread.join(timeout=10)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     # worker
     fetch_batch_size: int = 500
+    # and at most this many bytes per batch: bounds the worker's memory
+    fetch_batch_bytes: int = 4 * 1024 * 1024
     # processes that parse mail during the initial sync; default: one less than the cores
     parse_processes: int | None = None
     idle_reissue_seconds: int = 29 * 60

@@ -208,7 +208,10 @@ class FolderSync:
         parser = self.ctx.parser
         # a pipeline: batch N is parsed on another core while N+1 is fetched and N-1 stored
         pending: tuple[list[int], list[FetchedMessage], Future[list[ParsedMessage]]] | None = None
-        for batch in [*_batches(uids, sizes, settings.fetch_batch_size, 16 * 1024 * 1024), []]:
+        for batch in [
+            *_batches(uids, sizes, settings.fetch_batch_size, settings.fetch_batch_bytes),
+            [],
+        ]:
             if self.ctx.stop.is_set():
                 return
             submitted = None
