@@ -6,9 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from core.models import (
+    Activity,
+    ActivitySource,
     Attachment,
     ConversationStatus,
     Direction,
@@ -107,6 +116,52 @@ class MessagePublic(BaseModel):
 
 class ConversationDetailPublic(ConversationPublic):
     messages: list[MessagePublic]
+
+
+TagIn = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class ConversationUpdate(BaseModel):
+    """PATCH body: only the fields sent change; `assignee: null` unassigns."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: ConversationStatus | None = Field(
+        default=None, description="Written back as a move to the folder of that status."
+    )
+    assignee: str | None = Field(
+        default=None,
+        max_length=320,
+        description="An agent's email (assigning claims it for them), or null to unassign.",
+    )
+    tags: list[TagIn] | None = Field(
+        default=None,
+        max_length=100,
+        description="The complete new set of tags (1 to 100 characters each).",
+    )
+
+    @field_validator("status", "tags")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # only an explicit null gets here (defaults are not validated)
+        if value is None:
+            raise ValueError("must not be null; leave the field out to keep it")
+        return value
+
+
+class ActivityPublic(BaseModel):
+    id: int
+    created_at: UtcDatetime
+    source: ActivitySource = Field(description="`web`, `api`, `imap` (a mail client) or `system`.")
+    actor: str = Field(description="The agent's email, or who else made it (`a mail client`).")
+    action: str = Field(
+        description="claimed, released, assigned, unassigned, status, tagged, untagged, read, "
+        "unread, ..."
+    )
+    details: dict[str, Any] = Field(description='What changed, e.g. `{"from": "open", "to": ...}`.')
+
+
+class ActivityListPublic(BaseModel):
+    items: list[ActivityPublic] = Field(description="Newest first.")
 
 
 class FolderPublic(BaseModel):
@@ -243,6 +298,24 @@ def conversation_detail_public(detail: ConversationDetail) -> ConversationDetail
             )
         )
     return ConversationDetailPublic(**base.model_dump(), messages=messages)
+
+
+def activity_list_public(activities: list[Activity], actors: dict[int, str]) -> ActivityListPublic:
+    """`actors`: the label of each activity by id (see `core.operations.activity_actor`)."""
+    items = []
+    for a in activities:
+        assert a.id is not None
+        items.append(
+            ActivityPublic(
+                id=a.id,
+                created_at=a.created_at,
+                source=a.source,
+                actor=actors.get(a.id, a.actor),
+                action=a.action,
+                details=dict(a.details or {}),
+            )
+        )
+    return ActivityListPublic(items=items)
 
 
 def _folder_public(f: Folder) -> FolderPublic:

@@ -11,12 +11,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from functools import cache
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Integer, Table, bindparam, func, insert, literal, select, update
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col
 
@@ -139,6 +142,12 @@ def _touch(session: Session, conversation: Conversation) -> None:
     session.info.setdefault(_TOUCHED, {})[id(conversation)] = conversation
 
 
+def touched_conversations(session: Session) -> list[Conversation]:
+    """Conversations changed here (their changes flushed or not)."""
+    touched: dict[int, Conversation] = session.info.get(_TOUCHED, {})
+    return list(touched.values())
+
+
 def pending_conversations(session: Session) -> list[Conversation]:
     """Conversations changed here whose changes are not flushed yet (their rows are stale).
 
@@ -179,7 +188,8 @@ def new_conversation(
         if message.direction == Direction.outbound:
             ours = our_addresses_for(session, mailbox_id, our_addresses)
         customer_email, customer_name = message_customer(message, ours)
-    conversation = Conversation(
+    values = dict(_conversation_defaults())
+    values.update(
         mailbox_id=mailbox_id,
         subject=message.subject or "",
         subject_key=subject_key(message.subject),
@@ -192,17 +202,17 @@ def new_conversation(
         updated_at=utcnow(),
     )
     if like is not None:
-        conversation.status = like.status
-        conversation.assignee_id = like.assignee_id
-        conversation.claimed = like.claimed
+        values.update(status=like.status, assignee_id=like.assignee_id, claimed=like.claimed)
     # a plain INSERT, then the object joins the session as if loaded: a third of the cost of
-    # a unit-of-work flush, and the caller's pending changes stay for its own flush
-    values = {
-        c.name: getattr(conversation, c.name) for c in _CONVERSATION.columns if c.name != "id"
-    }
+    # a unit-of-work flush, and the caller's pending changes stay for its own flush; the
+    # object is built the way a query builds it (the model's constructor costs more than the
+    # INSERT)
     inserted = session.connection().execute(_INSERT_CONVERSATION, values).inserted_primary_key
     assert inserted is not None
-    conversation.id = inserted[0]
+    conversation = cast(Conversation, manager_of_class(Conversation).new_instance())
+    set_committed_value(conversation, "id", inserted[0])
+    for name, value in values.items():
+        set_committed_value(conversation, name, value)
     make_transient_to_detached(conversation)
     session.add(conversation)
     if like is not None and like.id is not None:
@@ -215,6 +225,13 @@ def new_conversation(
             )
         )
     return conversation
+
+
+@cache
+def _conversation_defaults() -> dict[str, Any]:
+    """The column values a new Conversation gets from its constructor without arguments."""
+    sample = Conversation(mailbox_id=0)
+    return {c.name: getattr(sample, c.name) for c in _CONVERSATION.columns if c.name != "id"}
 
 
 def add_message_to_conversation(
@@ -368,12 +385,42 @@ _CONVERSATION_BY_ID = (
 )
 
 
-def get_conversation(session: Session, conversation_id: int) -> Conversation | None:
-    """`session.get`, at two thirds of the cost when the row must be read (a prebuilt query)."""
+def _in_session(session: Session, conversation_id: int) -> Conversation | None:
     known = session.identity_map.get(identity_key(Conversation, conversation_id))
     if known is not None and not sa_inspect(known).expired:
         return cast(Conversation, known)
+    return None
+
+
+def get_conversation(session: Session, conversation_id: int) -> Conversation | None:
+    """`session.get`, at two thirds of the cost when the row must be read (a prebuilt query)."""
+    known = _in_session(session, conversation_id)
+    if known is not None:
+        return known
     return session.execute(_CONVERSATION_BY_ID, {"id": conversation_id}).scalar_one_or_none()
+
+
+_LOAD_CHUNK = 500
+
+
+def load_conversations(session: Session, conversation_ids: Iterable[int]) -> None:
+    """Read the conversations of `conversation_ids` not in the session yet, and the ones they
+    were merged into, in a few queries: `get_conversation` then finds them in the session."""
+    todo = {i for i in conversation_ids if _in_session(session, i) is None}
+    for _ in range(_MAX_MERGE_HOPS):
+        if not todo:
+            return
+        ordered, todo = sorted(todo), set()
+        for start in range(0, len(ordered), _LOAD_CHUNK):
+            stmt = (
+                select(Conversation)
+                .where(col(Conversation.id).in_(ordered[start : start + _LOAD_CHUNK]))
+                .execution_options(autoflush=False)
+            )
+            for c in session.execute(stmt).scalars():
+                target = c.merged_into_id
+                if target is not None and _in_session(session, target) is None:
+                    todo.add(target)
 
 
 # --- merging -----------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, text
+from sqlalchemy import Table, event, func, insert, text
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, col, select
 
 from core.attachments import store_blob
@@ -32,9 +35,27 @@ from core.models import (
 )
 from core.parsing import ParsedAttachment, ParsedMessage, parse_message
 from core.settings import Settings
-from core.threading import thread_message
+from core.threading import ThreadBatch, thread_message
 
 log = logging.getLogger(__name__)
+
+# what threading reads of a new message
+_THREADING_COLUMNS = (
+    "id",
+    "message_id",
+    "conversation_id",
+    "thread_rule",
+    "direction",
+    "subject",
+    "from_email",
+    "from_name",
+    "to",
+    "date",
+    "created_at",
+    "in_reply_to",
+    "references",
+    "seen",
+)
 
 # One writer at a time per process: SQLite has a single write lock anyway, and threading
 # decisions (which conversation a message joins) must see each other's results.
@@ -70,6 +91,15 @@ def message_key(parsed: ParsedMessage, digest: str) -> str:
     return parsed.message_id or f"sha256-{digest}@imapdesk.invalid"
 
 
+# PostgreSQL compresses large values (raw bytes, bodies) with pglz unless told otherwise: lz4
+# (where the server has it, PostgreSQL 14+) compresses four times as fast, and the values read
+# back are the same; for this transaction only
+_FAST_TOAST_COMPRESSION = text(
+    "SELECT set_config('default_toast_compression', 'lz4', true) FROM pg_settings "
+    "WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)"
+)
+
+
 def lock_for_ingest(session: Session) -> None:
     """Serialise ingest transactions across worker processes on PostgreSQL."""
     if session.get_bind().dialect.name == "postgresql":
@@ -101,6 +131,8 @@ def ingest_batch(
     )
     if parsed is None:
         parsed = [parse_message(f.raw) for f in fetched]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_FAST_TOAST_COMPRESSION)
     digests = [content_hash(f.raw) for f in fetched]
     keys = [message_key(p, d) for p, d in zip(parsed, digests, strict=True)]
     existing: dict[str, int] = {
@@ -110,8 +142,8 @@ def ingest_batch(
         ).all()
         if pk is not None
     }
-    # new messages are inserted together (one batched INSERT ... RETURNING that gives ORM
-    # objects without the cost of constructing models), then threaded in arrival order
+    # new messages are threaded in arrival order, then inserted with their conversation (see
+    # `_DeferredMessages`)
     new_rows: dict[str, dict[str, Any]] = {}
     new_parts: dict[str, tuple[FetchedMessage, ParsedMessage]] = {}
     placements: list[tuple[FetchedMessage, str, str]] = []
@@ -126,26 +158,38 @@ def ingest_batch(
             continue
         new_rows[key] = _message_row(settings, folder, item, p, digest, key, our_addresses)
         new_parts[key] = (item, p)
-    messages: list[Message] = []
-    if new_rows:
-        # a plain executemany, then one SELECT for the ORM objects: RETURNING of ORM entities
-        # over many rows costs more than both together
-        session.execute(insert(Message.__table__), list(new_rows.values()))  # type: ignore[attr-defined]
-        loaded = {
-            m.message_id: m
-            for m in session.scalars(
-                select(Message).where(col(Message.message_id).in_(list(new_rows)))
+    rows = list(new_rows.values())
+    for row, pk in zip(rows, _new_message_ids(session, len(rows)), strict=True):
+        row["id"] = existing[row["message_id"]] = pk
+    deferred = _DeferredMessages(session, rows)
+    try:
+        # what threading looks up message by message is read for the whole batch up front,
+        # and the thread nodes are written together at the end
+        batch = ThreadBatch(session, before_write=deferred.write_threaded)
+        batch.prefetch(
+            deferred.messages, mailbox.id, settings=settings, our_addresses=our_addresses
+        )
+        for message in deferred.messages:
+            thread_message(
+                session,
+                message,
+                mailbox.id,
+                settings=settings,
+                our_addresses=our_addresses,
+                batch=batch,
             )
-        }
-        messages = [loaded[key] for key in new_rows]
+            if message.conversation_id is not None:
+                result.conversation_ids.add(message.conversation_id)
+        deferred.write_all()
+        batch.flush()
+    finally:
+        deferred.close()
     raw_rows: list[dict[str, Any]] = []
     attachment_rows: list[dict[str, Any]] = []
-    for message in messages:
-        assert message.id is not None
-        existing[message.message_id] = message.id
-        item, p = new_parts[message.message_id]
-        raw_rows.append({"message_id": message.id, "data": item.raw})
-        attachment_rows.extend(_attachment_row(settings, message.id, a) for a in p.attachments)
+    for row in rows:
+        item, p = new_parts[row["message_id"]]
+        raw_rows.append({"message_id": row["id"], "data": item.raw})
+        attachment_rows.extend(_attachment_row(settings, row["id"], a) for a in p.attachments)
     if raw_rows:
         session.execute(insert(RawMessage), raw_rows)
     if attachment_rows:
@@ -167,13 +211,92 @@ def ingest_batch(
             ],
         )
     result.new_locations = len(placements)
-    for message in messages:
-        thread_message(session, message, mailbox.id, settings=settings, our_addresses=our_addresses)
-        if message.conversation_id is not None:
-            result.conversation_ids.add(message.conversation_id)
-    result.new_messages = len(messages)
+    result.new_messages = len(rows)
     session.flush()
     return result
+
+
+_MESSAGE = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+_INSERT_MESSAGES = insert(_MESSAGE)
+_MAX_MESSAGE_ID = select(func.max(_MESSAGE.c.id))
+_NEXT_MESSAGE_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('message', 'id')) FROM generate_series(1, :n)"
+)
+
+
+def _new_message_ids(session: Session, count: int) -> list[int]:
+    """The ids the database would give `count` messages inserted now, in order."""
+    if not count:
+        return []
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        return sorted(connection.execute(_NEXT_MESSAGE_IDS, {"n": count}).scalars())
+    # SQLite: one more than the largest rowid (the table has no AUTOINCREMENT); the write
+    # lock of the ingest's transaction keeps it ours
+    top = connection.execute(_MAX_MESSAGE_ID).scalar() or 0
+    return list(range(top + 1, top + 1 + count))
+
+
+class _DeferredMessages:
+    """The new messages of a batch, inserted once threading has put them in a conversation.
+
+    Inserting the rows first and setting their conversation afterwards costs an UPDATE of
+    every row (on SQLite the whole row is written again, bodies included). Until its row is
+    inserted a message is an ORM object in the session as if loaded (its id allocated, only
+    the columns threading reads); threading decides its conversation and rule, and the row
+    goes in with them. A row is written before anything could need it: before any flush of
+    the session (threading's own queries over messages autoflush, and they must see the
+    messages threaded so far) and before thread nodes, which reference it, are written.
+    Messages not threaded yet wait: nothing reads them (their conversation is still NULL).
+    """
+
+    def __init__(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        self.session = session
+        self.messages = [_message_object(session, row) for row in rows]
+        self._pending = list(zip(rows, self.messages, strict=True))
+        event.listen(session, "before_flush", self._before_flush)
+
+    def _before_flush(self, session: Session, context: Any, instances: Any) -> None:
+        self.write_threaded()
+
+    def write_threaded(self) -> None:
+        self._write(threaded_only=True)
+
+    def write_all(self) -> None:
+        self._write(threaded_only=False)
+
+    def _write(self, *, threaded_only: bool) -> None:
+        ready, waiting = [], []
+        for row, message in self._pending:
+            if threaded_only and message.conversation_id is None:
+                waiting.append((row, message))
+                continue
+            row["conversation_id"] = message.conversation_id
+            row["thread_rule"] = message.thread_rule
+            # the row holds them now: nothing left for the flush to update
+            set_committed_value(message, "conversation_id", message.conversation_id)
+            set_committed_value(message, "thread_rule", message.thread_rule)
+            ready.append(row)
+        self._pending = waiting
+        if ready:
+            self.session.connection().execute(_INSERT_MESSAGES, ready)
+
+    def close(self) -> None:
+        event.remove(self.session, "before_flush", self._before_flush)
+
+
+_NEW_MESSAGE_STATE = manager_of_class(Message)
+
+
+def _message_object(session: Session, row: dict[str, Any]) -> Message:
+    """A persistent Message for `row` as a query would load it, with the columns threading
+    reads (the row is not inserted yet: nothing must load the others)."""
+    message = cast(Message, _NEW_MESSAGE_STATE.new_instance())
+    for name in _THREADING_COLUMNS:
+        set_committed_value(message, name, row[name])
+    make_transient_to_detached(message)
+    session.add(message)
+    return message
 
 
 def _message_row(

@@ -258,3 +258,62 @@ class ThreadNode(SQLModel, table=True):
     conversation_id: int | None = Field(
         default=None, foreign_key="conversation.id", index=True, ondelete="SET NULL"
     )
+
+
+# --- two-way sync: the activity log and the write-back outbox -----------------------------------
+
+
+class ActivitySource(StrEnum):
+    web = "web"
+    api = "api"
+    imap = "imap"
+    system = "system"
+
+
+class Activity(SQLModel, table=True):
+    """One change to a conversation, with where it came from and who made it."""
+
+    __table_args__ = (Index("ix_activity_conversation_created", "conversation_id", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    created_at: datetime = Field(default_factory=utcnow)
+    source: ActivitySource
+    # the agent, when an agent made it; else `actor` names who (e.g. "a mail client")
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
+    actor: str = Field(default="", max_length=320)
+    # claimed, released, assigned, unassigned, status, tagged, untagged, read, unread, ...
+    action: str = Field(max_length=40)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class ImapActionState(StrEnum):
+    pending = "pending"
+    done = "done"
+    failed = "failed"
+
+
+class PendingImapAction(SQLModel, table=True):
+    """A change to write back to the mailbox, written in the same transaction as the change
+    itself (a transactional outbox) and drained in order per mailbox by the worker.
+
+    kind `flags`: payload {"add": [...], "remove": [...]} on every location of the
+    conversation's messages (or of `message_id` only); kind `move`: payload {"role": "archive"}
+    moves the conversation's messages in watched/mapped folders to the folder of that role.
+    """
+
+    __table_args__ = (Index("ix_pending_imap_action_mailbox_state", "mailbox_id", "state", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_id: int = Field(foreign_key="mailbox.id", ondelete="CASCADE")
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", ondelete="CASCADE"
+    )
+    message_id: int | None = Field(default=None, foreign_key="message.id", ondelete="CASCADE")
+    activity_id: int | None = Field(default=None, foreign_key="activity.id", ondelete="SET NULL")
+    kind: str = Field(max_length=20)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    state: ImapActionState = ImapActionState.pending
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime | None = None
+    done_at: datetime | None = None

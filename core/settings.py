@@ -31,12 +31,22 @@ class Settings(BaseSettings):
     idle_reissue_seconds: int = 29 * 60
     # how often an idling folder is checked with STATUS (deleted and recreated, missed news)
     folder_check_seconds: float = 60.0
+    # without CONDSTORE, flags of a folder are read again (and diffed) at most this often
+    flag_rescan_seconds: float = 30.0
+    # a message gone from a folder is judged (moved? deleted?) after this long
+    vanish_grace_seconds: float = 1.5
     max_message_bytes: int = 50 * 1024 * 1024
     large_message_bytes: int = 2 * 1024 * 1024
     reconnect_initial_seconds: float = 1.0
     reconnect_max_seconds: float = 300.0
     # how often the worker looks for added, changed or removed mailboxes
     mailbox_refresh_seconds: float = 5.0
+    # write-back (worker/writeback.py): how often the outbox is polled (an API in the same process
+    # wakes it at once with notify_outbox()), and how often a failing action is retried
+    writeback_poll_seconds: float = 0.2
+    writeback_max_attempts: int = 8
+    writeback_retry_initial_seconds: float = 5.0
+    writeback_retry_max_seconds: float = 900.0
     # threading
     subject_fallback_days: int = 14
 

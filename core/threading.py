@@ -34,13 +34,13 @@ and the subject only ever match in the message's own mailbox. Nothing here commi
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, or_, select, update
 from sqlmodel import Session, col
 
 from core.conversations import (
@@ -49,6 +49,7 @@ from core.conversations import (
     conversation_token,
     find_token,
     get_conversation,
+    load_conversations,
     merge_conversations,
     message_customer,
     message_time,
@@ -58,6 +59,7 @@ from core.conversations import (
     recompute_conversation,
     resolve_merged,
     subject_key,
+    touched_conversations,
 )
 from core.models import (
     Conversation,
@@ -73,6 +75,7 @@ __all__ = [
     "RULE_REFERENCES",
     "RULE_SUBJECT",
     "RULE_TOKEN",
+    "ThreadBatch",
     "ThreadInput",
     "conversation_token",
     "find_token",
@@ -96,35 +99,28 @@ _LOAD_CHUNK = 500
 _NODES = cast(Table, ThreadNode.__table__)  # type: ignore[attr-defined]
 # statements built once: building one costs more than running it on SQLite
 _SELECT_NODES = select(
-    _NODES.c.id,
     _NODES.c.msgid,
     _NODES.c.parent_msgid,
     _NODES.c.parent_explicit,
     _NODES.c.message_id,
     _NODES.c.conversation_id,
 )
-# the two statements every message runs go straight to the DBAPI cursor: through SQLAlchemy
-# they cost five times as much, and threading spends the ingest's budget
+# the statements every batch runs go straight to the DBAPI cursor: through SQLAlchemy they
+# cost five times as much, and threading spends the ingest's budget
 _SELECT_BY_MSGID_SQL = (
-    f"SELECT id, msgid, parent_msgid, parent_explicit, message_id, conversation_id "
+    f"SELECT msgid, parent_msgid, parent_explicit, message_id, conversation_id "
     f"FROM {_NODES.name} WHERE msgid IN ({{marks}})"
 )
 _INSERT_SQL = (
     f"INSERT INTO {_NODES.name} (msgid, parent_msgid, parent_explicit, message_id, "
     f"conversation_id) VALUES ({{m}}, {{m}}, {{m}}, {{m}}, {{m}})"
 )
+_UPDATE_SQL = (
+    f"UPDATE {_NODES.name} SET parent_msgid = {{m}}, parent_explicit = {{m}}, "
+    f"message_id = {{m}}, conversation_id = {{m}} WHERE msgid = {{m}}"
+)
 _NODES_BY_PARENT = _SELECT_NODES.where(_NODES.c.parent_msgid.in_(bindparam("keys", expanding=True)))
 _NODES_BY_CONVERSATION = _SELECT_NODES.where(_NODES.c.conversation_id == bindparam("key"))
-_UPDATE_NODES = (
-    update(_NODES)
-    .where(_NODES.c.id == bindparam("b_id"))
-    .values(
-        parent_msgid=bindparam("b_parent"),
-        parent_explicit=bindparam("b_explicit"),
-        message_id=bindparam("b_message"),
-        conversation_id=bindparam("b_conversation"),
-    )
-)
 _GLUED = (
     select(col(Message.id))
     .where(
@@ -182,6 +178,113 @@ def reference_chain(references: Sequence[str], in_reply_to: str | None, own: str
 # --- the forest of thread nodes ----------------------------------------------------------------
 
 
+# (parent_msgid, parent_explicit, message_id, conversation_id) of a ThreadNode row
+_State = tuple[str | None, bool, int | None, int | None]
+
+
+class _NodeStore:
+    """The ThreadNode rows of one transaction by msgid: each one read once, all written together.
+
+    A write-back cache standing for the table: `load` reads the rows not known yet (one query
+    for many msgids), `put` changes or adds a row in memory, `flush` writes the new and the
+    changed rows with one executemany each. What it answers is what the table would hold had
+    every `put` been written at once: a query by anything but the msgid (`select`) flushes
+    first, and a bulk `UPDATE ... SET conversation_id` run elsewhere (a merge) is mirrored by
+    `rename_conversation`. Rows go straight through the DBAPI cursor of the session's
+    connection: through SQLAlchemy they cost five times as much.
+    """
+
+    def __init__(self, session: Session, before_write: Callable[[], None] | None = None) -> None:
+        self.session = session
+        self.before_write = before_write
+        self.rows: dict[str, _State] = {}
+        self._absent: set[str] = set()  # looked up: no such row
+        self._new: dict[str, None] = {}  # rows to insert, in order
+        self._changed: dict[str, None] = {}  # stored rows to update
+
+    def _cursor(self) -> tuple[Any, str]:
+        """A DBAPI cursor in the session's transaction, and the driver's placeholder."""
+        connection = self.session.connection()
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        return connection.connection.driver_connection.cursor(), mark  # type: ignore[union-attr]
+
+    def load(self, msgids: Iterable[str]) -> list[str]:
+        """Read the rows of the msgids not known yet; the msgids of the rows found."""
+        rows = self.rows
+        missing = [m for m in dict.fromkeys(msgids) if m not in rows and m not in self._absent]
+        if not missing:
+            return []
+        found: list[str] = []
+        cursor, mark = self._cursor()
+        try:
+            for start in range(0, len(missing), _LOAD_CHUNK):
+                chunk = missing[start : start + _LOAD_CHUNK]
+                cursor.execute(
+                    _SELECT_BY_MSGID_SQL.format(marks=", ".join([mark] * len(chunk))), chunk
+                )
+                for msgid, parent, explicit, message_id, conversation_id in cursor.fetchall():
+                    rows[msgid] = (parent, bool(explicit), message_id, conversation_id)
+                    found.append(msgid)
+        finally:
+            cursor.close()
+        self._absent.update(m for m in missing if m not in rows)
+        return found
+
+    def load_with_ancestors(self, msgids: Iterable[str]) -> None:
+        """`load`, then the parents of what it found, up to the roots (a query per level)."""
+        found = self.load(msgids)
+        while found:
+            found = self.load({p for m in found if (p := self.rows[m][0]) is not None})
+
+    def select(self, stmt: Select[Any], params: dict[str, Any]) -> list[tuple[str, _State]]:
+        """The rows a prebuilt statement finds (after writing what is pending)."""
+        self.flush()
+        found = []
+        for msgid, parent, explicit, message_id, conversation_id in (
+            self.session.connection().execute(stmt, params).all()
+        ):
+            state = self.rows.get(msgid)
+            if state is None:
+                state = self.rows[msgid] = (parent, bool(explicit), message_id, conversation_id)
+                self._absent.discard(msgid)
+            found.append((msgid, state))
+        return found
+
+    def put(self, msgid: str, state: _State) -> None:
+        if msgid not in self.rows:
+            self._new[msgid] = None
+            self._absent.discard(msgid)
+        elif msgid not in self._new:
+            self._changed[msgid] = None
+        self.rows[msgid] = state
+
+    def rename_conversation(self, old: int, new: int) -> None:
+        """Mirror `UPDATE threadnode SET conversation_id = new WHERE conversation_id = old`."""
+        for msgid, state in self.rows.items():
+            if state[3] == old:
+                self.rows[msgid] = (*state[:3], new)
+
+    def flush(self) -> None:
+        if not self._new and not self._changed:
+            return
+        if self.before_write is not None:
+            self.before_write()
+        cursor, mark = self._cursor()
+        try:
+            if self._new:
+                cursor.executemany(
+                    _INSERT_SQL.format(m=mark), [(m, *self.rows[m]) for m in self._new]
+                )
+            if self._changed:
+                cursor.executemany(
+                    _UPDATE_SQL.format(m=mark), [(*self.rows[m], m) for m in self._changed]
+                )
+        finally:
+            cursor.close()
+        self._new.clear()
+        self._changed.clear()
+
+
 @dataclass(slots=True, eq=False)
 class _Node:
     msgid: str
@@ -189,71 +292,45 @@ class _Node:
     explicit: bool = False
     message_id: int | None = None
     conversation_id: int | None = None
-    row_id: int | None = None  # None: not stored yet
-    # (parent, explicit, message_id, conversation_id) as stored, to write only what changed
-    stored: tuple[str | None, bool, int | None, int | None] | None = None
+    # the row as stored (None: not stored yet), to write only what changed
+    stored: _State | None = None
 
-    def state(self) -> tuple[str | None, bool, int | None, int | None]:
+    def state(self) -> _State:
         return (self.parent, self.explicit, self.message_id, self.conversation_id)
 
 
 class _Forest:
-    """Thread nodes in memory, loaded on demand from the database (when there is a session)."""
+    """Thread nodes in memory for one message, read on demand from the store (if there is one)."""
 
-    def __init__(self, session: Session | None) -> None:
-        self.session = session
+    def __init__(self, store: _NodeStore | None) -> None:
+        self.store = store
         self.nodes: dict[str, _Node] = {}
-        self._absent: set[str] = set()  # looked up: not stored
         self._parents_now: set[str] = set()  # nodes that got a child in this round
 
     # loading
 
     def load(self, msgids: Iterable[str]) -> None:
-        missing = [
-            m for m in dict.fromkeys(msgids) if m not in self.nodes and m not in self._absent
-        ]
+        if self.store is None:
+            return
+        missing = [m for m in msgids if m not in self.nodes]
         if not missing:
             return
-        if self.session is not None:
-            cursor, mark = self._cursor()
-            try:
-                for start in range(0, len(missing), _LOAD_CHUNK):
-                    chunk = missing[start : start + _LOAD_CHUNK]
-                    cursor.execute(
-                        _SELECT_BY_MSGID_SQL.format(marks=", ".join([mark] * len(chunk))), chunk
-                    )
-                    self._add_rows(cursor.fetchall())
-            finally:
-                cursor.close()
-        self._absent.update(m for m in missing if m not in self.nodes)
-
-    def _cursor(self) -> tuple[Any, str]:
-        """A DBAPI cursor in the session's transaction, and the driver's placeholder."""
-        assert self.session is not None
-        connection = self.session.connection()
-        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        return connection.connection.driver_connection.cursor(), mark  # type: ignore[union-attr]
+        self.store.load(missing)
+        rows = self.store.rows
+        for msgid in missing:
+            state = rows.get(msgid)
+            if state is not None and msgid not in self.nodes:
+                self.nodes[msgid] = _Node(msgid, *state, stored=state)
 
     def load_with(self, stmt: Select[Any], key: object) -> list[_Node]:
-        """The nodes a prebuilt statement finds; the in-memory version wins over the stored one.
-
-        On the session's connection: thread nodes never wait on pending ORM changes, and not
-        autoflushing here leaves the caller's pending changes to one flush of its own.
-        """
-        assert self.session is not None
+        """The nodes a prebuilt statement finds; the in-memory version wins over the stored one."""
+        assert self.store is not None
         param = "key" if isinstance(key, int | str) else "keys"
-        return self._add_rows(self.session.connection().execute(stmt, {param: key}).all())
-
-    def _add_rows(self, rows: Sequence[Any]) -> list[_Node]:
         found = []
-        # (id, msgid, parent_msgid, parent_explicit, message_id, conversation_id)
-        for row_id, msgid, parent, explicit, message_id, conversation_id in rows:
+        for msgid, state in self.store.select(stmt, {param: key}):
             node = self.nodes.get(msgid)
             if node is None:
-                node = _Node(msgid, parent, bool(explicit), message_id, conversation_id, row_id)
-                node.stored = node.state()
-                self.nodes[msgid] = node
-                self._absent.discard(msgid)
+                node = self.nodes[msgid] = _Node(msgid, *state, stored=state)
             found.append(node)
         return found
 
@@ -271,7 +348,7 @@ class _Forest:
     # structure
 
     def _may_have_descendants(self, node: _Node) -> bool:
-        return self.session is None or node.row_id is not None or node.msgid in self._parents_now
+        return self.store is None or node.stored is not None or node.msgid in self._parents_now
 
     def would_loop(self, parent_id: str, child: _Node) -> bool:
         """Whether making `child` the child of `parent_id` would close a loop."""
@@ -355,7 +432,7 @@ class _Forest:
         roots = {self.root_of(n.msgid) for n in seeds}
         found: dict[str, _Node] = {r: self.nodes[r] for r in roots if r in self.nodes}
         frontier = list(found)
-        while frontier and self.session is not None:
+        while frontier and self.store is not None:
             next_frontier = []
             for start in range(0, len(frontier), _LOAD_CHUNK):
                 chunk = frontier[start : start + _LOAD_CHUNK]
@@ -377,30 +454,12 @@ class _Forest:
     # writing
 
     def write(self) -> None:
-        assert self.session is not None
-        new_rows = []
-        changed = []
+        """Hand the new and changed nodes to the store (which writes them when it flushes)."""
+        assert self.store is not None
         for n in self.nodes.values():
-            if n.row_id is None:
-                new_rows.append((n.msgid, n.parent, n.explicit, n.message_id, n.conversation_id))
-            elif n.state() != n.stored:
-                changed.append(
-                    {
-                        "b_id": n.row_id,
-                        "b_parent": n.parent,
-                        "b_explicit": n.explicit,
-                        "b_message": n.message_id,
-                        "b_conversation": n.conversation_id,
-                    }
-                )
-        if new_rows:
-            cursor, mark = self._cursor()
-            try:
-                cursor.executemany(_INSERT_SQL.format(m=mark), new_rows)
-            finally:
-                cursor.close()
-        if changed:
-            self.session.connection().execute(_UPDATE_NODES, changed)
+            state = n.state()
+            if state != n.stored:
+                self.store.put(n.msgid, state)
 
 
 @dataclass(slots=True)
@@ -474,6 +533,145 @@ def thread_references(messages: Sequence[ThreadInput]) -> list[set[int]]:
 # --- the database path -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _SubjectScope:
+    """The subject lookups a batch's prefetch can answer: these keys and customers in this
+    mailbox, with windows inside [since, until]."""
+
+    mailbox_id: int
+    keys: frozenset[str]
+    customers: frozenset[str | None]
+    since: datetime
+    until: datetime
+
+
+class ThreadBatch:
+    """What `thread_message` reads, for messages threaded one after the other in one session.
+
+    `prefetch` reads up front, in a few queries for a whole batch, what threading its messages
+    would otherwise look up message by message: the thread nodes of every Message-ID they name
+    (with their ancestors), the conversations of those nodes and of the tokens in their
+    subjects, and the conversations their subject lookups could find. The thread nodes are
+    kept in memory (`_NodeStore`) and written together by `flush`, which the caller runs
+    before anything but `thread_message` reads them (the ingest: at the end of the batch);
+    `before_write` runs before they are written (the ingest inserts the messages they
+    reference). Without a prefetch everything is read on demand, as for a single message.
+    """
+
+    def __init__(self, session: Session, *, before_write: Callable[[], None] | None = None) -> None:
+        self.session = session
+        self.nodes = _NodeStore(session, before_write)
+        self._subject_scope: _SubjectScope | None = None
+        # conversations the subject prefetch read or the batch created, by subject key
+        self._by_subject: dict[str, list[Conversation]] = {}
+
+    def prefetch(
+        self,
+        messages: Sequence[Message],
+        mailbox_id: int,
+        *,
+        settings: Settings,
+        our_addresses: frozenset[str] = frozenset(),
+    ) -> None:
+        msgids: list[str] = []
+        tokens: set[int] = set()
+        for m in messages:
+            msgids.append(m.message_id)
+            msgids.extend(reference_chain(m.references or [], m.in_reply_to, m.message_id))
+            number = find_token(m.subject)
+            if number is not None:
+                tokens.add(number)
+        self.nodes.load_with_ancestors(msgids)
+        referenced = {s[3] for s in self.nodes.rows.values() if s[3] is not None}
+        load_conversations(self.session, referenced | tokens)
+        self._prefetch_subjects(messages, mailbox_id, settings, our_addresses)
+
+    def _prefetch_subjects(
+        self,
+        messages: Sequence[Message],
+        mailbox_id: int,
+        settings: Settings,
+        our_addresses: frozenset[str],
+    ) -> None:
+        terms = [
+            t
+            for m in messages
+            if (t := _subject_terms(self.session, m, mailbox_id, settings, our_addresses))
+        ]
+        if not terms:
+            return
+        keys = sorted({key for key, _, _, _ in terms})
+        customers = {customer for _, customer, _, _ in terms}
+        since = min(when - window for _, _, when, window in terms)
+        until = max(when + window for _, _, when, window in terms)
+        named = sorted(c for c in customers if c is not None)
+        customer_clause: ColumnElement[bool] = col(Conversation.customer_email).in_(named)
+        if None in customers:
+            customer_clause = or_(customer_clause, col(Conversation.customer_email).is_(None))
+        for start in range(0, len(keys), _LOAD_CHUNK):
+            stmt = (
+                select(Conversation)
+                .where(
+                    col(Conversation.mailbox_id) == mailbox_id,
+                    col(Conversation.subject_key).in_(keys[start : start + _LOAD_CHUNK]),
+                    col(Conversation.merged_into_id).is_(None),
+                    col(Conversation.status) != ConversationStatus.deleted,
+                    customer_clause,
+                    col(Conversation.last_message_at).between(since, until),
+                )
+                .execution_options(autoflush=False)
+            )
+            for c in self.session.execute(stmt).scalars():
+                self._by_subject.setdefault(c.subject_key, []).append(c)
+        self._subject_scope = _SubjectScope(
+            mailbox_id, frozenset(keys), frozenset(customers), since, until
+        )
+
+    def covers_subject(
+        self, mailbox_id: int, key: str, customer: str | None, since: datetime, until: datetime
+    ) -> bool:
+        scope = self._subject_scope
+        return (
+            scope is not None
+            and scope.mailbox_id == mailbox_id
+            and key in scope.keys
+            and customer in scope.customers
+            and scope.since <= since
+            and until <= scope.until
+        )
+
+    def subject_conversation(
+        self, mailbox_id: int, key: str, customer: str | None, when: datetime, window: timedelta
+    ) -> Conversation | None:
+        """`_subject_conversation` from memory, for a lookup `covers_subject` accepts.
+
+        A conversation matching now either matched when the prefetch read it (and is here
+        under its key), or was created by the batch (here too), or was changed since (and
+        is among the session's touched conversations): each is judged by its object.
+        """
+        pool = {id(c): c for c in self._by_subject.get(key, ())}
+        for c in touched_conversations(self.session):
+            if c.subject_key == key:
+                pool.setdefault(id(c), c)
+        best: Conversation | None = None
+        best_order: tuple[datetime, int] | None = None
+        for c in pool.values():
+            if _subject_matches(c, mailbox_id, key, customer, when, window):
+                assert c.id is not None and c.last_message_at is not None
+                order = (as_utc(c.last_message_at), c.id)
+                if best_order is None or order > best_order:
+                    best, best_order = c, order
+        return best
+
+    def created(self, conversation: Conversation) -> None:
+        if self._subject_scope is not None:
+            self._by_subject.setdefault(conversation.subject_key, []).append(conversation)
+
+    def flush(self) -> None:
+        """Write the thread nodes kept in memory."""
+        self.nodes.flush()
+
+
 @dataclass(slots=True)
 class _Split:
     source: Conversation
@@ -487,6 +685,7 @@ def thread_message(
     *,
     settings: Settings,
     our_addresses: frozenset[str] = frozenset(),
+    batch: ThreadBatch | None = None,
 ) -> Conversation:
     """Put a just-stored message (flushed, no conversation yet) into its conversation.
 
@@ -494,11 +693,16 @@ def thread_message(
     updates the conversation's aggregates (merging conversations the message connects) and
     returns the conversation. Never commits; thread nodes and new conversations are written
     at once on the session's connection, the rest waits for the caller's flush.
+
+    With a `batch` (messages threaded one after the other in the same session), what the
+    batch read up front answers instead of the database, and the thread nodes are written
+    when the caller calls `batch.flush()`; the result is the same.
     """
     assert message.id is not None, "the message must be flushed first"
+    context = batch if batch is not None else ThreadBatch(session)
     own_id = message.message_id
     chain = reference_chain(message.references or [], message.in_reply_to, own_id)
-    forest = _Forest(session)
+    forest = _Forest(context.nodes)
     linked = _link_message(forest, own_id, chain)
     own = forest.nodes[own_id]
     own.message_id = message.id
@@ -528,6 +732,9 @@ def thread_message(
             message.conversation_id = conversation.id
             merge_conversations(session, conversation, others, our_addresses=our_addresses)
             merged = True
+            for other in others:
+                assert other.id is not None
+                context.nodes.rename_conversation(other.id, conversation.id)
         for old_id in [*(c.id for c in others), *stale]:
             assert old_id is not None
             forest.rename_conversation(old_id, conversation.id)
@@ -537,7 +744,7 @@ def thread_message(
         if conversation is None:
             rule = RULE_SUBJECT
             conversation = _subject_conversation(
-                session, message, mailbox_id, settings, our_addresses
+                session, message, mailbox_id, settings, our_addresses, context
             )
             # References into another conversation contradict the subject
             referenced = {forest.nodes[m].conversation_id for m in chain} - {None}
@@ -553,11 +760,12 @@ def thread_message(
                 our_addresses=our_addresses,
                 like=split.source if split else None,
             )
+            context.created(conversation)
     assert conversation.id is not None
     cid = conversation.id
 
     # a tree that a split left without messages has no conversation: take all of it along
-    orphans = [n for n in group if n.row_id is not None and n.stored and n.stored[3] is None]
+    orphans = [n for n in group if n.stored is not None and n.stored[3] is None]
     if orphans:
         group = list({n.msgid: n for n in (*group, *forest.whole_trees(orphans))}.values())
     for node in group:
@@ -572,6 +780,8 @@ def thread_message(
             .execution_options(synchronize_session="evaluate")
         )
     forest.write()
+    if batch is None:
+        context.flush()
 
     if split is not None:
         recompute_conversation(session, conversation, our_addresses=our_addresses)
@@ -622,15 +832,14 @@ def _token_conversation(session: Session, message: Message, mailbox_id: int) -> 
     return conversation
 
 
-def _subject_conversation(
+def _subject_terms(
     session: Session,
     message: Message,
     mailbox_id: int,
     settings: Settings,
     our_addresses: frozenset[str],
-) -> Conversation | None:
-    """The most recent conversation of this mailbox with the same subject key and customer
-    whose last message is within `subject_fallback_days` of this one."""
+) -> tuple[str, str | None, datetime, timedelta] | None:
+    """(subject key, customer, time, window) of a message's subject lookup; None: no lookup."""
     days = settings.subject_fallback_days
     key = subject_key(message.subject)
     if days <= 0 or len(key) < SUBJECT_KEY_MIN or message.direction == Direction.note:
@@ -639,8 +848,45 @@ def _subject_conversation(
     if message.direction == Direction.outbound:
         ours = our_addresses_for(session, mailbox_id, our_addresses)
     customer, _ = message_customer(message, ours)
-    when = message_time(message)
-    window = timedelta(days=days)
+    return key, customer, message_time(message), timedelta(days=days)
+
+
+def _subject_matches(
+    c: Conversation,
+    mailbox_id: int,
+    key: str,
+    customer: str | None,
+    when: datetime,
+    window: timedelta,
+) -> bool:
+    return (
+        c.id is not None
+        and c.last_message_at is not None
+        and c.mailbox_id == mailbox_id
+        and c.subject_key == key
+        and c.merged_into_id is None
+        and c.status != ConversationStatus.deleted
+        and c.customer_email == customer
+        and abs(as_utc(c.last_message_at) - when) <= window
+    )
+
+
+def _subject_conversation(
+    session: Session,
+    message: Message,
+    mailbox_id: int,
+    settings: Settings,
+    our_addresses: frozenset[str],
+    batch: ThreadBatch,
+) -> Conversation | None:
+    """The most recent conversation of this mailbox with the same subject key and customer
+    whose last message is within `subject_fallback_days` of this one."""
+    terms = _subject_terms(session, message, mailbox_id, settings, our_addresses)
+    if terms is None:
+        return None
+    key, customer, when, window = terms
+    if batch.covers_subject(mailbox_id, key, customer, when - window, when + window):
+        return batch.subject_conversation(mailbox_id, key, customer, when, window)
     params = {
         "mailbox_id": mailbox_id,
         "key": key,
@@ -658,16 +904,8 @@ def _subject_conversation(
         if cid not in pending:
             candidates[cid] = as_utc(last)
     for c in pending.values():
-        if (
-            c.id is not None
-            and c.last_message_at is not None
-            and c.mailbox_id == mailbox_id
-            and c.subject_key == key
-            and c.merged_into_id is None
-            and c.status != ConversationStatus.deleted
-            and c.customer_email == customer
-            and abs(as_utc(c.last_message_at) - when) <= window
-        ):
+        if c.id is not None and _subject_matches(c, mailbox_id, key, customer, when, window):
+            assert c.last_message_at is not None
             candidates[c.id] = as_utc(c.last_message_at)
     if not candidates:
         return None

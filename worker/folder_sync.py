@@ -19,13 +19,13 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine, delete
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from core.db import unit_of_work
 from core.errors import ImapdeskError
 from core.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
 from core.mailboxes import our_addresses
-from core.models import Folder, FolderState, Mailbox, MessageLocation, utcnow
+from core.models import Folder, FolderRole, FolderState, Mailbox, MessageLocation, utcnow
 from core.parsing import ParsedMessage
 from core.settings import Settings
 from worker.backoff import Backoff
@@ -55,6 +55,9 @@ class SyncContext:
     parser: Parser = field(default_factory=lambda: Parser(0))
     # called after each committed batch with the conversation ids it touched (live updates)
     on_change: Callable[[set[int]], None] | None = None
+    # called inside the transaction that records flag changes and vanished messages, with
+    # the mailbox id and the ids of the messages whose places or flags changed (read-back)
+    on_mail_change: Callable[[Session, int, set[int]], set[int]] | None = None
 
 
 class FolderLog(logging.LoggerAdapter):
@@ -85,6 +88,10 @@ class FolderSync:
             ctx.settings.reconnect_initial_seconds, ctx.settings.reconnect_max_seconds
         )
         self.ready = threading.Event()  # set once the first catch-up is done
+        self._last_rescan = float("-inf")
+        self._expunge_hint = True  # look for vanished messages after every (re)connect
+        self._flags_hint = True
+        self._deferred: list[tuple[float, set[int]]] = []
 
     # -- the outer loop: connect, sync, on failure back off and reconnect ----------------------
     def run(self) -> None:
@@ -131,8 +138,11 @@ class FolderSync:
         # select the folder again: a deleted and recreated folder sends no news to an idler.
         period = min(settings.idle_reissue_seconds, settings.folder_check_seconds)
         while not self.ctx.stop.is_set():
-            if self._idle(imap, period) or self._folder_changed(imap):
+            if self._idle(imap, period) or (
+                not self._deferred_due() and self._folder_changed(imap)
+            ):
                 self._catch_up(imap)
+            self._run_deferred()
 
     def _folder_changed(self, imap: ImapSession) -> bool:
         """Select the folder again: True when it has new UIDs or was replaced (new UIDVALIDITY).
@@ -157,11 +167,19 @@ class FolderSync:
         deadline = time.monotonic() + seconds
         changed = False
         try:
-            while not self.ctx.stop.is_set() and time.monotonic() < deadline:
+            while (
+                not self.ctx.stop.is_set()
+                and time.monotonic() < deadline
+                and not self._deferred_due()
+            ):
                 responses = client.idle_check(timeout=min(1.0, seconds))
                 for resp in responses:
                     if len(resp) >= 2 and resp[1] in (b"EXISTS", b"EXPUNGE", b"FETCH"):
                         changed = True
+                        if resp[1] == b"EXPUNGE":
+                            self._expunge_hint = True
+                        elif resp[1] == b"FETCH":
+                            self._flags_hint = True
                     elif resp and resp[0] == b"BYE":
                         raise imaplib.IMAP4.abort(f"server closed the connection: {resp!r}")
                 if changed:
@@ -228,6 +246,7 @@ class FolderSync:
                 if self.ctx.on_change and touched:
                     self.ctx.on_change(touched)
             pending = submitted
+        self._sync_flags_and_expunges(imap)
         with unit_of_work(self.ctx.engine) as db:
             folder = db.get(Folder, self.folder_id)
             assert folder is not None
@@ -236,6 +255,89 @@ class FolderSync:
             folder.state = FolderState.poll
             folder.last_sync_at = utcnow()
             folder.last_error = None
+
+    def _sync_flags_and_expunges(self, imap: ImapSession) -> None:
+        """Take in what other clients changed: flags (CHANGEDSINCE where the server has
+        CONDSTORE, else a rescan at most every `flag_rescan_seconds`) and vanished messages."""
+        with Session(self.ctx.engine) as db:
+            folder = db.get(Folder, self.folder_id)
+            assert folder is not None
+            modseq, checkpoint = folder.highestmodseq, folder.uidnext
+        rescan_due = self._flags_hint or (
+            time.monotonic() - self._last_rescan >= self.ctx.settings.flag_rescan_seconds
+        )
+        if not imap.condstore and not rescan_due and not self._expunge_hint:
+            return
+        changed = imap.flags_since(modseq) if imap.condstore or rescan_due else []
+        present = set(imap.all_uids())
+        if not imap.condstore:
+            self._last_rescan = time.monotonic()
+        self._expunge_hint = self._flags_hint = False
+        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            lock_for_ingest(db)
+            folder = db.get(Folder, self.folder_id)
+            assert folder is not None
+            locations = {
+                loc.uid: loc
+                for loc in db.exec(
+                    select(MessageLocation).where(MessageLocation.folder_id == self.folder_id)
+                )
+            }
+            touched: set[int] = set()
+            for item in changed:
+                loc = locations.get(item.uid)
+                if loc is None:
+                    continue  # not taken in yet (above the checkpoint): the next catch-up
+                flags = sorted(f for f in item.flags if f != "\\Recent")
+                if sorted(loc.flags) != flags:
+                    loc.flags = flags
+                    touched.add(loc.message_id)
+                if item.modseq is not None:
+                    loc.modseq = item.modseq
+            vanished = [
+                loc for uid, loc in locations.items() if uid < checkpoint and uid not in present
+            ]
+            for loc in vanished:
+                touched.add(loc.message_id)
+                db.delete(loc)
+            folder.message_count = max(0, folder.message_count - len(vanished))
+            seen_modseqs = [m.modseq for m in changed if m.modseq is not None]
+            if imap.condstore and seen_modseqs:
+                folder.highestmodseq = max([folder.highestmodseq or 0, *seen_modseqs])
+            db.flush()
+            if vanished:
+                # a message that left this folder may be arriving in another one (a move):
+                # judge it after a grace period, not as deleted right away
+                gone = {loc.message_id for loc in vanished}
+                due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
+                self._deferred.append((due, gone))
+                touched -= gone
+            if touched or vanished:
+                self.log.info(
+                    "flags changed on %d messages, %d vanished", len(touched), len(vanished)
+                )
+            if touched:
+                self._tell(db, touched)
+
+    def _tell(self, db: Session, message_ids: set[int]) -> None:
+        if self.ctx.on_mail_change is None:
+            return
+        conversations = self.ctx.on_mail_change(db, self.mailbox_id, message_ids)
+        if self.ctx.on_change and conversations:
+            self.ctx.on_change(conversations)
+
+    def _deferred_due(self) -> bool:
+        return bool(self._deferred) and min(t for t, _ in self._deferred) <= time.monotonic()
+
+    def _run_deferred(self) -> None:
+        now = time.monotonic()
+        due = [ids for t, ids in self._deferred if t <= now]
+        if not due:
+            return
+        self._deferred = [(t, ids) for t, ids in self._deferred if t > now]
+        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            lock_for_ingest(db)
+            self._tell(db, set().union(*due))
 
     def _fetch(
         self, imap: ImapSession, batch: list[int], sizes: dict[int, int]
@@ -276,7 +378,40 @@ class FolderSync:
             folder.uidnext = max(folder.uidnext, next_uid)
             folder.message_count += result.new_locations
             folder.last_sync_at = utcnow()
-        return result.conversation_ids
+            touched = set(result.conversation_ids)
+            if self.ctx.on_mail_change is not None:
+                db.flush()
+                telling = self._telling_arrivals(db, folder, fetched)
+                if telling:
+                    touched |= self.ctx.on_mail_change(db, self.mailbox_id, telling)
+        return touched
+
+    def _telling_arrivals(
+        self, db: Session, folder: Folder, fetched: list[FetchedMessage]
+    ) -> set[int]:
+        """The arrivals that say something about state: anything outside INBOX and Sent (a
+        move by a plain client, or the whole mailbox during a rebuild), flagged or keyworded
+        mail, and mail that also sits in another folder (moved back)."""
+        uids = [m.uid for m in fetched]
+        rows = db.exec(
+            select(MessageLocation.message_id, MessageLocation.flags).where(
+                MessageLocation.folder_id == folder.id, col(MessageLocation.uid).in_(uids)
+            )
+        ).all()
+        if folder.role not in (FolderRole.inbox, FolderRole.sent) and not folder.watched:
+            return {message_id for message_id, _ in rows}
+        telling = {
+            message_id
+            for message_id, flags in rows
+            if any(f == "\\Flagged" or not f.startswith("\\") for f in flags or ())
+        }
+        ids = [message_id for message_id, _ in rows]
+        elsewhere = db.exec(
+            select(MessageLocation.message_id).where(
+                col(MessageLocation.message_id).in_(ids), MessageLocation.folder_id != folder.id
+            )
+        ).all()
+        return telling | set(elsewhere)
 
 
 def _batches(

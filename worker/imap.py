@@ -203,6 +203,28 @@ class ImapSession:
             permanent_flags=(),
         )
 
+    def all_uids(self) -> list[int]:
+        return sorted(self.client.search("ALL"))
+
+    def flags_since(self, modseq: int | None) -> list[FetchedMessage]:
+        """UID, FLAGS (and MODSEQ) of the messages changed since `modseq` (CHANGEDSINCE,
+        RFC 7162), or of every message when there is no modseq or no CONDSTORE."""
+        imap: Any = self.client._imap
+        items = "(UID FLAGS MODSEQ)" if self.condstore else "(UID FLAGS)"
+        if self.condstore and modseq is not None:
+            items += f" (CHANGEDSINCE {modseq})"
+        typ, data = imap.uid("FETCH", "1:*", items)
+        if typ != "OK":
+            raise MailServerError(f"UID FETCH FLAGS failed: {data!r}")
+        out: list[FetchedMessage] = []
+        for line in data:
+            if isinstance(line, bytes):
+                msg = FetchedMessage(uid=0, raw=b"")
+                _apply_meta(msg, line)
+                if msg.uid:
+                    out.append(msg)
+        return out
+
     def uids_from(self, first_uid: int) -> list[int]:
         """UIDs >= first_uid in the selected folder, ascending."""
         found = self.client.search(["UID", f"{max(first_uid, 1)}:*"])

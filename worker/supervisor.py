@@ -10,21 +10,25 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from core.db import unit_of_work
 from core.mailboxes import ensure_folder, mailbox_password
-from core.models import FolderRole, Mailbox, utcnow
+from core.models import Folder, FolderRole, Mailbox, utcnow
+from core.readback import apply_mail_changes
 from core.settings import Settings
 from worker.backoff import Backoff
 from worker.folder_sync import CONNECTION_ERRORS, FolderSync, SyncContext
 from worker.imap import ImapAccount, ImapSession
 from worker.parse_pool import Parser, default_parse_processes
+from worker.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 
 _ROLES = {r.value: r for r in FolderRole}
+_NAMED_ROLES = (FolderRole.pending, FolderRole.notes)
 
 
 def account_for(mailbox: Mailbox, settings: Settings) -> ImapAccount:
@@ -42,6 +46,17 @@ def account_for(mailbox: Mailbox, settings: Settings) -> ImapAccount:
 def probe(imap: ImapSession) -> dict[str, object]:
     """What this server can do, stored on the mailbox and shown to the admin."""
     caps = imap.capabilities
+    # --- write-back: which keywords the server keeps ---
+    # PERMANENTFLAGS only comes with a read-write SELECT (EXAMINE reports none). The session is
+    # logged out right after the probe, never CLOSEd, so nothing is expunged.
+    permanent_flags = list(imap.select("INBOX", readonly=False).permanent_flags)
+    server = server_name(imap)
+    keywords = "\\*" in permanent_flags
+    # Dovecot on Maildir keeps 26 distinct keywords per folder and silently loses more when
+    # its index is rebuilt; IMAP does not tell Maildir from dbox, so any Dovecot gets the limit
+    # (on dbox that costs nothing but keeping a 27th keyword in the database only).
+    keyword_limit = DOVECOT_MAILDIR_KEYWORDS if keywords and server == "dovecot" else None
+    # --- end write-back ---
     return {
         "capabilities": sorted(caps),
         "idle": "IDLE" in caps,
@@ -52,8 +67,35 @@ def probe(imap: ImapSession) -> dict[str, object]:
         "objectid": "OBJECTID" in caps,
         "notify": "NOTIFY" in caps,
         "special_use": "SPECIAL-USE" in caps,
+        "permanent_flags": permanent_flags,
+        "keywords": keywords,
+        "server": server,
+        "keyword_limit": keyword_limit,
         "probed_at": utcnow().isoformat(timespec="seconds"),
     }
+
+
+DOVECOT_MAILDIR_KEYWORDS = 26
+# recorded by the write-back, kept across probes
+_KEPT_ACROSS_PROBES = ("keywords_dropped",)
+
+
+def server_name(imap: ImapSession) -> str | None:
+    """The server's name from ID (RFC 2971), lowercased; None when it does not say."""
+    if not imap.has("ID"):
+        return None
+    try:
+        info = imap.client.id_()
+    except (IMAPClientError, OSError):
+        return None
+    if not info:
+        return None
+    pairs = list(info[0] if len(info) == 1 and isinstance(info[0], tuple | list) else info)
+    values = dict(zip(pairs[::2], pairs[1::2], strict=False))
+    name = values.get(b"name") or values.get("name")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return name.strip().lower() if isinstance(name, str) and name.strip() else None
 
 
 def watched_folder_names(
@@ -72,6 +114,46 @@ def watched_folder_names(
     return chosen
 
 
+# folders of the mapping (IMAP-MAPPING.md) found by name where no special-use attribute says
+_MAPPED_NAMES = {
+    FolderRole.archive: ("archive",),
+    FolderRole.junk: ("junk", "spam"),
+    FolderRole.trash: ("trash", "deleted items", "deleted messages"),
+    FolderRole.pending: ("pending",),
+    FolderRole.notes: ("notes",),
+}
+# created when missing (special-use folders are the server's to create)
+_CREATED_WHEN_MISSING = {
+    FolderRole.pending: "Pending",
+    FolderRole.notes: "Notes",
+    FolderRole.archive: "Archive",
+}
+
+
+def mapped_folder_names(folders: list[tuple[str, str | None]]) -> list[tuple[str, FolderRole]]:
+    """The folder of each role of the mapping: special-use first, else by name."""
+    out: list[tuple[str, FolderRole]] = []
+    for role, names in _MAPPED_NAMES.items():
+        found = next((n for n, r in folders if r == role.value), None)
+        if found is None:
+            found = next((n for n, _ in folders if n.lower() in names), None)
+        if found is not None:
+            out.append((found, role))
+    return out
+
+
+def ensure_mapped_folders(imap: ImapSession, folders: list[tuple[str, str | None]]) -> list[str]:
+    """Create the folders of the mapping that are missing (never touching any mail)."""
+    have = {role for _, role in mapped_folder_names(folders)}
+    created = []
+    for role, name in _CREATED_WHEN_MISSING.items():
+        if role not in have:
+            imap.client.create_folder(name)
+            imap.client.subscribe_folder(name)
+            created.append(name)
+    return created
+
+
 @dataclass
 class MailboxRunner:
     """Probes one mailbox, then runs a FolderSync thread per watched folder."""
@@ -82,6 +164,7 @@ class MailboxRunner:
     stop: threading.Event = field(default_factory=threading.Event)
     syncs: list[FolderSync] = field(default_factory=list)
     thread: threading.Thread | None = None
+    writeback: WriteBack | None = None
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name=f"mailbox-{self.name}", daemon=True)
@@ -110,8 +193,16 @@ class MailboxRunner:
             progress=self.ctx.progress,
             parser=self.ctx.parser,
             on_change=self.ctx.on_change,
+            on_mail_change=self.ctx.on_mail_change,
         )
         threads = []
+        # write-back: one outbox loop per mailbox, on its own connection
+        self.writeback = WriteBack(folder_ctx, self.mailbox_id, self.name, account)
+        wb_thread = threading.Thread(
+            target=self.writeback.run, name=f"writeback-{self.name}", daemon=True
+        )
+        wb_thread.start()
+        threads.append(wb_thread)
         for folder_id, folder_name in plan:
             sync = FolderSync(
                 folder_ctx,
@@ -139,27 +230,51 @@ class MailboxRunner:
         try:
             folders = imap.list_folders()
             capabilities = probe(imap)
+            created = ensure_mapped_folders(imap, folders)
+            if created:
+                log.info("[%s] created the folders %s", self.name, ", ".join(created))
+                folders = imap.list_folders()
         finally:
             imap.close()
         plan: list[tuple[int, str]] = []
         with unit_of_work(self.ctx.engine) as db:
             mailbox = db.get(Mailbox, self.mailbox_id)
             assert mailbox is not None and mailbox.id is not None
+            for key in _KEPT_ACROSS_PROBES:  # write-back: what it recorded stays
+                if key in (mailbox.capabilities or {}):
+                    capabilities[key] = mailbox.capabilities[key]
             mailbox.capabilities = capabilities
             mailbox.last_connected_at = utcnow()
             mailbox.last_error = None
             watched = watched_folder_names(mailbox, folders)
             watched_names = {n for n, _ in watched}
+            # write-back: roles imapdesk gave by name (a `Pending` or `Notes` folder it created)
+            # are not in LIST's special-use attributes; keep them
+            by_name = {
+                f.name: f.role
+                for f in db.exec(select(Folder).where(Folder.mailbox_id == mailbox.id))
+                if f.role in _NAMED_ROLES
+            }
             for name, role in folders:
                 ensure_folder(
                     db,
                     mailbox.id,
                     name,
-                    _ROLES.get(role or "other", FolderRole.other),
+                    _ROLES[role] if role in _ROLES else by_name.get(name, FolderRole.other),
                     watched=name in watched_names,
                 )
             for name, role in watched:
+                if role == FolderRole.other:
+                    role = by_name.get(name, role)
                 folder = ensure_folder(db, mailbox.id, name, role, watched=True)
+                assert folder.id is not None
+                plan.append((folder.id, name))
+            # the other folders of the mapping are followed too: what plain clients move
+            # there (Archive, Junk, Trash, Pending, Notes) flows back into the helpdesk
+            for name, role in mapped_folder_names(folders):
+                if name in watched_names:
+                    continue
+                folder = ensure_folder(db, mailbox.id, name, role, watched=False)
                 assert folder.id is not None
                 plan.append((folder.id, name))
         log.info("[%s] watching %s", self.name, ", ".join(n for _, n in plan))
@@ -226,5 +341,6 @@ def make_worker(
 ) -> Worker:
     processes = settings.parse_processes
     parser = Parser(default_parse_processes() if processes is None else processes)
+    kwargs.setdefault("on_mail_change", apply_mail_changes)
     ctx = SyncContext(settings=settings, engine=engine, stop=stop, parser=parser, **kwargs)  # type: ignore[arg-type]
     return Worker(ctx)

@@ -1,25 +1,88 @@
-"""Conversations: the list with filters and cursor pagination, and one with its messages."""
+"""Conversations: the list with filters and cursor pagination, one with its messages, and
+the changes (PATCH, claim, release) with their activity log. The routes are thin: the rules
+live in `core.operations`."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from sqlmodel import Session, col, select
 
 from api.deps import CurrentAgent, SessionDep
 from api.errors import error_json
 from api.schemas import (
+    ActivityListPublic,
     ConversationDetailPublic,
     ConversationListPublic,
+    ConversationUpdate,
     ErrorPublic,
+    activity_list_public,
     conversation_detail_public,
     conversation_list_public,
 )
-from core import queries
-from core.models import ConversationStatus
+from core import operations, queries
+from core.agents import normalize_email
+from core.conversations import resolve_merged
+from core.errors import InvalidInput, NotFound
+from core.models import ActivitySource, Agent, Conversation, ConversationStatus
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+MERGED_DESCRIPTION = (
+    "A conversation that was merged into another answers **308 Permanent Redirect** with "
+    "`Location` pointing at the same request for the new id and an error body whose "
+    "`merged_into` holds it (code `conversation_merged`)."
+)
+_MERGED_RESPONSES: dict[int | str, dict[str, object]] = {
+    308: {"model": ErrorPublic, "description": "Merged; `Location` and `merged_into`."},
+    404: {"model": ErrorPublic, "description": "No such conversation (or not yours to see)."},
+}
+
+
+def write_session(session: SessionDep) -> Session:
+    """The request's session, which will write: on SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE, waiting its turn), so that two writers queue instead of the second
+    failing with "database is locked" when it turns its read into a write. Declared before
+    the caller, so it opens the transaction before the token lookup reads."""
+    session.connection(execution_options={"sqlite_immediate": True})
+    return session
+
+
+WriteSessionDep = Annotated[Session, Depends(write_session)]
+ConversationId = Annotated[int, Path(ge=1)]
+
+
+def _visible(session: Session, agent: Agent, conversation_id: int) -> Conversation:
+    """The conversation if the agent may see it (else NotFound); ConversationMerged when it
+    lives on in another."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None or conversation.mailbox_id not in queries.visible_mailbox_ids(
+        session, agent
+    ):
+        raise NotFound(f"no conversation {conversation_id}", conversation_id=conversation_id)
+    if conversation.merged_into_id is not None:
+        survivor = resolve_merged(session, conversation)
+        assert survivor is not None and survivor.id is not None
+        raise queries.ConversationMerged(conversation_id, survivor.id)
+    return conversation
+
+
+def _merged(request: Request, route: str, exc: queries.ConversationMerged) -> JSONResponse:
+    location = request.app.url_path_for(route, conversation_id=exc.merged_into)
+    return error_json(exc, headers={"Location": str(location)})
+
+
+def _detail(session: Session, agent: Agent, conversation_id: int) -> ConversationDetailPublic:
+    return conversation_detail_public(queries.get_conversation(session, agent, conversation_id))
+
+
+def _agent_by_email(session: Session, email: str) -> Agent:
+    agent = session.exec(select(Agent).where(col(Agent.email) == normalize_email(email))).first()
+    if agent is None:
+        raise InvalidInput(f"no agent has the email {email!r}", field="assignee")
+    return agent
 
 
 @router.get(
@@ -80,25 +143,141 @@ def list_conversations(
     summary="A conversation with its messages",
     description=(
         "Messages come by date, then id, each with its attachments and where it lives on the "
-        "IMAP server.\n\n"
-        "A conversation that was merged into another answers **308 Permanent Redirect** with "
-        "`Location: /api/v1/conversations/{new_id}` and an error body whose `merged_into` holds "
-        "the new id (code `conversation_merged`)."
+        "IMAP server.\n\n" + MERGED_DESCRIPTION
     ),
-    responses={
-        308: {"model": ErrorPublic, "description": "Merged; `Location` and `merged_into`."},
-        404: {"model": ErrorPublic, "description": "No such conversation."},
-    },
+    responses=_MERGED_RESPONSES,
 )
 def get_conversation(
     request: Request,
     session: SessionDep,
     agent: CurrentAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
+    conversation_id: ConversationId,
 ) -> ConversationDetailPublic | JSONResponse:
     try:
         detail = queries.get_conversation(session, agent, conversation_id)
     except queries.ConversationMerged as exc:
-        location = request.app.url_path_for("get_conversation", conversation_id=exc.merged_into)
-        return error_json(exc, headers={"Location": str(location)})
+        return _merged(request, "get_conversation", exc)
     return conversation_detail_public(detail)
+
+
+@router.patch(
+    "/{conversation_id}",
+    response_model=ConversationDetailPublic,
+    summary="Change status, assignee or tags",
+    description=(
+        "Only the fields sent change, in one transaction: `status`, `assignee` (an agent's "
+        "email, which claims it for them whoever held it; `null` unassigns and releases it), "
+        "`tags` (the complete new set). Each change goes to the activity log and is written "
+        "back to the mailbox (a folder move, `\\Flagged` and keywords). Answers the "
+        "conversation as `GET` does.\n\n" + MERGED_DESCRIPTION
+    ),
+    responses=_MERGED_RESPONSES,
+)
+def update_conversation(
+    request: Request,
+    session: WriteSessionDep,
+    agent: CurrentAgent,
+    conversation_id: ConversationId,
+    body: ConversationUpdate,
+) -> ConversationDetailPublic | JSONResponse:
+    try:
+        conversation = _visible(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return _merged(request, "update_conversation", exc)
+    changes = body.model_dump(exclude_unset=True)
+    assignee: Agent | None = None
+    if changes.get("assignee") is not None:
+        assignee = _agent_by_email(session, changes["assignee"])
+    source = ActivitySource.api
+    if "status" in changes:
+        operations.set_status(session, conversation, changes["status"], source=source, agent=agent)
+    if "assignee" in changes:
+        operations.assign(session, conversation, assignee, source=source, agent=agent)
+    if "tags" in changes:
+        operations.set_tags(session, conversation, changes["tags"], source=source, agent=agent)
+    return _detail(session, agent, conversation_id)
+
+
+@router.post(
+    "/{conversation_id}/claim",
+    response_model=ConversationDetailPublic,
+    summary="Claim a conversation",
+    description=(
+        "Takes the conversation for the calling agent (written back as `\\Flagged` and "
+        "`$Assigned_<handle>`). Claiming one's own again succeeds and changes nothing. When "
+        "someone else holds it, answers **409** with `holder`: their email, or "
+        "`someone via mail client` when a colleague flagged it in a mail client. Of two "
+        "simultaneous claims exactly one wins.\n\n" + MERGED_DESCRIPTION
+    ),
+    responses={
+        **_MERGED_RESPONSES,
+        409: {"model": ErrorPublic, "description": "Someone else holds it; `holder` says who."},
+    },
+)
+def claim_conversation(
+    request: Request,
+    session: WriteSessionDep,
+    agent: CurrentAgent,
+    conversation_id: ConversationId,
+) -> ConversationDetailPublic | JSONResponse:
+    try:
+        conversation = _visible(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return _merged(request, "claim_conversation", exc)
+    operations.claim(session, conversation, agent, source=ActivitySource.api)
+    return _detail(session, agent, conversation_id)
+
+
+@router.post(
+    "/{conversation_id}/release",
+    response_model=ConversationDetailPublic,
+    summary="Release a claimed conversation",
+    description=(
+        "Nobody holds it afterwards (no assignee, not claimed). Only the holder or an admin "
+        "may release it (**403** otherwise, with `holder`); releasing what nobody holds "
+        "succeeds and changes nothing.\n\n" + MERGED_DESCRIPTION
+    ),
+    responses={
+        **_MERGED_RESPONSES,
+        403: {"model": ErrorPublic, "description": "Held by someone else; `holder` says who."},
+    },
+)
+def release_conversation(
+    request: Request,
+    session: WriteSessionDep,
+    agent: CurrentAgent,
+    conversation_id: ConversationId,
+) -> ConversationDetailPublic | JSONResponse:
+    try:
+        conversation = _visible(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return _merged(request, "release_conversation", exc)
+    operations.release(session, conversation, source=ActivitySource.api, agent=agent)
+    return _detail(session, agent, conversation_id)
+
+
+@router.get(
+    "/{conversation_id}/activity",
+    response_model=ActivityListPublic,
+    summary="The activity log of a conversation",
+    description=(
+        "Every change, newest first, with where it came from (`web`, `api`, `imap` for a "
+        "mail client, `system`) and who made it; includes the log of conversations merged "
+        "into this one.\n\n" + MERGED_DESCRIPTION
+    ),
+    responses=_MERGED_RESPONSES,
+)
+def conversation_activity(
+    request: Request,
+    session: SessionDep,
+    agent: CurrentAgent,
+    conversation_id: ConversationId,
+) -> ActivityListPublic | JSONResponse:
+    try:
+        _visible(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return _merged(request, "conversation_activity", exc)
+    activities = operations.activity_for(session, conversation_id)
+    emails = operations.agent_emails(session, activities)
+    actors = {a.id: operations.activity_actor(a, emails) for a in activities if a.id is not None}
+    return activity_list_public(activities, actors)

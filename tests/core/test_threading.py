@@ -8,6 +8,7 @@ the way the ingest stores them (one row per Message-ID), then threaded in arriva
 from __future__ import annotations
 
 import hashlib
+import itertools
 import mailbox as std_mailbox
 import random
 import re
@@ -19,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, event, text
+from sqlmodel import Session, col, delete, select
 
 from core.conversations import (
     conversation_token,
@@ -28,6 +29,7 @@ from core.conversations import (
     recompute_conversation,
     subject_key,
 )
+from core.demo_data import synthetic_corpus
 from core.models import (
     Conversation,
     ConversationTag,
@@ -43,6 +45,7 @@ from core.threading import (
     RULE_REFERENCES,
     RULE_SUBJECT,
     RULE_TOKEN,
+    ThreadBatch,
     ThreadInput,
     reference_chain,
     thread_message,
@@ -700,6 +703,207 @@ def test_batch_threading_sees_unflushed_changes(engine: Engine) -> None:
         conversation = session.get(Conversation, u1.conversation_id)
         assert conversation is not None and conversation.message_count == 3
         assert conversation.last_message_at == day + timedelta(days=20)
+
+
+def without(lines: list[bytes], *names: bytes) -> list[bytes]:
+    return [line for line in lines if not line.lower().startswith(names)]
+
+
+def damaged_corpus(seed: int) -> list[bytes]:
+    """Synthetic support threads and the notmuch threading corpora, shuffled, with headers
+    damaged the ways mail clients and people damage them: References dropped (Outlook), an
+    In-Reply-To to another thread, references to messages never seen, a token in the subject,
+    no Message-ID, no Date, copies. Enough splits, merges, ghosts, tokens and subject joins."""
+    rnd = random.Random(seed)
+    raws = list(synthetic_corpus(360, seed=seed, min_size=1_000, max_size=4_000))
+    for corpus in ("default", "threading"):
+        raws += [path.read_bytes() for path in files(NOTMUCH / "test/corpora" / corpus)]
+    ids = [m.group(1) for r in raws if (m := re.search(rb"(?im)^message-id: *<([^>]+)>", r))]
+    damaged = []
+    for raw in raws:
+        head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+        lines = re.split(rb"\n(?![ \t])", head)
+        roll = rnd.random()
+
+        if roll < 0.12:
+            lines = without(lines, b"references:")
+        elif roll < 0.17:
+            lines = without(lines, b"references:", b"in-reply-to:")
+        elif roll < 0.24:
+            lines = [*without(lines, b"references:", b"in-reply-to:")]
+            lines.append(b"In-Reply-To: <" + rnd.choice(ids) + b">")
+        elif roll < 0.29:
+            lines.append(b"References: <" + rnd.choice(ids) + b">")
+        elif roll < 0.33:
+            lines.append(b"References: <ghost-%d@nowhere>" % rnd.randint(0, 20))
+        elif roll < 0.37:
+            token = b" [#%d]" % rnd.randint(1, 80)
+            lines = [ln + token if ln.lower().startswith(b"subject:") else ln for ln in lines]
+        elif roll < 0.39:
+            lines = without(lines, b"message-id:")
+        elif roll < 0.42:
+            lines = without(lines, b"date:")
+        damaged.append(b"\n".join(lines) + b"\n\n" + body)
+    damaged += rnd.sample(damaged, 8)
+    rnd.shuffle(damaged)
+    return damaged
+
+
+_RUNS = itertools.count()
+
+
+def thread_all(
+    engine: Engine,
+    raws: Sequence[bytes],
+    batch_size: int | Sequence[int] | None,
+    ours: frozenset[str] = OUR,
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Store and thread `raws` in order, one by one (`thread_message` alone) or in batches the
+    way the ingest does (a batch inserted, then threaded with one `ThreadBatch`; sizes taken
+    in turn); the result with ids replaced by their rank, so that runs on the same database
+    compare."""
+    day = datetime(2024, 6, 1, tzinfo=UTC)
+    with Session(engine) as session:
+        box = add_mailbox(session, f"box{next(_RUNS)}")
+        session.commit()
+        stored: set[str] = set()
+        sizes = itertools.cycle(
+            [batch_size or 1] if isinstance(batch_size, int | None) else batch_size
+        )
+        start = 0
+        while start < len(raws):
+            size = next(sizes)
+            messages = []
+            for index in range(start, min(start + size, len(raws))):
+                p = parse_message(raws[index])
+                digest = hashlib.sha256(raws[index]).hexdigest()
+                key = p.message_id or f"sha256-{digest}@imapdesk.invalid"
+                if key in stored:
+                    continue
+                stored.add(key)
+                outbound = p.from_email is not None and p.from_email in ours
+                messages.append(
+                    Message(
+                        message_id=key,
+                        has_message_id=p.message_id is not None,
+                        content_hash=digest,
+                        direction=Direction.outbound if outbound else Direction.inbound,
+                        subject=p.subject,
+                        from_email=p.from_email,
+                        from_name=p.from_name,
+                        to=p.to,
+                        date=p.date.astimezone(UTC) if p.date else None,
+                        created_at=day + timedelta(minutes=index),
+                        in_reply_to=p.in_reply_to,
+                        references=p.references,
+                        seen=index % 3 == 0,
+                    )
+                )
+            session.add_all(messages)
+            session.flush()
+            batch = None
+            if batch_size is not None:
+                batch = ThreadBatch(session)
+                batch.prefetch(messages, box, settings=settings(), our_addresses=ours)
+            for message in messages:
+                thread_message(
+                    session, message, box, settings=settings(), our_addresses=ours, batch=batch
+                )
+            if batch is not None:
+                batch.flush()
+            if batch_size is not None or start % 25 == 0:
+                session.commit()
+            start += size
+        session.commit()
+        conversations = session.exec(select(Conversation).order_by(col(Conversation.id))).all()
+        cids = {c.id: rank for rank, c in enumerate(conversations)}
+        cids[None] = None
+        rows = session.exec(select(Message).order_by(col(Message.id))).all()
+        mids = {m.id: rank for rank, m in enumerate(rows)}
+        mids[None] = None
+        result = {
+            "messages": [(m.message_id, cids[m.conversation_id], m.thread_rule) for m in rows],
+            "conversations": [
+                (
+                    cids[c.id],
+                    c.subject,
+                    c.subject_key,
+                    c.customer_email,
+                    c.customer_name,
+                    c.message_count,
+                    c.unread,
+                    as_naive(c.last_message_at),
+                    cids[c.merged_into_id],
+                    c.status,
+                )
+                for c in conversations
+            ],
+            "nodes": sorted(
+                (
+                    n.msgid,
+                    n.parent_msgid,
+                    n.parent_explicit,
+                    mids[n.message_id],
+                    cids[n.conversation_id],
+                )
+                for n in session.exec(select(ThreadNode))
+            ),
+        }
+        assert_no_cycles(session)
+        # the next run starts on empty tables, with the same ids (tokens name conversation ids)
+        if engine.dialect.name == "postgresql":
+            session.execute(
+                text("TRUNCATE threadnode, message, conversation RESTART IDENTITY CASCADE")
+            )
+        else:
+            for table in (ThreadNode, Message, Conversation):
+                session.execute(delete(table))
+        session.commit()
+    return result
+
+
+def as_naive(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC).replace(tzinfo=None) if value and value.tzinfo else value
+
+
+def test_batch_threading_equals_one_by_one(engine: Engine) -> None:
+    """A batch threaded with a `ThreadBatch` (what the batch reads up front, nodes written at
+    the end) ends exactly as the same messages threaded one by one: the same conversations,
+    rules, aggregates, merges and thread nodes, in small batches and in one large one."""
+    raws = damaged_corpus(5)
+    ours = frozenset({"support@example.test"})
+    one_by_one = thread_all(engine, raws, None, ours)
+    rules = Counter(rule for _, _, rule in one_by_one["messages"])
+    assert all(rules[rule] > 5 for rule in (RULE_NEW, RULE_REFERENCES, RULE_TOKEN, RULE_SUBJECT))
+    assert sum(1 for c in one_by_one["conversations"] if c[8] is not None) > 5  # merged
+    for batch_size in (13, 500):
+        batched = thread_all(engine, raws, batch_size, ours)
+        for part in ("messages", "conversations", "nodes"):
+            assert batched[part] == one_by_one[part], (batch_size, part)
+
+
+def test_batch_subject_lookup_sees_conversations_the_batch_changed(engine: Engine) -> None:
+    """What a batch reads up front for its subject lookups cannot know what the batch changes:
+    u2 brings a conversation last active two months ago into u3's window; c0, older than c1,
+    gives c1's conversation (created by the batch) another subject key, c2's."""
+    day = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+    bob = "bob@b.org"
+    raws = [
+        mail("u1@c", "Broken lamp", date=day),
+        mail("u2@c", "Re: Broken lamp", refs=["u1@c"], date=day + timedelta(days=60)),
+        mail("u3@c", "Re: Broken lamp", date=day + timedelta(days=65)),
+        mail("c1@c", "Re: Something else", sender=bob, refs=["c0@c"], date=day + timedelta(10)),
+        mail("c0@c", "Original question", sender=bob, date=day + timedelta(days=5)),
+        mail("c2@c", "Original question", sender=bob, date=day + timedelta(days=12)),
+    ]
+    one_by_one = thread_all(engine, raws, None)
+    batched = thread_all(engine, raws, (1, 5))
+    assert batched == one_by_one
+    conversation = {msgid: cid for msgid, cid, _ in batched["messages"]}
+    rule = {msgid: rule for msgid, _, rule in batched["messages"]}
+    assert conversation["u1@c"] == conversation["u2@c"] == conversation["u3@c"]
+    assert conversation["c1@c"] == conversation["c0@c"] == conversation["c2@c"]
+    assert rule["u3@c"] == rule["c2@c"] == RULE_SUBJECT
 
 
 def test_subject_fallback_refuses_contradicting_references(engine: Engine) -> None:
