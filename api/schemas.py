@@ -15,6 +15,8 @@ from pydantic import (
     field_validator,
 )
 
+from core.capabilities import plain_client_notes
+from core.mailstate import keywords_kept
 from core.models import (
     Activity,
     ActivitySource,
@@ -191,6 +193,11 @@ class MailboxPublic(BaseModel):
     last_error: str | None
     last_connected_at: UtcDatetime | None
     capabilities: dict[str, Any]
+    plain_clients: list[str] = Field(
+        default_factory=list,
+        description="What colleagues on plain IMAP clients will and will not see, given what "
+        "this server keeps (keywords, CONDSTORE, MOVE).",
+    )
     folders: list[FolderPublic]
 
 
@@ -210,6 +217,12 @@ class MailboxReadiness(BaseModel):
     enabled: bool
     last_connected_at: UtcDatetime | None
     error: bool = Field(description="Whether the mailbox or one of its folders reports an error.")
+    keywords_kept: bool = Field(
+        default=False, description="Whether the server keeps custom keywords (assignee, tags)."
+    )
+    plain_clients: list[str] = Field(
+        default_factory=list, description="What plain IMAP clients will and will not see."
+    )
     folders: list[FolderReadiness]
 
 
@@ -350,6 +363,7 @@ def mailbox_public(view: MailboxView) -> MailboxPublic:
         last_error=m.last_error,
         last_connected_at=m.last_connected_at,
         capabilities=dict(m.capabilities or {}),
+        plain_clients=plain_client_notes(m.capabilities),
         folders=[_folder_public(f) for f in view.folders],
     )
 
@@ -370,5 +384,7 @@ def mailbox_readiness(view: MailboxView) -> MailboxReadiness:
         enabled=m.enabled,
         last_connected_at=m.last_connected_at,
         error=bool(m.last_error) or any(f.error for f in folders),
+        keywords_kept=keywords_kept(m.capabilities),
+        plain_clients=plain_client_notes(m.capabilities),
         folders=folders,
     )

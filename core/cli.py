@@ -194,6 +194,7 @@ def mailbox_list() -> None:
     """The mailboxes, their server's capabilities and each folder's sync state."""
     from sqlmodel import select
 
+    from core.capabilities import plain_client_notes
     from core.db import unit_of_work, upgrade_database
     from core.models import Folder, Mailbox
 
@@ -205,13 +206,16 @@ def mailbox_list() -> None:
                 select(Folder).where(Folder.mailbox_id == mb.id, Folder.watched)
             ).all()
             caps = mb.capabilities or {}
-            cap_text = (
-                ", ".join(
-                    k
-                    for k in ("idle", "condstore", "qresync", "move", "objectid", "notify")
-                    if caps.get(k)
-                )
-                or "not probed yet"
+            cap_text = "\n".join(
+                [
+                    ", ".join(
+                        k
+                        for k in ("idle", "condstore", "qresync", "move", "objectid", "notify")
+                        if caps.get(k)
+                    )
+                    or "-",
+                    *(f"- {note}" for note in plain_client_notes(caps)),
+                ]
             )
             folder_text = "\n".join(
                 f"{f.name}: {f.state.value}, {f.message_count} msgs"
@@ -227,6 +231,49 @@ def mailbox_list() -> None:
                 mb.last_error or "",
             )
     out.print(table)
+
+
+@app.command("rebuild")
+def rebuild_cmd(
+    mailbox: Annotated[
+        list[str] | None, typer.Option("--mailbox", help="Only this mailbox (repeat)")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Read conversations and their state back from the mailbox (after losing the database, or
+    to start over): agents, tokens and mailboxes stay; everything read from mail is read again.
+    Stop the worker first."""
+    from core.db import get_engine, unit_of_work, upgrade_database
+    from core.rebuild import forget_mail
+    from worker.progress import ProgressDisplay
+    from worker.supervisor import sync_until_caught_up
+
+    setup_logging(verbose)
+    upgrade_database()
+    if not yes and not typer.confirm(
+        "Forget every conversation read from "
+        + (", ".join(mailbox) if mailbox else "all mailboxes")
+        + " and read them back from the mail server?"
+    ):
+        raise typer.Exit(code=1)
+    engine = get_engine()
+    try:
+        with unit_of_work(engine) as session:
+            names = forget_mail(session, mailbox)
+    except ImapdeskError as exc:
+        fail(exc.message)
+        return
+    if not names:
+        fail("no mailboxes; add one with: imapdesk mailbox add")
+    display = ProgressDisplay(console) if console.is_terminal else None
+    console.print(f"reading {', '.join(names)} back from the mail server...")
+    done = sync_until_caught_up(
+        get_settings(), engine, only=frozenset(names), progress=display.update if display else None
+    )
+    if not done:
+        fail("the rebuild did not finish; see the errors above and `imapdesk mailbox list`")
+    console.print("rebuilt")
 
 
 # --- processes ----------------------------------------------------------------------------------

@@ -45,14 +45,19 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _pg_template() -> str:
+def _pg_template() -> Iterator[str]:
+    # one template per test run, so that runs side by side do not drop each other's
+    name = f"{_TEMPLATE_DB}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {_TEMPLATE_DB} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {_TEMPLATE_DB}"))
-    admin.dispose()
-    upgrade_database(_pg_url(_TEMPLATE_DB))
-    return _TEMPLATE_DB
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    upgrade_database(_pg_url(name))
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine
@@ -20,7 +22,7 @@ from core.models import Folder, FolderRole, Mailbox, utcnow
 from core.readback import apply_mail_changes
 from core.settings import Settings
 from worker.backoff import Backoff
-from worker.folder_sync import CONNECTION_ERRORS, FolderSync, SyncContext
+from worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
 from worker.imap import ImapAccount, ImapSession
 from worker.parse_pool import Parser, default_parse_processes
 from worker.writeback import WriteBack
@@ -163,6 +165,7 @@ class MailboxRunner:
     name: str
     stop: threading.Event = field(default_factory=threading.Event)
     syncs: list[FolderSync] = field(default_factory=list)
+    planned: int = 0
     thread: threading.Thread | None = None
     writeback: WriteBack | None = None
 
@@ -203,6 +206,7 @@ class MailboxRunner:
         )
         wb_thread.start()
         threads.append(wb_thread)
+        self.planned = len(plan)
         for folder_id, folder_name in plan:
             sync = FolderSync(
                 folder_ctx,
@@ -292,19 +296,24 @@ class MailboxRunner:
             log.exception("[%s] could not record the error", self.name)
 
     def ready(self) -> bool:
-        return bool(self.syncs) and all(s.ready.is_set() for s in self.syncs)
+        return 0 < self.planned == len(self.syncs) and all(s.ready.is_set() for s in self.syncs)
 
 
 class Worker:
     """Runs every enabled mailbox; picks up added, disabled and removed ones while running."""
 
-    def __init__(self, ctx: SyncContext) -> None:
+    def __init__(self, ctx: SyncContext, only: frozenset[str] | None = None) -> None:
         self.ctx = ctx
+        self.only = only  # mailbox names; None: all enabled ones
         self.runners: dict[int, MailboxRunner] = {}
 
     def refresh(self) -> None:
         with unit_of_work(self.ctx.engine) as db:
-            boxes = {m.id: m.name for m in db.exec(select(Mailbox).where(Mailbox.enabled))}
+            boxes = {
+                m.id: m.name
+                for m in db.exec(select(Mailbox).where(Mailbox.enabled))
+                if self.only is None or m.name in self.only
+            }
         for mailbox_id, name in boxes.items():
             assert mailbox_id is not None
             if mailbox_id not in self.runners:
@@ -342,5 +351,32 @@ def make_worker(
     processes = settings.parse_processes
     parser = Parser(default_parse_processes() if processes is None else processes)
     kwargs.setdefault("on_mail_change", apply_mail_changes)
+    only = cast("frozenset[str] | None", kwargs.pop("only", None))
     ctx = SyncContext(settings=settings, engine=engine, stop=stop, parser=parser, **kwargs)  # type: ignore[arg-type]
-    return Worker(ctx)
+    return Worker(ctx, only=only)
+
+
+def sync_until_caught_up(
+    settings: Settings,
+    engine: Engine,
+    *,
+    only: frozenset[str] | None = None,
+    progress: ProgressCallback | None = None,
+    timeout: float | None = None,
+) -> bool:
+    """Run the worker until every followed folder of the mailboxes has been read once (what
+    `imapdesk rebuild` does); False on timeout."""
+    stop = threading.Event()
+    worker = make_worker(settings, engine, stop, only=only, progress=progress)
+    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    thread.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while not worker.ready():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        stop.set()
+        thread.join(timeout=30)

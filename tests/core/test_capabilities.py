@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from core.capabilities import plain_client_notes
+from core.cli import app
+from core.db import unit_of_work
+from core.mailboxes import add_mailbox
+from core.models import ImapSecurity, Mailbox
+from core.settings import Settings, get_settings
+
+DOVECOT_MAILDIR = {
+    "capabilities": ["IMAP4REV1", "IDLE", "CONDSTORE", "MOVE"],
+    "idle": True,
+    "condstore": True,
+    "move": True,
+    "permanent_flags": ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\*"],
+    "keywords": True,
+    "keyword_limit": 26,
+    "keywords_dropped": [{"folder": "INBOX", "keyword": "tag27", "reason": "limit"}],
+}
+EXCHANGE = {
+    "capabilities": ["IMAP4REV1", "IDLE", "MOVE"],
+    "idle": True,
+    "move": True,
+    "permanent_flags": ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"],
+    "keywords": False,
+}
+
+
+def test_notes_say_what_plain_clients_will_see() -> None:
+    notes = plain_client_notes(DOVECOT_MAILDIR)
+    assert any("at most 26 distinct keywords" in n for n in notes)
+    assert any("tag27" in n and "imapdesk only" in n for n in notes)
+    exchange = plain_client_notes(EXCHANGE)
+    assert any("keeps no custom keywords" in n for n in exchange)
+    assert any("no CONDSTORE" in n for n in exchange)
+    assert plain_client_notes({}) == [
+        "not probed yet: the worker has not connected to this mailbox"
+    ]
+
+
+def test_mailbox_list_and_api_show_the_limits(
+    db_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core.agents import create_agent, create_api_token
+
+    settings = Settings(database_url=db_url, data_dir=tmp_path)
+    with unit_of_work(engine) as db:
+        mb = add_mailbox(
+            db,
+            settings,
+            name="support",
+            address="support@example.test",
+            imap_host="localhost",
+            imap_port=993,
+            imap_security=ImapSecurity.ssl,
+            username="support",
+            password="secret-pw",
+        )
+        mb.capabilities = DOVECOT_MAILDIR
+        token = create_api_token(
+            db, create_agent(db, email="a@example.test", name="A", password="pw-a-12345")
+        )
+    monkeypatch.setenv("IMAPDESK_DATABASE_URL", db_url)
+    monkeypatch.setenv("IMAPDESK_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    from core.db import get_engine
+
+    get_engine.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["mailbox", "list"], env={"COLUMNS": "250"})
+    finally:
+        get_settings.cache_clear()
+        get_engine.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "at most 26 distinct" in result.output and "tag27" in result.output
+    assert "secret-pw" not in result.output
+    client = TestClient(create_app(settings=settings, engine=engine))
+    body = client.get("/api/v1/mailboxes", headers={"Authorization": f"Bearer {token}"}).json()
+    (box,) = body["items"] if isinstance(body, dict) else body
+    assert any("tag27" in n for n in box["plain_clients"])
+    ready = client.get("/readyz").json()
+    assert ready["mailboxes"][0]["keywords_kept"] is True
+    with unit_of_work(engine) as db:
+        assert db.get(Mailbox, mb.id) is not None
