@@ -18,14 +18,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imapclient.exceptions import IMAPClientError
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, or_
 from sqlmodel import Session, col, select
 
 from core.db import unit_of_work
 from core.errors import ImapdeskError
 from core.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
 from core.mailboxes import our_addresses
-from core.models import Folder, FolderRole, FolderState, Mailbox, MessageLocation, utcnow
+from core.models import (
+    Conversation,
+    ConversationStatus,
+    Folder,
+    FolderRole,
+    FolderState,
+    Mailbox,
+    Message,
+    MessageLocation,
+    utcnow,
+)
 from core.parsing import ParsedMessage
 from core.settings import Settings
 from worker.backoff import Backoff
@@ -151,14 +161,15 @@ class FolderSync:
         deleted) view.
         """
         current = imap.select(self.folder_name, readonly=True)
+        # what the folder's news would have said may be lost with the new SELECT: look again
+        self._flags_hint = self._expunge_hint = True
         with Session(self.ctx.engine) as db:
             folder = db.get(Folder, self.folder_id)
             assert folder is not None
-            known_uidvalidity, checkpoint = folder.uidvalidity, folder.uidnext
+            known_uidvalidity = folder.uidvalidity
         if known_uidvalidity != current.uidvalidity:
             self._check_uidvalidity(current)
-            return True
-        return current.uidnext > checkpoint
+        return True
 
     def _idle(self, imap: ImapSession, seconds: float) -> bool:
         """IDLE until the folder changes (True), time is up or stop is asked (False)."""
@@ -172,20 +183,29 @@ class FolderSync:
                 and time.monotonic() < deadline
                 and not self._deferred_due()
             ):
-                responses = client.idle_check(timeout=min(1.0, seconds))
-                for resp in responses:
-                    if len(resp) >= 2 and resp[1] in (b"EXISTS", b"EXPUNGE", b"FETCH"):
-                        changed = True
-                        if resp[1] == b"EXPUNGE":
-                            self._expunge_hint = True
-                        elif resp[1] == b"FETCH":
-                            self._flags_hint = True
-                    elif resp and resp[0] == b"BYE":
-                        raise imaplib.IMAP4.abort(f"server closed the connection: {resp!r}")
+                changed = self._note(client.idle_check(timeout=min(1.0, seconds))) or changed
                 if changed:
                     break
         finally:
-            client.idle_done()
+            # news that arrives as IDLE ends comes with the DONE reply: it counts too
+            _text, late = client.idle_done()
+            changed = self._note(late) or changed
+        return changed
+
+    def _note(self, responses: list[Any]) -> bool:
+        """Whether untagged responses say the folder changed (and what to look at)."""
+        changed = False
+        for resp in responses:
+            if not isinstance(resp, tuple) or not resp:
+                continue
+            if resp[0] == b"BYE":
+                raise imaplib.IMAP4.abort(f"server closed the connection: {resp!r}")
+            if len(resp) >= 2 and resp[1] in (b"EXISTS", b"EXPUNGE", b"FETCH"):
+                changed = True
+                if resp[1] == b"EXPUNGE":
+                    self._expunge_hint = True
+                elif resp[1] == b"FETCH":
+                    self._flags_hint = True
         return changed
 
     def _check_uidvalidity(self, status: FolderStatus) -> None:
@@ -411,7 +431,16 @@ class FolderSync:
                 col(MessageLocation.message_id).in_(ids), MessageLocation.folder_id != folder.id
             )
         ).all()
-        return telling | set(elsewhere)
+        # mail of a conversation that is not plain open (moved back into INBOX reopens it)
+        settled = db.exec(
+            select(Message.id)
+            .join(Conversation, Conversation.id == Message.conversation_id)  # type: ignore[arg-type]
+            .where(
+                col(Message.id).in_(ids),
+                or_(col(Conversation.status) != ConversationStatus.open, col(Conversation.claimed)),
+            )
+        ).all()
+        return telling | set(elsewhere) | {m for m in settled if m is not None}
 
 
 def _batches(

@@ -782,12 +782,17 @@ class WriteBack:
     def _record(self, plan: Plan, outcome: Outcome) -> None:
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
             lock_for_ingest(db)
-            self._write_outcome(db, outcome)
+            flagged = self._write_outcome(db, outcome)
             action = db.get(PendingImapAction, plan.action_id)
             if action is not None:
                 action.state = ImapActionState.done
                 action.done_at = utcnow()
                 action.next_attempt_at = None
+            if flagged and self.ctx.on_mail_change is not None:
+                # the flags just read may hold another client's change made meanwhile: it is
+                # recorded here, so the read side will see no difference; judge it now
+                db.flush()
+                self.ctx.on_mail_change(db, self.mailbox_id, flagged)
         self.log.info(
             "action %d (%s) done: %d STORE, %d moved, %d keywords not kept",
             plan.action_id,
@@ -852,8 +857,10 @@ class WriteBack:
                 message,
             )
 
-    def _write_outcome(self, db: Session, outcome: Outcome) -> None:
+    def _write_outcome(self, db: Session, outcome: Outcome) -> set[int]:
+        """Record the new places and flags; returns the ids of messages whose flags were read."""
         counts: dict[int, int] = defaultdict(int)
+        flagged: set[int] = set()
         for update in outcome.updates:
             loc = db.get(MessageLocation, update.location_id)
             if loc is None:
@@ -879,6 +886,7 @@ class WriteBack:
             if update.flags is not None:
                 loc.flags = list(update.flags)
                 loc.modseq = update.modseq
+                flagged.add(loc.message_id)
             db.flush()
         for folder_id, delta in counts.items():
             folder = db.get(Folder, folder_id)
@@ -904,6 +912,7 @@ class WriteBack:
                     records.append({**entry, "at": utcnow().isoformat(timespec="seconds")})
                 caps["keywords_dropped"] = records[-MAX_DROPPED_RECORDS:]
                 mailbox.capabilities = caps
+        return flagged
 
 
 # -- IMAP helpers (on an ImapSession, kept here so imap.py stays the read side's) -----------------
