@@ -18,7 +18,6 @@ from sqlalchemy import Integer, Table, bindparam, func, insert, literal, select,
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col
@@ -142,12 +141,6 @@ def _touch(session: Session, conversation: Conversation) -> None:
     session.info.setdefault(_TOUCHED, {})[id(conversation)] = conversation
 
 
-def touched_conversations(session: Session) -> list[Conversation]:
-    """Conversations changed here (their changes flushed or not)."""
-    touched: dict[int, Conversation] = session.info.get(_TOUCHED, {})
-    return list(touched.values())
-
-
 def pending_conversations(session: Session) -> list[Conversation]:
     """Conversations changed here whose changes are not flushed yet (their rows are stale).
 
@@ -210,10 +203,8 @@ def new_conversation(
     inserted = session.connection().execute(_INSERT_CONVERSATION, values).inserted_primary_key
     assert inserted is not None
     conversation = cast(Conversation, manager_of_class(Conversation).new_instance())
-    set_committed_value(conversation, "id", inserted[0])
-    for name, value in values.items():
-        set_committed_value(conversation, name, value)
-    make_transient_to_detached(conversation)
+    sa_inspect(conversation).dict.update(values, id=inserted[0])
+    make_transient_to_detached(conversation)  # all of it counts as loaded
     session.add(conversation)
     if like is not None and like.id is not None:
         session.execute(

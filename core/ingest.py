@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, event, func, insert, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from core.attachments import store_blob
 from core.models import (
@@ -190,13 +191,15 @@ def ingest_batch(
         item, p = new_parts[row["message_id"]]
         raw_rows.append({"message_id": row["id"], "data": item.raw})
         attachment_rows.extend(_attachment_row(settings, row["id"], a) for a in p.attachments)
+    # plain executemany (no ORM bulk insert: no objects come of them)
+    connection = session.connection()
     if raw_rows:
-        session.execute(insert(RawMessage), raw_rows)
+        connection.execute(insert(_table(RawMessage)), raw_rows)
     if attachment_rows:
-        session.execute(insert(Attachment), attachment_rows)
+        connection.execute(insert(_table(Attachment)), attachment_rows)
     if placements:
-        session.execute(
-            insert(MessageLocation),
+        connection.execute(
+            insert(_table(MessageLocation)),
             [
                 {
                     "message_id": existing[key],
@@ -216,7 +219,11 @@ def ingest_batch(
     return result
 
 
-_MESSAGE = cast(Table, Message.__table__)  # type: ignore[attr-defined]
+def _table(model: type[SQLModel]) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+_MESSAGE = _table(Message)
 _INSERT_MESSAGES = insert(_MESSAGE)
 _MAX_MESSAGE_ID = select(func.max(_MESSAGE.c.id))
 _NEXT_MESSAGE_IDS = text(
@@ -248,38 +255,38 @@ class _DeferredMessages:
     the session (threading's own queries over messages autoflush, and they must see the
     messages threaded so far) and before thread nodes, which reference it, are written.
     Messages not threaded yet wait: nothing reads them (their conversation is still NULL).
+    Messages are threaded in order: the ones threaded so far come first.
     """
 
     def __init__(self, session: Session, rows: list[dict[str, Any]]) -> None:
         self.session = session
+        self.rows = rows
         self.messages = [_message_object(session, row) for row in rows]
-        self._pending = list(zip(rows, self.messages, strict=True))
+        self._written = 0  # rows[:_written] are in the database
         event.listen(session, "before_flush", self._before_flush)
 
     def _before_flush(self, session: Session, context: Any, instances: Any) -> None:
         self.write_threaded()
 
     def write_threaded(self) -> None:
-        self._write(threaded_only=True)
+        end = self._written
+        while end < len(self.messages) and self.messages[end].conversation_id is not None:
+            end += 1
+        self._write(end)
 
     def write_all(self) -> None:
-        self._write(threaded_only=False)
+        self._write(len(self.messages))
 
-    def _write(self, *, threaded_only: bool) -> None:
-        ready, waiting = [], []
-        for row, message in self._pending:
-            if threaded_only and message.conversation_id is None:
-                waiting.append((row, message))
-                continue
+    def _write(self, end: int) -> None:
+        start, self._written = self._written, max(self._written, end)
+        for row, message in zip(self.rows[start:end], self.messages[start:end], strict=True):
             row["conversation_id"] = message.conversation_id
             row["thread_rule"] = message.thread_rule
             # the row holds them now: nothing left for the flush to update
             set_committed_value(message, "conversation_id", message.conversation_id)
             set_committed_value(message, "thread_rule", message.thread_rule)
-            ready.append(row)
-        self._pending = waiting
-        if ready:
-            self.session.connection().execute(_INSERT_MESSAGES, ready)
+        if start < end:
+            self.session.connection().execute(_INSERT_MESSAGES, self.rows[start:end])
 
     def close(self) -> None:
         event.remove(self.session, "before_flush", self._before_flush)
@@ -292,8 +299,8 @@ def _message_object(session: Session, row: dict[str, Any]) -> Message:
     """A persistent Message for `row` as a query would load it, with the columns threading
     reads (the row is not inserted yet: nothing must load the others)."""
     message = cast(Message, _NEW_MESSAGE_STATE.new_instance())
-    for name in _THREADING_COLUMNS:
-        set_committed_value(message, name, row[name])
+    # as a query fills an object; then these count as loaded, the other columns as expired
+    sa_inspect(message).dict.update({name: row[name] for name in _THREADING_COLUMNS})
     make_transient_to_detached(message)
     session.add(message)
     return message

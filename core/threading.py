@@ -29,6 +29,10 @@ The rules, in order (the winning one is recorded in `Message.thread_rule`):
 
 Threading follows Message-IDs across mailboxes, like the ingest's dedup by Message-ID; the token
 and the subject only ever match in the message's own mailbox. Nothing here commits.
+
+Messages threaded one after the other in one transaction (the ingest's batch) can share a
+`ThreadBatch`: it reads up front, in a few queries, what each message would look up on its own,
+and writes the thread nodes together; the result is the one of threading them one by one.
 """
 
 from __future__ import annotations
@@ -59,7 +63,6 @@ from core.conversations import (
     recompute_conversation,
     resolve_merged,
     subject_key,
-    touched_conversations,
 )
 from core.models import (
     Conversation,
@@ -95,6 +98,7 @@ SUBJECT_KEY_MIN = 3
 MAX_CHAIN = 100
 MAX_MSGID = 998  # ThreadNode.msgid
 _LOAD_CHUNK = 500
+_PREFETCH_LEVELS = 3
 
 _NODES = cast(Table, ThreadNode.__table__)  # type: ignore[attr-defined]
 # statements built once: building one costs more than running it on SQLite
@@ -230,10 +234,12 @@ class _NodeStore:
         self._absent.update(m for m in missing if m not in rows)
         return found
 
-    def load_with_ancestors(self, msgids: Iterable[str]) -> None:
-        """`load`, then the parents of what it found, up to the roots (a query per level)."""
+    def load_with_ancestors(self, msgids: Iterable[str], levels: int) -> None:
+        """`load`, then the parents of what it found, `levels` up (a query per level)."""
         found = self.load(msgids)
-        while found:
+        for _ in range(levels):
+            if not found:
+                break
             found = self.load({p for m in found if (p := self.rows[m][0]) is not None})
 
     def select(self, stmt: Select[Any], params: dict[str, Any]) -> list[tuple[str, _State]]:
@@ -550,20 +556,22 @@ class ThreadBatch:
 
     `prefetch` reads up front, in a few queries for a whole batch, what threading its messages
     would otherwise look up message by message: the thread nodes of every Message-ID they name
-    (with their ancestors), the conversations of those nodes and of the tokens in their
-    subjects, and the conversations their subject lookups could find. The thread nodes are
-    kept in memory (`_NodeStore`) and written together by `flush`, which the caller runs
-    before anything but `thread_message` reads them (the ingest: at the end of the batch);
-    `before_write` runs before they are written (the ingest inserts the messages they
-    reference). Without a prefetch everything is read on demand, as for a single message.
+    (and of a few levels of ancestors), the conversations of those nodes and of the tokens in
+    their subjects, and the conversations their subject lookups could find. The thread nodes
+    are kept in memory (`_NodeStore`) and written together by `flush`, which the caller runs
+    before anything but `thread_message` reads them (the ingest: at the end of the batch).
+    `before_write` runs before thread nodes are written: they reference their messages, and
+    the ingest inserts a message's row only once it is threaded. Without a prefetch (a single
+    message) everything is read on demand.
     """
 
     def __init__(self, session: Session, *, before_write: Callable[[], None] | None = None) -> None:
         self.session = session
         self.nodes = _NodeStore(session, before_write)
         self._subject_scope: _SubjectScope | None = None
-        # conversations the subject prefetch read or the batch created, by subject key
-        self._by_subject: dict[str, list[Conversation]] = {}
+        # conversations the subject prefetch read and those the batch created or changed,
+        # by subject key (at the time) and identity
+        self._by_subject: dict[str, dict[int, Conversation]] = {}
 
     def prefetch(
         self,
@@ -581,7 +589,9 @@ class ThreadBatch:
             number = find_token(m.subject)
             if number is not None:
                 tokens.add(number)
-        self.nodes.load_with_ancestors(msgids)
+        # a References chain names the ancestors; a few levels more cover walks up a tree
+        # (loop checks) but in deep threads named by In-Reply-To alone: the rest on demand
+        self.nodes.load_with_ancestors(msgids, _PREFETCH_LEVELS)
         referenced = {s[3] for s in self.nodes.rows.values() if s[3] is not None}
         load_conversations(self.session, referenced | tokens)
         self._prefetch_subjects(messages, mailbox_id, settings, our_addresses)
@@ -622,10 +632,13 @@ class ThreadBatch:
                 .execution_options(autoflush=False)
             )
             for c in self.session.execute(stmt).scalars():
-                self._by_subject.setdefault(c.subject_key, []).append(c)
+                self._by_subject.setdefault(c.subject_key, {})[id(c)] = c
         self._subject_scope = _SubjectScope(
             mailbox_id, frozenset(keys), frozenset(customers), since, until
         )
+        # changed here before, not flushed: judged by what they are now
+        for c in pending_conversations(self.session):
+            self.changed(c)
 
     def covers_subject(
         self, mailbox_id: int, key: str, customer: str | None, since: datetime, until: datetime
@@ -645,17 +658,13 @@ class ThreadBatch:
     ) -> Conversation | None:
         """`_subject_conversation` from memory, for a lookup `covers_subject` accepts.
 
-        A conversation matching now either matched when the prefetch read it (and is here
-        under its key), or was created by the batch (here too), or was changed since (and
-        is among the session's touched conversations): each is judged by its object.
+        A conversation matching now either matched when the prefetch read it, unchanged
+        since, or was created or changed by the batch (`changed`, after each message, with
+        its key then): it is here under its key, and judged by its object.
         """
-        pool = {id(c): c for c in self._by_subject.get(key, ())}
-        for c in touched_conversations(self.session):
-            if c.subject_key == key:
-                pool.setdefault(id(c), c)
         best: Conversation | None = None
         best_order: tuple[datetime, int] | None = None
-        for c in pool.values():
+        for c in self._by_subject.get(key, {}).values():
             if _subject_matches(c, mailbox_id, key, customer, when, window):
                 assert c.id is not None and c.last_message_at is not None
                 order = (as_utc(c.last_message_at), c.id)
@@ -663,9 +672,12 @@ class ThreadBatch:
                     best, best_order = c, order
         return best
 
-    def created(self, conversation: Conversation) -> None:
+    def changed(self, conversation: Conversation) -> None:
+        """A conversation the batch created or changed (its subject, customer, last message)."""
         if self._subject_scope is not None:
-            self._by_subject.setdefault(conversation.subject_key, []).append(conversation)
+            self._by_subject.setdefault(conversation.subject_key, {})[id(conversation)] = (
+                conversation
+            )
 
     def flush(self) -> None:
         """Write the thread nodes kept in memory."""
@@ -696,7 +708,9 @@ def thread_message(
 
     With a `batch` (messages threaded one after the other in the same session), what the
     batch read up front answers instead of the database, and the thread nodes are written
-    when the caller calls `batch.flush()`; the result is the same.
+    when the caller calls `batch.flush()`; the result is the same. The message's row may then
+    be written later too, provided that it is before any flush and before the batch writes
+    thread nodes (`ThreadBatch.before_write`): the ingest does so.
     """
     assert message.id is not None, "the message must be flushed first"
     context = batch if batch is not None else ThreadBatch(session)
@@ -760,7 +774,6 @@ def thread_message(
                 our_addresses=our_addresses,
                 like=split.source if split else None,
             )
-            context.created(conversation)
     assert conversation.id is not None
     cid = conversation.id
 
@@ -789,6 +802,10 @@ def thread_message(
             recompute_conversation(session, split.source, our_addresses=our_addresses)
     elif not created and not merged:
         add_message_to_conversation(session, conversation, message, our_addresses=our_addresses)
+    # the conversations this message created or changed (a merge leaves the others merged)
+    context.changed(conversation)
+    if split is not None:
+        context.changed(split.source)
     return conversation
 
 

@@ -30,13 +30,19 @@ from core.conversations import (
     subject_key,
 )
 from core.demo_data import synthetic_corpus
+from core.ingest import FetchedMessage, ingest_batch
+from core.mailboxes import ensure_folder
 from core.models import (
     Conversation,
     ConversationTag,
     Direction,
+    FolderRole,
     Mailbox,
     Message,
+    MessageLocation,
+    RawMessage,
     ThreadNode,
+    as_utc,
 )
 from core.parsing import parse_message
 from core.settings import Settings
@@ -792,7 +798,7 @@ def thread_all(
                         from_email=p.from_email,
                         from_name=p.from_name,
                         to=p.to,
-                        date=p.date.astimezone(UTC) if p.date else None,
+                        date=as_utc(p.date),
                         created_at=day + timedelta(minutes=index),
                         in_reply_to=p.in_reply_to,
                         references=p.references,
@@ -815,6 +821,13 @@ def thread_all(
                 session.commit()
             start += size
         session.commit()
+    return threading_result(engine)
+
+
+def threading_result(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Messages, conversations and thread nodes with ids replaced by their rank, so that runs
+    on the same database compare; then the tables are emptied for the next run."""
+    with Session(engine) as session:
         conversations = session.exec(select(Conversation).order_by(col(Conversation.id))).all()
         cids = {c.id: rank for rank, c in enumerate(conversations)}
         cids[None] = None
@@ -880,6 +893,47 @@ def test_batch_threading_equals_one_by_one(engine: Engine) -> None:
         batched = thread_all(engine, raws, batch_size, ours)
         for part in ("messages", "conversations", "nodes"):
             assert batched[part] == one_by_one[part], (batch_size, part)
+
+
+def test_ingest_threads_a_batch_as_one_by_one(engine: Engine, tmp_path: Path) -> None:
+    """The ingest threads a batch with a `ThreadBatch` and inserts each new message only once
+    it is threaded (before any flush or thread node needs it): the messages end where threading
+    one by one puts them, each with its raw bytes and location."""
+    raws = damaged_corpus(6)
+    ours = frozenset({"support@example.test"})
+    one_by_one = thread_all(engine, raws, None, ours)
+    with Session(engine) as session:
+        box = add_mailbox(session, "ingest")
+        folder = ensure_folder(session, box, "INBOX", FolderRole.inbox, watched=True)
+        session.commit()
+        for start in range(0, len(raws), 60):
+            fetched = [
+                FetchedMessage(
+                    uid=uid + 1, raw=raws[uid], flags=("\\Seen",) if uid % 3 == 0 else ()
+                )
+                for uid in range(start, min(start + 60, len(raws)))
+            ]
+            mailbox = session.get(Mailbox, box)
+            assert mailbox is not None
+            result = ingest_batch(
+                session,
+                settings=settings(data_dir=tmp_path),
+                mailbox=mailbox,
+                folder=folder,
+                fetched=fetched,
+                our_addresses=ours,
+            )
+            assert result.new_locations == len(fetched)
+            session.commit()
+        messages = len(session.exec(select(Message)).all())
+        assert len(session.exec(select(RawMessage)).all()) == messages
+        assert len(session.exec(select(MessageLocation)).all()) == len(raws)
+    ingested = threading_result(engine)
+    assert ingested["messages"] == one_by_one["messages"]
+    assert ingested["nodes"] == one_by_one["nodes"]
+    # the same but for when the messages without a Date were stored (now, in the ingest)
+    without_time = [c[:7] + c[8:] for c in one_by_one["conversations"]]
+    assert [c[:7] + c[8:] for c in ingested["conversations"]] == without_time
 
 
 def test_batch_subject_lookup_sees_conversations_the_batch_changed(engine: Engine) -> None:
