@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 import core.models  # noqa: F401  (registers the tables)
 from alembic import context
 from core.db import make_engine
+from core.search import include_name
 from core.settings import get_settings
 
 config = context.config
@@ -23,6 +24,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         compare_type=True,
+        include_name=include_name,
         render_as_batch=True,
     )
     with context.begin_transaction():
@@ -36,6 +38,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             compare_type=True,
+            include_name=include_name,
             render_as_batch=True,
         )
         with context.begin_transaction():

@@ -15,6 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import health, rest, web
 from api.errors import install_error_handlers
+from api.web import compose as web_compose
+from api.web import conversation as web_conversation
+from api.web import live as web_live
 from api.web.templating import STATIC_DIR
 from core.db import get_engine, make_engine
 from core.settings import Settings, get_settings
@@ -25,7 +28,8 @@ SESSION_MAX_AGE = 14 * 24 * 3600
 # our own pages: no inline script or style, nothing from elsewhere
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "frame-src 'self'; form-action 'self'; frame-ancestors 'self'; base-uri 'none'"
+    "connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'self'; "
+    "base-uri 'none'"
 )
 # FastAPI's Swagger UI is an inline script that loads its bundle from a CDN
 DOCS_CSP = (
@@ -111,6 +115,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router)
     app.include_router(rest.router)
     app.include_router(web.router)
+    app.include_router(web_conversation.router)
+    app.include_router(web_compose.router)
+    app.include_router(web_live.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     app.add_middleware(

@@ -4,7 +4,7 @@ model gains later (a secret, say) leaks out by accident."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import (
     AfterValidator,
@@ -14,6 +14,8 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+from sqlalchemy.orm import object_session
+from sqlmodel import Session
 
 from core.capabilities import plain_client_notes
 from core.mailstate import keywords_kept
@@ -27,7 +29,10 @@ from core.models import (
     FolderRole,
     FolderState,
     ImapSecurity,
+    OutboundMail,
+    OutboundState,
 )
+from core.outbound import outbound_for_messages
 from core.queries import ConversationDetail, ConversationPage, ConversationRow, MailboxView
 
 
@@ -94,6 +99,27 @@ class MessageLocationPublic(BaseModel):
     flags: list[str]
 
 
+class OutboundPublic(BaseModel):
+    """A reply, forward or note imapdesk sends (or files, for a note): its delivery."""
+
+    id: int
+    conversation_id: int | None
+    message: int | None = Field(description="The id of the stored message.")
+    message_id: str = Field(description="Its Message-ID, without angle brackets.")
+    kind: str = Field(description="reply, reply_all, forward, new or note.")
+    state: OutboundState = Field(
+        description="queued, sending, sent or failed (a note: sent once it is in Notes)."
+    )
+    recipients: list[str]
+    attempts: int
+    next_attempt_at: UtcDatetime | None
+    sent_at: UtcDatetime | None
+    smtp_response: str | None = Field(description="The SMTP server's last words.")
+    last_error: str | None
+    copy_folder: str | None = Field(description="Where its copy is: Sent, or Notes.")
+    created_at: UtcDatetime
+
+
 class MessagePublic(BaseModel):
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
@@ -114,9 +140,17 @@ class MessagePublic(BaseModel):
     locations: list[MessageLocationPublic] = Field(
         description="Where the message lives on the IMAP server."
     )
+    delivery: OutboundPublic | None = Field(
+        default=None, description="For what imapdesk sent or filed: how its delivery went."
+    )
 
 
 class ConversationDetailPublic(ConversationPublic):
+    version: int = Field(
+        default=1,
+        description="Bumped by every change; send it with a reply or note to be stopped (409) "
+        "when newer messages or notes arrived meanwhile.",
+    )
     messages: list[MessagePublic]
 
 
@@ -280,8 +314,38 @@ def _attachment_public(a: Attachment) -> AttachmentPublic:
     )
 
 
+def outbound_public(o: OutboundMail) -> OutboundPublic:
+    assert o.id is not None
+    return OutboundPublic(
+        id=o.id,
+        conversation_id=o.conversation_id,
+        message=o.message_id,
+        message_id=o.msgid,
+        kind=o.kind,
+        state=o.state,
+        recipients=list(o.recipients or []),
+        attempts=o.attempts,
+        next_attempt_at=o.next_attempt_at,
+        sent_at=o.sent_at,
+        smtp_response=o.smtp_response,
+        last_error=o.last_error,
+        copy_folder=o.copy_folder,
+        created_at=o.created_at,
+    )
+
+
+def _deliveries(detail: ConversationDetail) -> dict[int, OutboundMail]:
+    """The outbound rows of the detail's messages, from the session that loaded them."""
+    ids = [v.message.id for v in detail.messages if v.message.id is not None]
+    session = object_session(detail.messages[0].message) if detail.messages else None
+    if session is None or not ids:
+        return {}
+    return outbound_for_messages(cast(Session, session), ids)
+
+
 def conversation_detail_public(detail: ConversationDetail) -> ConversationDetailPublic:
     base = conversation_public(detail.row)
+    deliveries = _deliveries(detail)
     messages = []
     for view in detail.messages:
         m = view.message
@@ -308,9 +372,12 @@ def conversation_detail_public(detail: ConversationDetail) -> ConversationDetail
                     )
                     for loc in view.locations
                 ],
+                delivery=(outbound_public(deliveries[m.id]) if m.id in deliveries else None),
             )
         )
-    return ConversationDetailPublic(**base.model_dump(), messages=messages)
+    return ConversationDetailPublic(
+        **base.model_dump(), version=detail.row.conversation.version, messages=messages
+    )
 
 
 def activity_list_public(activities: list[Activity], actors: dict[int, str]) -> ActivityListPublic:

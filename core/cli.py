@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.errors import ImapdeskError
-from core.models import ImapSecurity
+from core.models import ConversationStatus, ImapSecurity
 from core.settings import get_settings
 
 app = typer.Typer(help="imapdesk: a team helpdesk on shared IMAP mailboxes.", no_args_is_help=True)
@@ -93,8 +93,13 @@ def user_add(
     name: Annotated[str, typer.Option(help="Full name shown to colleagues")],
     admin: Annotated[bool, typer.Option("--admin", help="May manage agents and mailboxes")] = False,
     password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+    mailbox: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this mailbox (repeat); default: every mailbox, now and later"),
+    ] = None,
 ) -> None:
     """Add an agent."""
+    from core.access import mailbox_ids_by_name, set_mailbox_access
     from core.agents import create_agent
     from core.db import unit_of_work, upgrade_database
 
@@ -103,7 +108,11 @@ def user_add(
     try:
         with unit_of_work() as session:
             agent = create_agent(session, email=email, name=name, password=password, is_admin=admin)
-            console.print(f"added agent {agent.email} (handle {agent.handle})")
+            if mailbox:
+                ids = mailbox_ids_by_name(session, mailbox)
+                set_mailbox_access(session, agent, all_mailboxes=False, mailbox_ids=ids)
+            scope = "every mailbox" if admin or not mailbox else ", ".join(mailbox)
+            console.print(f"added agent {agent.email} (handle {agent.handle}), access: {scope}")
     except ImapdeskError as exc:
         fail(exc.message)
 
@@ -145,6 +154,23 @@ def mailbox_add(
     smtp_host: Annotated[str | None, typer.Option()] = None,
     smtp_port: Annotated[int | None, typer.Option()] = None,
     smtp_security: Annotated[ImapSecurity | None, typer.Option()] = None,
+    smtp_username: Annotated[
+        str | None, typer.Option(help="SMTP login; default: the IMAP user name")
+    ] = None,
+    smtp_password_file: Annotated[
+        str | None,
+        typer.Option(help="A file holding the SMTP password; default: the IMAP password"),
+    ] = None,
+    display_name: Annotated[
+        str | None, typer.Option(help='Name in From, e.g. "Example Support"')
+    ] = None,
+    from_agent_name: Annotated[
+        bool, typer.Option(help='From: "Alice at <display name>" on replies')
+    ] = False,
+    signature: Annotated[str | None, typer.Option(help="Added below every reply")] = None,
+    status_after_reply: Annotated[
+        ConversationStatus, typer.Option(help="Status once a reply went out")
+    ] = ConversationStatus.pending,
     folder: Annotated[
         list[str] | None, typer.Option(help="Watched folder (repeat); default INBOX and Sent")
     ] = None,
@@ -155,6 +181,11 @@ def mailbox_add(
     from core.mailboxes import add_mailbox
 
     password = _read_secret(password_stdin, "IMAP password")
+    smtp_password = None
+    if smtp_password_file:
+        from pathlib import Path
+
+        smtp_password = Path(smtp_password_file).read_text().strip("\r\n")
     settings = get_settings()
     if check:
         from worker.imap import ImapAccount, ImapSession
@@ -168,7 +199,7 @@ def mailbox_add(
     upgrade_database()
     try:
         with unit_of_work() as session:
-            add_mailbox(
+            box = add_mailbox(
                 session,
                 settings,
                 name=name,
@@ -182,8 +213,14 @@ def mailbox_add(
                 smtp_host=smtp_host,
                 smtp_port=smtp_port,
                 smtp_security=smtp_security,
+                smtp_username=smtp_username,
+                smtp_password=smtp_password,
                 folders=folder,
             )
+            box.display_name = display_name
+            box.from_agent_name = from_agent_name
+            box.signature = signature
+            box.status_after_reply = status_after_reply.value
     except ImapdeskError as exc:
         fail(exc.message)
     console.print(f"added mailbox {name}; the worker picks it up within seconds")

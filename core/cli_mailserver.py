@@ -252,3 +252,35 @@ def seed(
         f"[green]{count}[/] messages from {len(files)} files into {name}/{folder} "
         f"in {elapsed:.1f} s ({count / max(elapsed, 1e-6):.0f}/s)"
     )
+
+
+@mailserver_app.command()
+def smtp(
+    directory: DirOption = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 10587,
+    catch_all: Annotated[
+        str | None,
+        typer.Option(help="A user of this server that gets mail to unknown recipients"),
+    ] = None,
+) -> None:
+    """An SMTP server (STARTTLS, AUTH with this server's users) that delivers into the boxes
+    of the running mail server; runs until Ctrl-C. Point a mailbox at it with
+    `--smtp-host localhost --smtp-port PORT --smtp-security starttls`."""
+    import signal
+    import threading
+
+    from core.smtp_relay import LocalSmtpRelay
+
+    server = _running(directory)
+    relay = LocalSmtpRelay(server, port=port, catch_all=catch_all)
+    relay.start()
+    console.print(
+        f"SMTP on 127.0.0.1:{port} (STARTTLS + AUTH, CA {server.ca_file}); Ctrl-C stops it"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        relay.stop()

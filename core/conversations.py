@@ -241,6 +241,8 @@ def add_message_to_conversation(
     _touch(session, conversation)
     conversation.updated_at = utcnow()
     conversation.version += 1
+    # collision detection (core/outbound.py): what joined after the version an agent saw
+    message.added_version = conversation.version
     if message.direction == Direction.note:
         return
     when = message_time(message)

@@ -17,11 +17,16 @@ from core.mailboxes import add_mailbox
 from core.mailserver import LocalMailServer, SeedMessage
 from core.models import Agent, ImapSecurity, Mailbox
 from core.settings import get_settings
+from core.smtp_relay import LocalSmtpRelay
 
 log = logging.getLogger(__name__)
 
 DEMO_IMAP_PORT = 10143
 DEMO_IMAPS_PORT = 10993
+# the demo's SMTP server (STARTTLS + AUTH): replies are delivered into the Dovecot boxes; mail
+# to anyone else lands in the catch-all box, so that a reply's round trip can be watched
+DEMO_SMTP_PORT = 10587
+DEMO_CATCH_ALL = "customers@example.test"
 DEMO_ADMIN = "admin@example.test"
 
 
@@ -68,7 +73,11 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
     imap_password = "demo-" + secrets.token_hex(4)
     for box in demo_mailboxes():
         with unit_of_work(engine) as db:
-            if db.exec(select(Mailbox).where(Mailbox.name == box.name)).first() is not None:
+            existing = db.exec(select(Mailbox).where(Mailbox.name == box.name)).first()
+            if existing is not None:
+                if existing.smtp_host is None:  # set up before the demo could send
+                    existing.smtp_host, existing.smtp_port = "localhost", DEMO_SMTP_PORT
+                    existing.smtp_security = ImapSecurity.starttls
                 continue
         server.add_user(box.address, imap_password)
         by_folder: dict[str, list[DemoMessage]] = defaultdict(list)
@@ -96,8 +105,13 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
                 username=box.address,
                 password=imap_password,
                 ca_file=str(server.ca_file),
+                smtp_host="localhost",
+                smtp_port=DEMO_SMTP_PORT,
+                smtp_security=ImapSecurity.starttls,
             )
         console.print(f"demo mailbox {box.name} <{box.address}>: {len(box.messages)} messages")
+    if DEMO_CATCH_ALL not in server.users():
+        server.add_user(DEMO_CATCH_ALL, "demo-" + secrets.token_hex(4))
     return DEMO_ADMIN, admin_password
 
 
@@ -108,6 +122,8 @@ def run_demo(*, port: int, console: Console) -> None:
     settings = get_settings()
     server = start_demo_mailserver(console)
     admin, password = set_up_demo(server, console)
+    relay = LocalSmtpRelay(server, port=DEMO_SMTP_PORT, catch_all=DEMO_CATCH_ALL)
+    relay.start()
     stop = threading.Event()
     worker_thread = start_worker(stop, progress=True)
     url = f"http://{settings.host}:{port}/"
@@ -116,10 +132,16 @@ def run_demo(*, port: int, console: Console) -> None:
     console.print(f"login:   [bold]{admin}[/bold]  password: [bold]{password}[/bold]")
     console.print(f"API:     {url}docs   (a token: imapdesk token create {admin})")
     console.print(f"IMAP:    localhost:{server.imaps_port} (TLS), CA file {server.ca_file}")
+    customers = server.users().get(DEMO_CATCH_ALL, "")
+    console.print(
+        f"SMTP:    localhost:{DEMO_SMTP_PORT} (STARTTLS); replies to customers arrive in "
+        f"{DEMO_CATCH_ALL} (password {customers})"
+    )
     console.print("Ctrl-C stops everything.")
     try:
         web_server(create_app(), settings.host, port).run()
     finally:
         stop.set()
         worker_thread.join(timeout=10)
+        relay.stop()
         server.stop()

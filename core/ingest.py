@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from core.models import (
     Direction,
     Folder,
     FolderRole,
+    FolderState,
     Mailbox,
     Message,
     MessageLocation,
@@ -216,7 +218,27 @@ def ingest_batch(
     result.new_locations = len(placements)
     result.new_messages = len(rows)
     session.flush()
+    # replies sent from mail clients (new in a followed Sent), bounces of our replies
+    live_sent = folder.role == FolderRole.sent and folder.state == FolderState.poll
+    candidates = [
+        row["id"]
+        for row in rows
+        if (live_sent and row["direction"] == Direction.outbound)
+        or (row["auto_submitted"] and row["in_reply_to"])
+    ]
+    if candidates:
+        from core.outbound import after_ingest
+
+        after_ingest(session, settings, mailbox, folder, candidates)
     return result
+
+
+_NOTE_HEADER = re.compile(r"(?im)^x-imapdesk-note:[ \t]*1\b")
+
+
+def is_note_header(headers: str) -> bool:
+    """Whether a header block carries `X-Imapdesk-Note: 1` (an internal note of ours)."""
+    return bool(headers) and _NOTE_HEADER.search(headers) is not None
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -282,9 +304,12 @@ class _DeferredMessages:
         for row, message in zip(self.rows[start:end], self.messages[start:end], strict=True):
             row["conversation_id"] = message.conversation_id
             row["thread_rule"] = message.thread_rule
+            added_version = sa_inspect(message).dict.get("added_version")
+            row["added_version"] = added_version
             # the row holds them now: nothing left for the flush to update
             set_committed_value(message, "conversation_id", message.conversation_id)
             set_committed_value(message, "thread_rule", message.thread_rule)
+            set_committed_value(message, "added_version", added_version)
         if start < end:
             self.session.connection().execute(_INSERT_MESSAGES, self.rows[start:end])
 
@@ -318,6 +343,8 @@ def _message_row(
     outbound = folder.role == FolderRole.sent or (
         p.from_email is not None and p.from_email in our_addresses
     )
+    # an internal note: anything in Notes (a message put there by hand becomes one), or ours
+    is_note = folder.role == FolderRole.notes or is_note_header(p.headers)
     parse_error = p.parse_error
     if item.truncated:
         note = (
@@ -325,13 +352,23 @@ def _message_row(
             f"IMAPDESK_MAX_MESSAGE_BYTES ({settings.max_message_bytes}); it stays on the server"
         )
         parse_error = f"{note}; {parse_error}" if parse_error else note
+    in_reply_to, references = p.in_reply_to, p.references
+    if p.is_bounce and not in_reply_to:
+        # a delivery status notification joins the conversation of the message it reports on
+        from core.outbound import dsn_report
+
+        original = dsn_report(item.raw).original_msgid
+        if original:
+            in_reply_to, references = original, [original]
     return {
         "message_id": key,
         "has_message_id": p.message_id is not None,
         "content_hash": digest,
         "conversation_id": None,
         "thread_rule": "new",
-        "direction": Direction.outbound if outbound else Direction.inbound,
+        "direction": (
+            Direction.note if is_note else Direction.outbound if outbound else Direction.inbound
+        ),
         "subject": p.subject,
         "from_email": p.from_email,
         "from_name": p.from_name,
@@ -339,8 +376,8 @@ def _message_row(
         "cc": p.cc,
         "reply_to": p.reply_to,
         "date": as_utc(p.date) or as_utc(item.internal_date),
-        "in_reply_to": p.in_reply_to,
-        "references": p.references,
+        "in_reply_to": in_reply_to,
+        "references": references,
         "headers": p.headers,
         "text": p.text,
         "html": p.html,
@@ -350,6 +387,7 @@ def _message_row(
         "auto_submitted": p.auto_submitted,
         "seen": "\\Seen" in item.flags,
         "created_at": utcnow(),
+        "added_version": None,
     }
 
 

@@ -73,6 +73,11 @@ class AgentBase(SQLModel):
 class Agent(AgentBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_hash: str = Field(max_length=200)
+    # True: works in every mailbox; False: only in those of its AgentMailboxAccess rows
+    # (admins always see every mailbox)
+    all_mailboxes: bool = True
+    # appended to the agent's replies (plain text; core/outbound.py)
+    signature: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -89,6 +94,30 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class AgentMailboxAccess(SQLModel, table=True):
+    """A mailbox an agent may work in, for agents without `all_mailboxes`."""
+
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    mailbox_id: int = Field(
+        foreign_key="mailbox.id", primary_key=True, index=True, ondelete="CASCADE"
+    )
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A browser sign-in attempt, kept for a while for the rate limit (shared by every API
+    process through the database)."""
+
+    __table_args__ = (
+        Index("ix_loginattempt_email_created", "email", "created_at"),
+        Index("ix_loginattempt_address_created", "client_address", "created_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320)
+    client_address: str = Field(max_length=64)
+    succeeded: bool = False
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 # --- mailboxes and folders ---------------------------------------------------------------------
@@ -113,6 +142,12 @@ class Mailbox(MailboxBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     smtp_password_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    # outbound mail (core/outbound.py): the mailbox's signature, "Alice at <display name>" in
+    # From when `from_agent_name`, and the status a conversation takes once a reply went out
+    display_name: str | None = Field(default=None, max_length=200)
+    signature: str | None = Field(default=None, sa_column=Column(Text))
+    from_agent_name: bool = False
+    status_after_reply: str = Field(default="pending", max_length=20)
     # names of the watched folders; empty means INBOX plus the \Sent folder
     watched_folders: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     # capability probe at connect: {"capabilities": [...], "keywords": bool, ...}
@@ -151,6 +186,10 @@ class Conversation(SQLModel, table=True):
         Index("ix_conversation_mailbox_last", "mailbox_id", "last_message_at"),
         # the guarded subject fallback: same mailbox and subject key, last message in a window
         Index("ix_conversation_subject", "mailbox_id", "subject_key", "last_message_at"),
+        # the live updates poll what changed lately (core/live.py)
+        Index("ix_conversation_updated_at", "updated_at"),
+        # the queue counts and lists read this index alone (core/queues.py)
+        Index("ix_conversation_queue", "status", "mailbox_id", "assignee_id", "merged_into_id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox_id: int = Field(foreign_key="mailbox.id", index=True, ondelete="CASCADE")
@@ -169,7 +208,9 @@ class Conversation(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     version: int = 1
     # set when this conversation was merged into another (a late parent joined two threads)
-    merged_into_id: int | None = Field(default=None, foreign_key="conversation.id")
+    merged_into_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    # snoozed: pending until then, when the worker reopens it (core/snooze.py)
+    snoozed_until: datetime | None = Field(default=None, index=True)
 
 
 class ConversationTag(SQLModel, table=True):
@@ -209,6 +250,8 @@ class Message(SQLModel, table=True):
     auto_submitted: bool = False
     seen: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+    # the conversation's version once this message had joined it (collision detection)
+    added_version: int | None = None
 
 
 class RawMessage(SQLModel, table=True):
@@ -317,3 +360,98 @@ class PendingImapAction(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     next_attempt_at: datetime | None = None
     done_at: datetime | None = None
+
+
+# --- the web UI: who is looking at what, saved replies ------------------------------------------
+
+
+class PresenceState(StrEnum):
+    viewing = "viewing"
+    replying = "replying"
+
+
+class Presence(SQLModel, table=True):
+    """An agent has a conversation open (or is replying); kept alive by heartbeats, so every
+    API process sees it (core/presence.py)."""
+
+    conversation_id: int = Field(
+        foreign_key="conversation.id", primary_key=True, ondelete="CASCADE"
+    )
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    state: PresenceState = PresenceState.viewing
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class SavedReply(SQLModel, table=True):
+    """A canned answer agents insert into the composer."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_by_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --- outbound mail: replies, forwards, new conversations and internal notes ---------------------
+
+
+class OutboundState(StrEnum):
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    failed = "failed"
+
+
+class OutboundMail(SQLModel, table=True):
+    """One message imapdesk sends (or, kind `note`, only appends to Notes): the ledger of the
+    sender (worker/sender.py). The bytes are composed once, when it is queued, so that every
+    attempt sends the same message with the same Message-ID.
+
+    queued -> sending (claimed by a sender; `final_dot_at` once the whole message but the
+    final "." went to the SMTP server) -> sent (the server said 250) -> `copy_uid` once the
+    copy is in Sent (or the note in Notes); failed when the server refused it for good.
+    """
+
+    __table_args__ = (
+        Index("ix_outbound_mail_mailbox_state", "mailbox_id", "state", "id"),
+        UniqueConstraint("mailbox_id", "idempotency_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_id: int = Field(foreign_key="mailbox.id", ondelete="CASCADE")
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", index=True, ondelete="SET NULL"
+    )
+    # the stored Message (direction outbound or note)
+    message_id: int | None = Field(
+        default=None, foreign_key="message.id", index=True, ondelete="SET NULL"
+    )
+    # the message answered (gets \Answered once sent)
+    answered_message_id: int | None = Field(
+        default=None, foreign_key="message.id", ondelete="SET NULL"
+    )
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
+    source: ActivitySource = ActivitySource.api
+    # reply, reply_all, forward, new, note
+    kind: str = Field(max_length=20)
+    msgid: str = Field(max_length=998, index=True)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    envelope_from: str = Field(max_length=320)
+    recipients: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    state: OutboundState = OutboundState.queued
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    # who is sending it ("host:pid"), so a restarted worker knows a dead sender's rows
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_at: datetime | None = None
+    final_dot_at: datetime | None = None
+    sent_at: datetime | None = None
+    # the SMTP server's last words (its reply on success, its refusal on failure)
+    smtp_response: str | None = Field(default=None, sa_column=Column(Text))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    # where the copy went: Sent for mail, Notes for notes
+    copy_folder: str | None = Field(default=None, max_length=500)
+    copy_uid: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
+from core import access
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from core.mailstate import (
     TAG_MAX,
@@ -80,8 +81,16 @@ def _ref_id(conversation: ConversationRef) -> int:
     return cid
 
 
-def _load(session: Session, conversation: ConversationRef, *, lock: bool) -> Conversation:
+def _load(
+    session: Session,
+    conversation: ConversationRef,
+    *,
+    lock: bool,
+    agent: Agent | None = None,
+    source: ActivitySource | None = None,
+) -> Conversation:
     """The conversation as the database has it now (following merges), row-locked if `lock`.
+    NotFound when an agent acting from the web UI or the API may not see its mailbox.
 
     The lock (FOR UPDATE on PostgreSQL) makes read-then-write safe against a concurrent
     change; SQLite serialises writers on its own.
@@ -96,6 +105,8 @@ def _load(session: Session, conversation: ConversationRef, *, lock: bool) -> Con
         if found is None:
             raise NotFound(f"no conversation {cid}", conversation_id=cid)
         if found.merged_into_id is None:
+            if agent is not None and source in (ActivitySource.web, ActivitySource.api):
+                access.ensure_can_see(session, agent, found)
             return found
         cid = found.merged_into_id
     raise NotFound(f"conversation {_ref_id(conversation)} was merged too many times")
@@ -285,7 +296,7 @@ def claim(
     if not agent.is_active:
         raise Forbidden("this agent is deactivated")
     # no row lock before it: the conditional UPDATE alone decides between rivals
-    current = _load(session, conversation, lock=False)
+    current = _load(session, conversation, lock=False, agent=agent, source=source)
     free_or_mine = or_(
         col(Conversation.assignee_id).is_(None), col(Conversation.assignee_id) == agent.id
     )
@@ -366,7 +377,7 @@ def release(
     """Nobody holds it any more. From the web UI or the API only the holder or an admin may
     release it (Forbidden otherwise); releasing what nobody holds is a no-op."""
     source = ActivitySource(source)
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     if not current.claimed and current.assignee_id is None:
         return current
     holder = _holder(session, current)
@@ -436,7 +447,7 @@ def assign(
         if not target.is_active and not from_mailbox:
             raise InvalidInput(f"the agent {target.email} is deactivated", field="assignee")
 
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     previous = _holder(session, current) if current.assignee_id is not None else None
     previous_unknown = unknown_assignee_handle(session, current)
     known = _known_assignee_keywords(session, current)
@@ -487,6 +498,10 @@ def assign(
         )
         return current
 
+    if not from_mailbox and not access.can_see_mailbox(session, target, current.mailbox_id):
+        raise InvalidInput(
+            f"{target.email} has no access to this conversation's mailbox", field="assignee"
+        )
     if current.assignee_id == target.id and current.claimed:
         return current
     current.assignee_id = target.id
@@ -530,7 +545,7 @@ def set_status(
     except ValueError as exc:
         choices = ", ".join(s.value for s in ConversationStatus)
         raise InvalidInput(f"status must be one of {choices}", field="status") from exc
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     if current.status == new:
         return current
     old = ConversationStatus(current.status)
@@ -635,7 +650,7 @@ def set_tags(
     (so the mailbox cannot show them) are kept."""
     source = ActivitySource(source)
     wanted = {normalize_tag(t) for t in tags}
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     have = tags_of(session, current)
     remove = have - wanted
     if source == ActivitySource.imap:
@@ -656,7 +671,7 @@ def add_tag(
 ) -> Conversation:
     source = ActivitySource(source)
     value = normalize_tag(tag)
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     return _change_tags(session, current, {value}, set(), source=source, agent=agent, actor=actor)
 
 
@@ -671,7 +686,7 @@ def remove_tag(
 ) -> Conversation:
     source = ActivitySource(source)
     value = normalize_tag(tag)
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     return _change_tags(session, current, set(), {value}, source=source, agent=agent, actor=actor)
 
 
@@ -693,7 +708,7 @@ def mark_read(
     client), not the whole history. `message`: that one message only (the read-back's case).
     """
     source = ActivitySource(source)
-    current = _load(session, conversation, lock=True)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
     inbound = list(
         session.exec(
             select(Message)

@@ -12,13 +12,16 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import ColumnElement, and_, or_
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from core import access, search
 from core.errors import ImapdeskError, InvalidInput, NotFound
 from core.models import (
+    Activity,
     Agent,
     Attachment,
     Conversation,
@@ -29,6 +32,7 @@ from core.models import (
     Message,
     MessageLocation,
     RawMessage,
+    as_utc,
 )
 
 DEFAULT_PAGE_SIZE = 50
@@ -59,10 +63,8 @@ class ConversationMerged(ImapdeskError):
 
 
 def visible_mailbox_ids(session: Session, agent: Agent) -> list[int]:
-    """The mailboxes this agent may see. For now every active agent sees every mailbox."""
-    if not agent.is_active:
-        return []
-    return [mid for mid in session.exec(select(Mailbox.id).order_by(col(Mailbox.id))) if mid]
+    """The mailboxes this agent may see (admins: all; see core.access)."""
+    return access.visible_mailbox_ids(session, agent)
 
 
 # --- conversation list ------------------------------------------------------------------------
@@ -211,16 +213,24 @@ def _filter_conditions(
             )
         )
     if filters.q:
-        q = filters.q.strip()
-        if q:
-            conds.append(
-                or_(
-                    col(Conversation.subject).icontains(q, autoescape=True),
-                    col(Conversation.customer_email).icontains(q, autoescape=True),
-                    col(Conversation.customer_name).icontains(q, autoescape=True),
-                )
-            )
+        matches = search.matching_conversations(session, filters.q)
+        if matches is not None:
+            conds.append(matches)
     return conds, names
+
+
+class SortOrder(StrEnum):
+    """newest: latest message first (the default); oldest: longest-waiting first; activity:
+    most recently changed first (a message, a note, an assignment, a status change)."""
+
+    newest = "newest"
+    oldest = "oldest"
+    activity = "activity"
+
+
+def _encode_position(key: datetime | None, conversation_id: int) -> str:
+    raw = json.dumps([key.isoformat() if key else None, conversation_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
 def list_conversations(
@@ -230,8 +240,10 @@ def list_conversations(
     *,
     limit: int = DEFAULT_PAGE_SIZE,
     cursor: str | None = None,
+    sort: SortOrder | str = SortOrder.newest,
 ) -> ConversationPage:
-    """Newest `last_message_at` first (then highest id), keyset-paginated by an opaque cursor.
+    """Newest `last_message_at` first (then highest id), keyset-paginated by an opaque cursor;
+    `sort` may ask for the oldest first, or the most recently changed (`updated_at`).
 
     Conversations without any `last_message_at` come after all others. Merged conversations
     are left out. A page costs a fixed handful of queries whatever its size (visible mailboxes,
@@ -239,36 +251,55 @@ def list_conversations(
     """
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}", field="limit")
+    try:
+        order = SortOrder(sort)
+    except ValueError as exc:
+        choices = ", ".join(s.value for s in SortOrder)
+        raise InvalidInput(f"sort must be one of {choices}", field="sort") from exc
     position = decode_cursor(cursor) if cursor else None
     found = _filter_conditions(session, agent, filters or ConversationFilters())
     if found is None:
         return ConversationPage(items=[], next_cursor=None)
     conds, names = found
-    lma = col(Conversation.last_message_at)
+    key = col(
+        Conversation.updated_at if order == SortOrder.activity else Conversation.last_message_at
+    )
     cid = col(Conversation.id)
+    descending = order != SortOrder.oldest
+
+    def after(ts: datetime, last_id: int) -> ColumnElement[bool]:
+        if descending:
+            return and_(key <= ts, or_(key < ts, and_(key == ts, cid < last_id)))
+        return and_(key >= ts, or_(key > ts, and_(key == ts, cid > last_id)))
 
     conversations: list[Conversation] = []
-    # Two passes instead of DESC NULLS LAST, which PostgreSQL cannot read off the plain index.
+    # Two passes instead of NULLS LAST, which PostgreSQL cannot read off the plain index.
     if position is None or position.last_message_at is not None:
-        dated: SelectOfScalar[Conversation] = select(Conversation).where(*conds, lma.is_not(None))
-        if position is not None:
-            ts = position.last_message_at
-            dated = dated.where(lma <= ts, or_(lma < ts, and_(lma == ts, cid < position.id)))
-        dated = dated.order_by(lma.desc(), cid.desc()).limit(limit + 1)
+        dated: SelectOfScalar[Conversation] = select(Conversation).where(*conds, key.is_not(None))
+        if position is not None and position.last_message_at is not None:
+            dated = dated.where(after(position.last_message_at, position.id))
+        dated = dated.order_by(
+            *((key.desc(), cid.desc()) if descending else (key.asc(), cid.asc()))
+        ).limit(limit + 1)
         conversations.extend(session.exec(dated))
-    if len(conversations) <= limit:
-        undated = select(Conversation).where(*conds, lma.is_(None))
+    if len(conversations) <= limit and order != SortOrder.activity:
+        undated = select(Conversation).where(*conds, key.is_(None))
         if position is not None and position.last_message_at is None:
-            undated = undated.where(cid < position.id)
-        undated = undated.order_by(cid.desc()).limit(limit + 1 - len(conversations))
+            undated = undated.where(cid < position.id if descending else cid > position.id)
+        undated = undated.order_by(cid.desc() if descending else cid.asc()).limit(
+            limit + 1 - len(conversations)
+        )
         conversations.extend(session.exec(undated))
 
     more = len(conversations) > limit
     conversations = conversations[:limit]
-    return ConversationPage(
-        items=_rows(session, conversations, names),
-        next_cursor=encode_cursor(conversations[-1]) if more else None,
-    )
+    next_cursor = None
+    if more:
+        last = conversations[-1]
+        assert last.id is not None
+        value = last.updated_at if order == SortOrder.activity else last.last_message_at
+        next_cursor = _encode_position(as_utc(value), last.id)
+    return ConversationPage(items=_rows(session, conversations, names), next_cursor=next_cursor)
 
 
 # --- one conversation -------------------------------------------------------------------------
@@ -370,6 +401,26 @@ def get_conversation(session: Session, agent: Agent, conversation_id: int) -> Co
             )
             for m in messages
         ],
+    )
+
+
+def conversation_activity(session: Session, conversation_id: int) -> list[Activity]:
+    """The conversation's activity log, newest first, with that of conversations merged into
+    it: two index lookups (an OR with a subquery makes PostgreSQL scan the whole log)."""
+    ids = [conversation_id]
+    ids += [
+        cid
+        for cid in session.exec(
+            select(Conversation.id).where(col(Conversation.merged_into_id) == conversation_id)
+        )
+        if cid is not None
+    ]
+    return list(
+        session.exec(
+            select(Activity)
+            .where(col(Activity.conversation_id).in_(ids))
+            .order_by(col(Activity.created_at).desc(), col(Activity.id).desc())
+        )
     )
 
 

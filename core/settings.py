@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     writeback_retry_max_seconds: float = 900.0
     # threading
     subject_fallback_days: int = 14
+    # sending (worker/sender.py): how often the outgoing queue is polled (an API in the same
+    # process wakes it at once), how a temporary SMTP failure is retried, and when it gives up
+    sender_poll_seconds: float = 0.5
+    smtp_timeout_seconds: float = 30.0
+    smtp_retry_initial_seconds: float = 30.0
+    smtp_retry_max_seconds: float = 1800.0
+    smtp_max_attempts: int = 12
+    # largest total size of a reply's attachments
+    max_outbound_attachment_bytes: int = 25 * 1024 * 1024
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

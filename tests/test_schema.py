@@ -6,9 +6,12 @@ from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 import core.models  # noqa: F401
+from core.search import include_name
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": include_name}
+        )
         assert compare_metadata(ctx, SQLModel.metadata) == []

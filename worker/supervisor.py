@@ -21,10 +21,12 @@ from core.mailboxes import ensure_folder, mailbox_password
 from core.models import Folder, FolderRole, Mailbox, utcnow
 from core.readback import apply_mail_changes
 from core.settings import Settings
+from core.snooze import wake_snoozed
 from worker.backoff import Backoff
 from worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
 from worker.imap import ImapAccount, ImapSession
 from worker.parse_pool import Parser, default_parse_processes
+from worker.sender import Sender
 from worker.writeback import WriteBack
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ class MailboxRunner:
     planned: int = 0
     thread: threading.Thread | None = None
     writeback: WriteBack | None = None
+    sender: Sender | None = None
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name=f"mailbox-{self.name}", daemon=True)
@@ -206,6 +209,13 @@ class MailboxRunner:
         )
         wb_thread.start()
         threads.append(wb_thread)
+        # sending: replies and notes queued in imapdesk (worker/sender.py)
+        self.sender = Sender(folder_ctx, self.mailbox_id, self.name, account)
+        sender_thread = threading.Thread(
+            target=self.sender.run, name=f"sender-{self.name}", daemon=True
+        )
+        sender_thread.start()
+        threads.append(sender_thread)
         self.planned = len(plan)
         for folder_id, folder_name in plan:
             sync = FolderSync(
@@ -333,6 +343,7 @@ class Worker:
                 self.refresh()
             except Exception:
                 log.exception("cannot read the mailbox list; retrying")
+            wake_snoozed(self.ctx.engine)  # snoozed conversations whose time has come reopen
             self.ctx.stop.wait(self.ctx.settings.mailbox_refresh_seconds)
         for runner in self.runners.values():
             runner.stop.set()

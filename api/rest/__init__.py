@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.rest import attachments, conversations, mailboxes, messages
+from api.rest import attachments, conversations, mailboxes, messages, replies
 from api.schemas import ErrorPublic
 
 router = APIRouter(
@@ -19,3 +19,4 @@ router.include_router(conversations.router)
 router.include_router(messages.router)
 router.include_router(attachments.router)
 router.include_router(mailboxes.router)
+router.include_router(replies.router)

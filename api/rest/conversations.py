@@ -117,8 +117,9 @@ def list_conversations(
     q: Annotated[
         str | None,
         Query(
-            description="Substring of the subject, customer email or customer name "
-            "(case-insensitive).",
+            description="Words to find in the subject, the people (names and addresses) "
+            "or the text of any message (case-insensitive; every word must match a whole "
+            "word, the last one also the start of a word).",
             max_length=200,
         ),
     ] = None,

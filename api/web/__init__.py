@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.web import pages, session
+from api.web import admin, pages, queues, session
 
 router = APIRouter(include_in_schema=False)
 router.include_router(session.router)
+router.include_router(queues.router)
 router.include_router(pages.router)
+router.include_router(admin.router)

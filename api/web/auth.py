@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from core.errors import Forbidden, NotAuthenticated
 from core.models import Agent
 
 SESSION_AGENT = "agent_id"
+SESSION_STAMP = "stamp"
 SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
 
@@ -39,10 +41,16 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         )
 
 
+def _credential_stamp(agent: Agent) -> str:
+    """Changes when the password does, so a reset signs every browser out."""
+    return hashlib.sha256(agent.password_hash.encode()).hexdigest()[:32]
+
+
 def sign_in(request: Request, agent: Agent) -> None:
     # a fresh session: nothing from before sign-in carries over, not even the CSRF token
     request.session.clear()
     request.session[SESSION_AGENT] = agent.id
+    request.session[SESSION_STAMP] = _credential_stamp(agent)
     request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
@@ -55,8 +63,15 @@ def signed_in_agent(request: Request, session: Session) -> Agent | None:
     if not isinstance(agent_id, int):
         return None
     agent = session.get(Agent, agent_id)
-    if agent is None or not agent.is_active:
+    stamp = request.session.get(SESSION_STAMP)
+    if (
+        agent is None
+        or not agent.is_active
+        or not isinstance(stamp, str)
+        or not secrets.compare_digest(stamp, _credential_stamp(agent))
+    ):
         request.session.pop(SESSION_AGENT, None)
+        request.session.pop(SESSION_STAMP, None)
         return None
     return agent
 
@@ -68,4 +83,23 @@ def current_web_agent(request: Request, session: SessionDep) -> Agent:
     return agent
 
 
+def write_session(session: SessionDep) -> Session:
+    """The request's session for a page that writes: on SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE), so concurrent writers queue instead of failing. Declare it before the
+    agent, so the transaction opens before the agent is read."""
+    session.connection(execution_options={"sqlite_immediate": True})
+    return session
+
+
+WriteSessionDep = Annotated[Session, Depends(write_session)]
 WebAgent = Annotated[Agent, Depends(current_web_agent)]
+
+
+def current_web_admin(agent: WebAgent) -> Agent:
+    """Admin pages: an agent who is not an admin is told so (403)."""
+    if not agent.is_admin:
+        raise Forbidden("only admins can open the admin pages")
+    return agent
+
+
+WebAdmin = Annotated[Agent, Depends(current_web_admin)]

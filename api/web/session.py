@@ -10,9 +10,15 @@ from fastapi.responses import RedirectResponse, Response
 from api.deps import SessionDep
 from api.web.auth import CSRF_FIELD, check_csrf, sign_in, sign_out, signed_in_agent
 from api.web.templating import templates
+from core import login_attempts
 from core.agents import authenticate
 
 router = APIRouter()
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --proxy-headers)."""
+    return request.client.host if request.client else "unknown"
 
 
 def safe_next(target: str | None) -> str:
@@ -41,7 +47,21 @@ def login_submit(
     next: Annotated[str, Form(max_length=2000)] = "/",
 ) -> Response:
     check_csrf(request, csrf_token)
+    # the attempt is counted in this request's transaction: take SQLite's write lock up front
+    session.connection(execution_options={"sqlite_immediate": True})
+    address = client_address(request)
+    locked = login_attempts.lockout(session, email, address) if email else None
+    if locked is not None:
+        return templates.TemplateResponse(
+            request,
+            "login.html",
+            {"next": safe_next(next), "error": locked.message, "email": email},
+            status_code=429,
+            headers={"Retry-After": str(int(locked.retry_after.total_seconds()) + 1)},
+        )
     agent = authenticate(session, email, password) if email and password else None
+    if email:
+        login_attempts.record_attempt(session, email, address, succeeded=agent is not None)
     if agent is None:
         return templates.TemplateResponse(
             request,

@@ -293,6 +293,7 @@ def test_detail_has_the_conversation_and_its_messages(
         "message_count": 2,
         "last_message_at": "2024-05-01T09:30:00Z",
         "unread": False,
+        "version": 1,
     }
     assert [m["id"] for m in messages] == [first.id, later.id]
     m = messages[0]
@@ -329,6 +330,7 @@ def test_detail_has_the_conversation_and_its_messages(
                 "flags": ["\\Seen", "$Assigned_bob"],
             }
         ],
+        "delivery": None,
     }
     assert messages[1]["direction"] == "outbound" and messages[1]["seen"] is True
     assert messages[1]["thread_rule"] == "in_reply_to" and messages[1]["html"] is None

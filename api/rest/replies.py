@@ -1,0 +1,340 @@
+"""Replies, notes and new outbound conversations. Thin: the rules live in `core.outbound`;
+the worker's sender delivers what is queued here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import CurrentAgent, SettingsDep
+from api.rest.conversations import (
+    MERGED_DESCRIPTION,
+    ConversationId,
+    WriteSessionDep,
+    _merged,
+    _visible,
+)
+from api.schemas import ErrorPublic, OutboundPublic, outbound_public
+from core import outbound as core_outbound
+from core import queries
+from core.errors import InvalidInput
+from core.models import ActivitySource
+
+router = APIRouter(tags=["replies"])
+
+_MAX_FIELD = 1_000_000
+
+
+class ReplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(max_length=_MAX_FIELD, description="The text (a signature is added).")
+    html: str | None = Field(default=None, max_length=_MAX_FIELD)
+    to: list[str] | None = Field(
+        default=None, max_length=100, description="Default: who the answered message came from."
+    )
+    cc: list[str] | None = Field(default=None, max_length=100)
+    kind: str = Field(default="reply", pattern="^(reply|reply_all|forward)$")
+    version: int | None = Field(
+        default=None,
+        description="The conversation's `version` the agent saw; 409 when newer messages or "
+        "notes arrived since.",
+    )
+    force: bool = Field(default=False, description="Send even though newer messages arrived.")
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(max_length=_MAX_FIELD)
+    html: str | None = Field(default=None, max_length=_MAX_FIELD)
+    version: int | None = None
+    force: bool = False
+
+
+class NewConversationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mailbox: str = Field(max_length=100)
+    to: list[str] = Field(min_length=1, max_length=100)
+    cc: list[str] | None = Field(default=None, max_length=100)
+    subject: str = Field(min_length=1, max_length=998)
+    body: str = Field(max_length=_MAX_FIELD)
+    html: str | None = Field(default=None, max_length=_MAX_FIELD)
+
+
+class NotePublic(BaseModel):
+    id: int
+    message_id: str
+    conversation_id: int | None
+    version: int = Field(description="The conversation's version after the note.")
+
+
+_Form = dict[str, Any]
+
+
+async def _read(request: Request) -> tuple[_Form, list[core_outbound.Upload]]:
+    """JSON, or multipart/form-data whose files are attachments (repeat `to`, `cc`)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        data: _Form = {}
+        uploads: list[core_outbound.Upload] = []
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                uploads.append(
+                    core_outbound.Upload(
+                        filename=value.filename or "attachment",
+                        content_type=value.content_type or "application/octet-stream",
+                        data=await value.read(),
+                    )
+                )
+            elif key in ("to", "cc"):
+                data.setdefault(key, []).extend(
+                    a.strip() for a in str(value).split(",") if a.strip()
+                )
+            elif key == "force":
+                data[key] = str(value).lower() in ("1", "true", "yes", "on")
+            elif key == "version":
+                data[key] = int(value) if str(value).strip().isdigit() else None
+            else:
+                data[key] = str(value)
+        return data, uploads
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not JSON: {exc}", field="body") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object", field="body")
+    return body, []
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _validate(model: type[M], data: _Form) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise InvalidInput(f"invalid {field}: {first.get('msg', 'invalid')}", field=field) from exc
+
+
+def _input(
+    model: type[M],
+) -> Callable[[Request], Awaitable[tuple[M, list[core_outbound.Upload]]]]:
+    """The dependency that reads the request (`_read`) and validates it as `model`."""
+
+    async def read_input(request: Request) -> tuple[M, list[core_outbound.Upload]]:
+        data, uploads = await _read(request)
+        return _validate(model, data), uploads
+
+    return read_input
+
+
+reply_input = _input(ReplyIn)
+note_input = _input(NoteIn)
+new_conversation_input = _input(NewConversationIn)
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    multipart = {
+        "type": "object",
+        "properties": {
+            **schema.get("properties", {}),
+            "attachments": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        },
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema},
+                "multipart/form-data": {"schema": multipart},
+            },
+        }
+    }
+
+
+def _wake(mailbox_id: int) -> None:
+    from worker.sender import notify_sender
+
+    notify_sender(mailbox_id)
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Send the same key again (a retry) and get the same reply, sent once.",
+    ),
+]
+
+_REPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    308: {"model": ErrorPublic, "description": "Merged; `Location` and `merged_into`."},
+    404: {"model": ErrorPublic, "description": "No such conversation (or not yours to see)."},
+    409: {
+        "model": ErrorPublic,
+        "description": "Newer messages or notes arrived since `version` (code "
+        "`version_conflict`): `current_version` and `newer` (the messages); send again with "
+        "the new version, or with `force`.",
+    },
+}
+
+
+@router.post(
+    "/conversations/{conversation_id}/replies",
+    status_code=202,
+    response_model=OutboundPublic,
+    summary="Reply (or reply to all, or forward)",
+    description=(
+        "Queues the reply; the worker sends it by SMTP (retrying temporary failures), files "
+        "a copy in Sent, marks the answered message `\\Answered` and sets the status the "
+        "mailbox names (default pending). Its `state` (queued, sending, sent, failed, with the "
+        "SMTP server's words) shows on the conversation's messages as `delivery`. JSON, or "
+        "multipart/form-data with files as attachments.\n\n" + MERGED_DESCRIPTION
+    ),
+    responses=_REPLY_RESPONSES,
+    openapi_extra=_body_schema(ReplyIn),
+)
+def create_reply(
+    request: Request,
+    session: WriteSessionDep,
+    agent: CurrentAgent,
+    settings: SettingsDep,
+    conversation_id: ConversationId,
+    background: BackgroundTasks,
+    data: Annotated[tuple[ReplyIn, list[core_outbound.Upload]], Depends(reply_input)],
+    idempotency_key: IdempotencyKey = None,
+) -> OutboundPublic | JSONResponse:
+    body, uploads = data
+    try:
+        _visible(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return _merged(request, "create_reply", exc)
+    mail = core_outbound.queue_reply(
+        session,
+        agent,
+        conversation_id,
+        kind=body.kind,
+        body=body.body,
+        html=body.html,
+        to=body.to,
+        cc=body.cc,
+        attachments=uploads,
+        expected_version=body.version,
+        force=body.force,
+        idempotency_key=idempotency_key,
+        source=ActivitySource.api,
+        settings=settings,
+    )
+    background.add_task(_wake, mail.mailbox_id)
+    return outbound_public(mail)
+
+
+@router.post(
+    "/conversations/{conversation_id}/notes",
+    status_code=201,
+    response_model=NotePublic,
+    summary="Add an internal note",
+    description=(
+        "Stored at once and filed by the worker in the mailbox's Notes folder (so a rebuild "
+        "restores it); never sent to anyone.\n\n" + MERGED_DESCRIPTION
+    ),
+    responses=_REPLY_RESPONSES,
+    openapi_extra=_body_schema(NoteIn),
+)
+def create_note(
+    request: Request,
+    session: WriteSessionDep,
+    agent: CurrentAgent,
+    settings: SettingsDep,
+    conversation_id: ConversationId,
+    background: BackgroundTasks,
+    data: Annotated[tuple[NoteIn, list[core_outbound.Upload]], Depends(note_input)],
+) -> NotePublic | JSONResponse:
+    body, uploads = data
+    try:
+        conversation = _visible(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return _merged(request, "create_note", exc)
+    message = core_outbound.add_note(
+        session,
+        agent,
+        conversation_id,
+        body=body.body,
+        html=body.html,
+        attachments=uploads,
+        expected_version=body.version,
+        force=body.force,
+        source=ActivitySource.api,
+        settings=settings,
+    )
+    assert message.id is not None
+    session.refresh(conversation)
+    background.add_task(_wake, conversation.mailbox_id)
+    return NotePublic(
+        id=message.id,
+        message_id=message.message_id,
+        conversation_id=message.conversation_id,
+        version=conversation.version,
+    )
+
+
+@router.post(
+    "/conversations",
+    status_code=202,
+    response_model=OutboundPublic,
+    summary="Start a conversation with an outgoing message",
+    description="Queues the message; the worker sends it as it sends replies.",
+    responses={409: {"model": ErrorPublic, "description": "Idempotency key reused."}},
+    openapi_extra=_body_schema(NewConversationIn),
+)
+def create_conversation(
+    session: WriteSessionDep,
+    agent: CurrentAgent,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    data: Annotated[
+        tuple[NewConversationIn, list[core_outbound.Upload]], Depends(new_conversation_input)
+    ],
+    idempotency_key: IdempotencyKey = None,
+) -> OutboundPublic:
+    body, uploads = data
+    if body.mailbox not in {
+        name for name, in_view in _mailbox_names(session, agent).items() if in_view
+    }:
+        raise InvalidInput(f"no mailbox named {body.mailbox!r}", field="mailbox")
+    mail = core_outbound.start_conversation(
+        session,
+        agent,
+        body.mailbox,
+        to=body.to,
+        cc=body.cc,
+        subject=body.subject,
+        body=body.body,
+        html=body.html,
+        attachments=uploads,
+        idempotency_key=idempotency_key,
+        source=ActivitySource.api,
+        settings=settings,
+    )
+    background.add_task(_wake, mail.mailbox_id)
+    return outbound_public(mail)
+
+
+def _mailbox_names(session: Any, agent: Any) -> dict[str, bool]:
+    from sqlmodel import col, select
+
+    from core.models import Mailbox
+
+    visible = set(queries.visible_mailbox_ids(session, agent))
+    return {
+        m.name: m.id in visible for m in session.exec(select(Mailbox).order_by(col(Mailbox.id)))
+    }

@@ -1,0 +1,552 @@
+"""One conversation: the page, its live parts, the actions on it, the message body frame,
+attachments, presence heartbeats and saved replies.
+
+Every action is a plain form POST (it works without JavaScript: 303 back to the page);
+`conversation.js` sends the same forms with fetch and gets the page's changed parts as JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlmodel import Session, col, select
+
+from api.deps import SessionDep, SettingsDep
+from api.downloads import attachment_path, attachment_response
+from api.web.auth import WebAgent, check_csrf, csrf_token
+from api.web.templating import templates
+from core import operations, presence, queries, saved_replies, snooze
+from core.errors import ImapdeskError, InvalidInput, NotFound
+from core.models import (
+    Activity,
+    ActivitySource,
+    Agent,
+    Attachment,
+    ConversationStatus,
+    Direction,
+    PresenceState,
+    utcnow,
+)
+from core.parsing import sanitize_html
+from core.settings import Settings
+
+router = APIRouter(include_in_schema=False)
+
+
+def write_session(session: SessionDep) -> Session:
+    """The request's session, which will write: on SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE), so concurrent writers queue instead of failing with "database is
+    locked". Declared before the agent, so it opens the transaction before that read."""
+    session.connection(execution_options={"sqlite_immediate": True})
+    return session
+
+
+WriteSessionDep = Annotated[Session, Depends(write_session)]
+
+# The mail's HTML runs in a sandboxed frame (an opaque origin, no script, no forms, no popups)
+# under a policy that loads nothing from anywhere: inline images come as data: URLs.
+MESSAGE_BODY_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'self'; sandbox"
+)
+# ...and once the agent asks for remote images: images only, without a referrer
+MESSAGE_BODY_CSP_IMAGES = MESSAGE_BODY_CSP.replace("img-src data:", "img-src data: https: http:")
+CSRF_HEADER = "x-csrf-token"
+FETCH_HEADER = "x-requested-with"
+INLINE_IMAGE_MAX = 5 * 1024 * 1024  # bytes of cid: images inlined into one body
+SNOOZE_CHOICES = (
+    (1, "1 hour"),
+    (4, "4 hours"),
+    (24, "tomorrow"),
+    (72, "3 days"),
+    (168, "1 week"),
+)
+ACTIONS = (
+    "claim",
+    "release",
+    "assign",
+    "status",
+    "tags",
+    "read",
+    "unread",
+    "snooze",
+    "unsnooze",
+)
+WEB_STATUSES = (
+    ConversationStatus.open,
+    ConversationStatus.pending,
+    ConversationStatus.closed,
+    ConversationStatus.spam,
+)
+
+_REMOTE_IMAGE = re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']?\s*(?:https?:)?//""", re.I)
+_CID_SRC = re.compile(r"""(\bsrc\s*=\s*["']?)cid:([^"'\s>]+)""", re.I)
+# where a reply's quoted history starts
+_ATTRIBUTION = re.compile(
+    r"^.{0,300}\b(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|написал)\s*:\s*$",
+    re.I,
+)
+_FORWARD_RULE = re.compile(
+    r"^(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|"
+    r"Forwarded message)\s*-{2,}|_{10,})$",
+    re.I,
+)
+
+RULE_REASONS = {
+    "references": "joined by its In-Reply-To/References headers",
+    "in_reply_to": "joined by its In-Reply-To header",
+    "token": "joined by the [#id] token in its subject",
+    "subject": "joined by the subject fallback: same subject and customer, within days",
+    "new": "started this conversation",
+}
+
+_ACTION_TEXT = {
+    "claimed": "claimed it",
+    "released": "released it",
+    "unassigned": "unassigned it",
+    "read": "marked it read",
+    "unread": "marked it unread",
+    "snoozed": "snoozed it",
+    "unsnoozed": "cancelled the snooze",
+}
+_SOURCE_TEXT = {
+    ActivitySource.web: "in the helpdesk",
+    ActivitySource.api: "through the API",
+    ActivitySource.imap: "from a mail client",
+    ActivitySource.system: "automatically",
+}
+
+
+# --- presentation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageItem:
+    view: queries.MessageView
+    why: str
+    replies_to: str | None
+    text: str
+    quoted: str
+    remote_images: bool
+
+
+@dataclass(frozen=True)
+class ActivityItem:
+    activity: Activity
+    who: str
+    what: str
+    where: str
+
+
+def split_quoted(text: str) -> tuple[str, str]:
+    """The new text and the quoted history after it: from an "-----Original Message-----"
+    rule, or the trailing "> " lines with the "On ... wrote:" line above them."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _FORWARD_RULE.match(line.strip())), None)
+    if start is None:
+        i = len(lines)
+        while i > 0 and (not lines[i - 1].strip() or lines[i - 1].lstrip().startswith(">")):
+            i -= 1
+        if any(line.strip() for line in lines[i:]):
+            start = i
+            j = i - 1
+            while j >= 0 and not lines[j].strip():
+                j -= 1
+            if j >= 0 and _ATTRIBUTION.match(lines[j].strip()):
+                # "On ..., Bob <bob@example.com>" / "wrote:" wrapped over two lines
+                start = j - 1 if j >= 1 and len(lines[j].split()) <= 2 else j
+    if start is None or not any(line.strip() for line in lines[:start]):
+        return text, ""
+    return "\n".join(lines[:start]).rstrip(), "\n".join(lines[start:]).strip("\n")
+
+
+def _sender(view: queries.MessageView) -> str:
+    m = view.message
+    return m.from_name or m.from_email or "unknown sender"
+
+
+def message_items(detail: queries.ConversationDetail) -> list[MessageItem]:
+    by_msgid = {v.message.message_id: v for v in detail.messages}
+    items = []
+    for view in detail.messages:
+        m = view.message
+        why = RULE_REASONS.get(m.thread_rule, f"joined by the rule {m.thread_rule!r}")
+        if m.direction == Direction.note:
+            why = "an internal note" + ("" if m.thread_rule == "new" else f"; {why}")
+        parent = by_msgid.get((m.in_reply_to or "").strip("<>"))
+        replies_to = (
+            f"{_sender(parent)}, {parent.message.date:%Y-%m-%d %H:%M}"
+            if parent is not None and parent is not view and parent.message.date
+            else None
+        )
+        text, quoted = split_quoted(m.text or "")
+        items.append(
+            MessageItem(
+                view=view,
+                why=why,
+                replies_to=replies_to,
+                text=text,
+                quoted=quoted,
+                remote_images=bool(m.html and _REMOTE_IMAGE.search(m.html)),
+            )
+        )
+    return items
+
+
+def _describe(activity: Activity) -> str:
+    d = activity.details or {}
+    action = activity.action
+    if action == "status":
+        return f"set the status to {d.get('to')}" if d.get("to") != "open" else "reopened it"
+    if action == "assigned":
+        return f"assigned it to {d.get('to') or d.get('handle') or 'nobody'}"
+    if action in ("tagged", "untagged"):
+        return f"{action} it {', '.join(d.get('tags') or [])}"
+    if action == "snoozed":
+        return f"snoozed it until {str(d.get('until', '')).replace('T', ' ')[:16]} UTC"
+    if action in _ACTION_TEXT:
+        return _ACTION_TEXT[action]
+    return action.replace("_", " ")
+
+
+def activity_items(session: Session, conversation_id: int) -> list[ActivityItem]:
+    activities = queries.conversation_activity(session, conversation_id)
+    emails = operations.agent_emails(session, activities)
+    return [
+        ActivityItem(
+            activity=a,
+            who=operations.activity_actor(a, emails),
+            what=_describe(a),
+            where=_SOURCE_TEXT.get(ActivitySource(a.source), str(a.source)),
+        )
+        for a in activities
+    ]
+
+
+_ID_MARK = 9_876_543_210
+
+
+def page_urls(request: Request, conversation_id: int) -> dict[str, str]:
+    """The page's links. Route lookups (url_for) are the slowest part of a render, so they are
+    made once per host and app, with a mark where the conversation's id goes."""
+    cache: dict[str, dict[str, str]] = getattr(request.app.state, "conversation_urls", {})
+    key = str(request.base_url)
+    urls = cache.get(key)
+    if urls is None:
+        urls = {
+            "conversation": str(request.url_for("conversation", conversation_id=_ID_MARK)),
+            "attachments": str(request.url_for("attachment", attachment_id=1))[:-1],
+            "live": str(request.url_for("live")),
+            "list": str(request.url_for("conversations")),
+            "saved_replies": str(request.url_for("saved_replies")),
+            "static": str(request.url_for("static", path="/")),
+        }
+        if len(cache) < 16:  # a few hosts; not one entry per forged Host header
+            request.app.state.conversation_urls = {**cache, key: urls}
+    mark = str(_ID_MARK)
+    return {name: url.replace(mark, str(conversation_id)) for name, url in urls.items()}
+
+
+def page_context(
+    request: Request, session: Session, agent: Agent, conversation_id: int
+) -> dict[str, Any]:
+    detail = queries.get_conversation(session, agent, conversation_id)
+    c = detail.row.conversation
+    agents = list(session.exec(select(Agent).where(col(Agent.is_active)).order_by(col(Agent.name))))
+    here = presence.present(session, [conversation_id]).get(conversation_id, [])
+    return {
+        "urls": page_urls(request, conversation_id),
+        "request": request,
+        "csrf_token": csrf_token(request),
+        "agent": agent,
+        "detail": detail,
+        "c": c,
+        "items": message_items(detail),
+        "activity": activity_items(session, conversation_id),
+        "agents": agents,
+        "assignee_handle": next((a.handle for a in agents if a.id == c.assignee_id), ""),
+        "unknown_handle": operations.unknown_assignee_handle(session, c),
+        "presence": [p for p in here if p.agent_id != agent.id],
+        "statuses": WEB_STATUSES,
+        "snooze_choices": SNOOZE_CHOICES,
+        "saved_replies": saved_replies.list_saved_replies(session),
+        "heartbeat_seconds": presence.HEARTBEAT_SECONDS,
+    }
+
+
+PARTS = {
+    "state": "_conv_state.html",
+    "presence": "_conv_presence.html",
+    "messages": "_conv_messages.html",
+    "activity": "_conv_activity.html",
+}
+
+
+def render_parts(context: dict[str, Any]) -> dict[str, Any]:
+    c = context["c"]
+    out: dict[str, Any] = {
+        name: templates.get_template(tpl).render(context) for name, tpl in PARTS.items()
+    }
+    out["version"] = c.version
+    out["message_ids"] = [i.view.message.id for i in context["items"]]
+    out["status"] = c.status.value
+    return out
+
+
+def wants_json(request: Request) -> bool:
+    return request.headers.get(FETCH_HEADER) == "fetch"
+
+
+def visible_conversation_id(session: Session, agent: Agent, conversation_id: int) -> int:
+    """The conversation the agent may see (following merges)."""
+    try:
+        queries.get_conversation(session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return exc.merged_into
+    return conversation_id
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+@router.get("/conversations/{conversation_id}", name="conversation")
+def conversation_page(
+    request: Request,
+    session: SessionDep,
+    agent: WebAgent,
+    conversation_id: Annotated[int, Path(ge=1)],
+) -> Response:
+    try:
+        context = page_context(request, session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        target = request.url_for("conversation", conversation_id=exc.merged_into)
+        return RedirectResponse(target.path, status_code=303)
+    return templates.TemplateResponse(request, "conversation.html", context)
+
+
+@router.get("/conversations/{conversation_id}/parts", name="conversation_parts")
+def conversation_parts(
+    request: Request,
+    session: SessionDep,
+    agent: WebAgent,
+    conversation_id: Annotated[int, Path(ge=1)],
+) -> Response:
+    """The page's changing parts as HTML in JSON, for the live updates."""
+    try:
+        context = page_context(request, session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        target = request.url_for("conversation", conversation_id=exc.merged_into)
+        return JSONResponse({"redirect": target.path})
+    return JSONResponse(render_parts(context))
+
+
+def check_form_csrf(request: Request, submitted: str) -> None:
+    check_csrf(request, submitted or request.headers.get(CSRF_HEADER))
+
+
+def _apply(
+    session: Session,
+    agent: Agent,
+    cid: int,
+    action: str,
+    *,
+    assignee: str,
+    status: str,
+    tags: str,
+    hours: int | None,
+) -> None:
+    web = ActivitySource.web
+    if action == "claim":
+        operations.claim(session, cid, agent, source=web)
+    elif action == "release":
+        operations.release(session, cid, source=web, agent=agent)
+    elif action == "assign":
+        operations.assign(session, cid, assignee.strip() or None, source=web, agent=agent)
+    elif action == "status":
+        if status not in {s.value for s in WEB_STATUSES}:
+            raise InvalidInput("status must be open, pending, closed or spam", field="status")
+        current = operations.set_status(session, cid, status, source=web, agent=agent)
+        if current.snoozed_until is not None:
+            snooze.unsnooze(session, cid, source=web, agent=agent)
+    elif action == "tags":
+        wanted = [t for t in (part.strip() for part in tags.split(",")) if t]
+        operations.set_tags(session, cid, wanted, source=web, agent=agent)
+    elif action in ("read", "unread"):
+        operations.mark_read(session, cid, action == "read", source=web, agent=agent)
+    elif action == "snooze":
+        if hours is None or not 1 <= hours <= 24 * 365:
+            raise InvalidInput("snooze for 1 hour to a year", field="hours")
+        snooze.snooze(session, cid, utcnow() + timedelta(hours=hours), source=web, agent=agent)
+    elif action == "unsnooze":
+        snooze.unsnooze(session, cid, source=web, agent=agent)
+    else:
+        raise NotFound(f"no action {action!r}")
+
+
+@router.post("/conversations/{conversation_id}/actions/{action}", name="conversation_action")
+def conversation_action(
+    request: Request,
+    session: WriteSessionDep,
+    agent: WebAgent,
+    conversation_id: Annotated[int, Path(ge=1)],
+    action: Annotated[str, Path(max_length=20)],
+    csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
+    assignee: Annotated[str, Form(max_length=64)] = "",
+    status: Annotated[str, Form(max_length=20)] = "",
+    tags: Annotated[str, Form(max_length=4000)] = "",
+    hours: Annotated[int | None, Form()] = None,
+) -> Response:
+    check_form_csrf(request, csrf)
+    cid = visible_conversation_id(session, agent, conversation_id)
+    try:
+        _apply(
+            session, agent, cid, action, assignee=assignee, status=status, tags=tags, hours=hours
+        )
+        session.flush()
+    except ImapdeskError as exc:
+        if not wants_json(request):
+            raise
+        session.rollback()
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status_code
+        )
+    if wants_json(request):
+        return JSONResponse(render_parts(page_context(request, session, agent, cid)))
+    target = request.url_for("conversation", conversation_id=cid)
+    return RedirectResponse(target.path, status_code=303)
+
+
+@router.post("/conversations/{conversation_id}/presence", name="conversation_presence")
+def conversation_presence(
+    request: Request,
+    session: WriteSessionDep,
+    agent: WebAgent,
+    conversation_id: Annotated[int, Path(ge=1)],
+    csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
+    state: Annotated[str, Form(max_length=20)] = "viewing",
+) -> Response:
+    """A heartbeat: the agent has the page open (viewing), is writing (replying), or left."""
+    check_form_csrf(request, csrf)
+    cid = visible_conversation_id(session, agent, conversation_id)
+    if state == "left":
+        presence.leave(session, cid, agent)
+        presence.prune(session)  # long-dead rows of tabs that never said goodbye
+    elif state in PresenceState.__members__:
+        presence.touch(session, cid, agent, PresenceState(state))
+    else:
+        raise InvalidInput("state is viewing, replying or left", field="state")
+    return Response(status_code=204)
+
+
+# --- the message body and attachments -----------------------------------------------------------
+
+
+def _inline_images(session: Session, settings: Settings, message_id: int, html: str) -> str:
+    """cid: references to the message's own images, as data: URLs (the frame loads nothing)."""
+    if "cid:" not in html.lower():
+        return html
+    budget = INLINE_IMAGE_MAX
+    urls: dict[str, str] = {}
+    for a in session.exec(select(Attachment).where(col(Attachment.message_id) == message_id)):
+        if not a.content_id or not a.content_type.startswith("image/") or a.size > budget:
+            continue
+        path = attachment_path(settings, a.sha256.lower())
+        if not path.is_file():
+            continue
+        budget -= a.size
+        data = base64.b64encode(path.read_bytes()).decode()
+        urls[a.content_id.strip("<>").lower()] = f"data:{a.content_type};base64,{data}"
+
+    def swap(match: re.Match[str]) -> str:
+        found = urls.get(match.group(2).strip("<>").lower())
+        return match.group(1) + found if found else match.group(0)
+
+    return _CID_SRC.sub(swap, html)
+
+
+@router.get("/conversations/{conversation_id}/messages/{message_id}/body", name="message_body")
+def message_body(
+    session: SessionDep,
+    settings: SettingsDep,
+    agent: WebAgent,
+    conversation_id: Annotated[int, Path(ge=1)],
+    message_id: Annotated[int, Path(ge=1)],
+    images: Annotated[int, Query(ge=0, le=1)] = 0,
+) -> Response:
+    message = queries.get_message(session, agent, message_id)
+    if message.conversation_id != conversation_id or message.html is None:
+        raise NotFound(f"no formatted body for message {message_id} here")
+    assert message.id is not None
+    # stored HTML is sanitised at ingest; once remote content may load, sanitise again, so that
+    # only images (never prefetches, styles or frames) can reach the remote host
+    html = sanitize_html(message.html) if images else message.html
+    return HTMLResponse(
+        _inline_images(session, settings, message.id, html),
+        headers={
+            "Content-Security-Policy": MESSAGE_BODY_CSP_IMAGES if images else MESSAGE_BODY_CSP,
+            "X-Frame-Options": "SAMEORIGIN",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
+@router.get("/attachments/{attachment_id}", name="attachment")
+def attachment_download(
+    session: SessionDep,
+    settings: SettingsDep,
+    agent: WebAgent,
+    attachment_id: Annotated[int, Path(ge=1)],
+) -> FileResponse:
+    return attachment_response(settings, queries.get_attachment(session, agent, attachment_id))
+
+
+# --- saved replies ------------------------------------------------------------------------------
+
+
+@router.get("/saved-replies", name="saved_replies")
+def saved_replies_page(request: Request, session: SessionDep, agent: WebAgent) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "saved_replies.html",
+        {"agent": agent, "replies": saved_replies.list_saved_replies(session)},
+    )
+
+
+@router.get("/saved-replies.json", name="saved_replies_json")
+def saved_replies_json(session: SessionDep, agent: WebAgent) -> Response:
+    replies = saved_replies.list_saved_replies(session)
+    return JSONResponse([{"id": r.id, "name": r.name, "body": r.body} for r in replies])
+
+
+@router.post("/saved-replies", name="saved_reply_save")
+def saved_reply_save(
+    request: Request,
+    session: WriteSessionDep,
+    agent: WebAgent,
+    csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
+    name: Annotated[str, Form(max_length=200)] = "",
+    body: Annotated[str, Form(max_length=saved_replies.BODY_MAX)] = "",
+    saved_reply_id: Annotated[int | None, Form()] = None,
+) -> Response:
+    check_form_csrf(request, csrf)
+    saved_replies.save_reply(session, agent, name, body, saved_reply_id=saved_reply_id)
+    return RedirectResponse(request.url_for("saved_replies").path, status_code=303)
+
+
+@router.post("/saved-replies/{saved_reply_id}/delete", name="saved_reply_delete")
+def saved_reply_delete(
+    request: Request,
+    session: WriteSessionDep,
+    agent: WebAgent,
+    saved_reply_id: Annotated[int, Path(ge=1)],
+    csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
+) -> Response:
+    check_form_csrf(request, csrf)
+    saved_replies.delete_saved_reply(session, saved_reply_id)
+    return RedirectResponse(request.url_for("saved_replies").path, status_code=303)

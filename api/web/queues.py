@@ -1,0 +1,191 @@
+"""The conversation list: queues with counts, search, sorting, and bulk actions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlmodel import Session, col, select
+
+from api.deps import SessionDep
+from api.web.auth import CSRF_FIELD, WebAgent, WriteSessionDep, check_csrf
+from api.web.session import safe_next
+from api.web.templating import templates
+from core import operations, queries, queues
+from core.agents import normalize_email
+from core.errors import ImapdeskError, InvalidInput
+from core.models import ActivitySource, Agent, ConversationStatus
+
+router = APIRouter()
+
+PAGE_SIZE = 50
+MAX_BULK = 200
+FLASH = "flash"
+BULK_ACTIONS = {"claim": "Claimed", "assign": "Assigned", "close": "Closed", "tag": "Tagged"}
+
+
+def _status(value: str | None) -> ConversationStatus | None:
+    return ConversationStatus(value) if value and value in ConversationStatus.__members__ else None
+
+
+def flash(request: Request, message: str, *, error: bool = False) -> None:
+    """A one-time message for the next page."""
+    request.session[FLASH] = {"message": message, "error": error}
+
+
+def pop_flash(request: Request) -> dict[str, Any] | None:
+    value = request.session.pop(FLASH, None)
+    return value if isinstance(value, dict) else None
+
+
+@router.get("/", name="conversations")
+def conversations_page(
+    request: Request,
+    session: SessionDep,
+    agent: WebAgent,
+    queue: Annotated[str | None, Query(max_length=20)] = None,
+    mailbox: Annotated[str | None, Query(max_length=100)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    status: Annotated[str | None, Query(max_length=20)] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    sort: Annotated[str | None, Query(max_length=20)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    queue_name = queue if queue in queues.QUEUE_BY_NAME else queues.DEFAULT_QUEUE
+    chosen = _status(status)
+    order = (
+        sort if sort and sort in queries.SortOrder.__members__ else queries.SortOrder.newest.value
+    )
+    filters = queues.queue_filters(
+        queue_name, mailbox=mailbox or None, tag=tag or None, status=chosen, q=q or None
+    )
+    page = queries.list_conversations(
+        session, agent, filters, limit=PAGE_SIZE, cursor=cursor or None, sort=order
+    )
+    # the current view without the cursor: what the sort, pager and bulk form come back to
+    view = {
+        "queue": queue if queue_name != queues.DEFAULT_QUEUE else "",
+        "mailbox": mailbox or "",
+        "tag": tag or "",
+        "status": chosen.value if chosen else "",
+        "q": q or "",
+        "sort": order if order != queries.SortOrder.newest.value else "",
+    }
+    view = {k: v for k, v in view.items() if v}
+    next_query = view | {"cursor": page.next_cursor} if page.next_cursor else None
+    agents = session.exec(
+        select(Agent).where(col(Agent.is_active).is_(True)).order_by(col(Agent.name))
+    ).all()
+    counts = queues.queue_counts(session, agent)
+    return templates.TemplateResponse(
+        request,
+        "conversations.html",
+        {
+            "agent": agent,
+            "page": page,
+            "counts": counts,
+            "queues": queues.QUEUES,
+            "queue": queue_name,
+            "mailboxes": [name for name, _ in counts.mailboxes],
+            "statuses": list(ConversationStatus),
+            "sorts": [
+                ("newest", "Newest"),
+                ("oldest", "Oldest"),
+                ("activity", "Last activity"),
+            ],
+            "filters": {
+                "queue": queue_name,
+                "mailbox": mailbox or "",
+                "tag": tag or "",
+                "status": chosen.value if chosen else "",
+                "q": q or "",
+                "sort": order,
+            },
+            "view": view,
+            "back": request.url.path + (f"?{urlencode(view)}" if view else ""),
+            "next_query": next_query,
+            "paged": bool(cursor),
+            "agents": agents,
+            "flash": pop_flash(request),
+        },
+    )
+
+
+def _bulk_one(
+    session: Session,
+    agent: Agent,
+    conversation_id: int,
+    action: str,
+    assignee: Agent | None,
+    tag: str,
+) -> None:
+    source = ActivitySource.web
+    # each through core.operations, which 404s a conversation the agent may not see
+    if action == "claim":
+        operations.claim(session, conversation_id, agent, source=source)
+    elif action == "assign":
+        operations.assign(session, conversation_id, assignee, source=source, agent=agent)
+    elif action == "close":
+        operations.set_status(
+            session, conversation_id, ConversationStatus.closed, source=source, agent=agent
+        )
+    elif action == "tag":
+        operations.add_tag(session, conversation_id, tag, source=source, agent=agent)
+
+
+@router.post("/bulk", name="bulk_action")
+def bulk_action(
+    request: Request,
+    session: WriteSessionDep,
+    agent: WebAgent,
+    action: Annotated[str, Form(max_length=20)] = "",
+    ids: Annotated[list[int] | None, Form()] = None,
+    assignee: Annotated[str, Form(max_length=320)] = "",
+    tag: Annotated[str, Form(max_length=100)] = "",
+    back: Annotated[str, Form(max_length=2000)] = "/",
+    csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
+) -> Response:
+    """Apply one action to the selected conversations, each on its own (a savepoint), so that
+    one that fails (someone else claimed it) does not undo the others."""
+    check_csrf(request, csrf_token)
+    target = safe_next(back)
+    chosen = list(dict.fromkeys(ids or []))[:MAX_BULK]
+    if action not in BULK_ACTIONS:
+        flash(request, "Choose what to do with the selected conversations.", error=True)
+        return RedirectResponse(target, status_code=303)
+    if not chosen:
+        flash(request, "Select one or more conversations first.", error=True)
+        return RedirectResponse(target, status_code=303)
+    assignee_agent: Agent | None = None
+    try:
+        if action == "assign":
+            if not assignee:
+                raise InvalidInput("choose whom to assign them to", field="assignee")
+            assignee_agent = session.exec(
+                select(Agent).where(col(Agent.email) == normalize_email(assignee))
+            ).first()
+            if assignee_agent is None:
+                raise InvalidInput(f"no agent has the email {assignee}", field="assignee")
+        if action == "tag":
+            tag = operations.normalize_tag(tag)
+    except ImapdeskError as exc:
+        flash(request, f"Nothing changed: {exc.message}.", error=True)
+        return RedirectResponse(target, status_code=303)
+
+    done = 0
+    failures: list[str] = []
+    for conversation_id in chosen:
+        try:
+            with session.begin_nested():
+                _bulk_one(session, agent, conversation_id, action, assignee_agent, tag)
+            done += 1
+        except ImapdeskError as exc:
+            failures.append(f"#{conversation_id}: {exc.message}")
+    noun = "conversation" if done == 1 else "conversations"
+    message = f"{BULK_ACTIONS[action]} {done} {noun}."
+    if failures:
+        message += f" {len(failures)} not changed: " + "; ".join(failures[:5])
+    flash(request, message, error=bool(failures))
+    return RedirectResponse(target, status_code=303)

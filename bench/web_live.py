@@ -1,0 +1,242 @@
+"""Live updates: from a state change committed by another process until 50 open pages (SSE
+clients of an API process) have it, against the bare database poll in the same run.
+
+The API runs as its own process (uvicorn, as `imapdesk serve` does); this process commits
+status changes at random moments (as the worker or another API process would) and holds 50
+`GET /live?conversation=ID` streams. Baseline: a `ChangeFeed` polling the same database at the
+same interval in this process (what the SSE path cannot beat: the poll interval plus a read).
+
+    .venv/bin/python -m bench.web_live [--db sqlite|postgresql] [--clients 50] [--changes 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from sqlmodel import Session
+
+from api.web.live import POLL_SECONDS
+from bench.common import (
+    command_line,
+    fresh_database,
+    new_secret_key,
+    percentile,
+    print_table,
+    say,
+    scratch_dir,
+    setup_logging,
+)
+from core import operations
+from core.agents import create_agent
+from core.db import make_engine, unit_of_work
+from core.live import ChangeFeed
+from core.mailserver import free_port
+from core.models import ActivitySource, Conversation, ConversationStatus, Mailbox
+
+PASSWORD = "bench password 123"
+
+
+def _seed(url: str) -> int:
+    engine = make_engine(url)
+    with unit_of_work(engine) as s:
+        create_agent(s, "bench@example.com", "Bench", PASSWORD, is_admin=True)
+        box = Mailbox(
+            name="support", address="support@example.test", imap_host="localhost",
+            username="support", password_encrypted="x",
+        )  # fmt: skip
+        s.add(box)
+        s.flush()
+        assert box.id is not None
+        conv = Conversation(mailbox_id=box.id, subject="Live", customer_email="c@example.com")
+        s.add(conv)
+        s.flush()
+        assert conv.id is not None
+        cid = conv.id
+    engine.dispose()
+    return cid
+
+
+def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env.update(
+        IMAPDESK_DATABASE_URL=url,
+        IMAPDESK_DATA_DIR=str(data_dir),
+        IMAPDESK_SECRET_KEY=new_secret_key(),
+        IMAPDESK_ENVIRONMENT="development",
+    )
+    out = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--timeout-graceful-shutdown", "1"],
+        env=env, cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def _login(base: str) -> httpx.Cookies:
+    deadline = time.monotonic() + 30
+    with httpx.Client(base_url=base) as http:
+        while True:
+            try:
+                page = http.get("/login").text
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        r = http.post(
+            "/login",
+            data={"email": "bench@example.com", "password": PASSWORD, "csrf_token": token},
+        )
+        if r.status_code != 303:
+            raise SystemExit(f"could not sign in: {r.status_code}")
+        return http.cookies
+
+
+def _writer(url: str, cid: int, changes: int, commits: dict[int, float]) -> None:
+    engine = make_engine(url)
+    statuses = [ConversationStatus.pending, ConversationStatus.open]
+    for i in range(changes):
+        time.sleep(random.uniform(0.2, 0.45))  # not in step with the poll
+        with unit_of_work(engine) as s:
+            conv = operations.set_status(s, cid, statuses[i % 2], source=ActivitySource.system)
+            version = conv.version
+        commits[version] = time.monotonic()
+    engine.dispose()
+
+
+def _baseline(url: str, stop: threading.Event, seen: dict[int, float]) -> None:
+    engine = make_engine(url)
+    feed = ChangeFeed()
+    while not stop.is_set():
+        with Session(engine) as s:
+            now = time.monotonic()
+            for change in feed.poll(s):
+                seen.setdefault(change.version, now)
+        time.sleep(POLL_SECONDS)
+    engine.dispose()
+
+
+async def _client(
+    base: str, cookies: httpx.Cookies, cid: int, ready: asyncio.Event,
+    counter: list[int], clients: int, got: dict[int, float],
+) -> None:  # fmt: skip
+    async with (
+        httpx.AsyncClient(base_url=base, cookies=cookies, timeout=None) as http,
+        http.stream("GET", f"/live?conversation={cid}") as response,
+    ):
+        kind = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                now = time.monotonic()
+                if kind == "hello":
+                    counter[0] += 1
+                    if counter[0] == clients:
+                        ready.set()
+                elif kind == "conversation":
+                    got.setdefault(json.loads(line[6:])["version"], now)
+
+
+async def _run(base: str, url: str, cid: int, clients: int, changes: int) -> tuple[
+    list[float], list[float], int
+]:  # fmt: skip
+    cookies = await asyncio.to_thread(_login, base)
+    ready = asyncio.Event()
+    counter = [0]
+    received: list[dict[int, float]] = [{} for _ in range(clients)]
+    tasks = [
+        asyncio.create_task(_client(base, cookies, cid, ready, counter, clients, received[i]))
+        for i in range(clients)
+    ]
+    await asyncio.wait_for(ready.wait(), 30)
+    await asyncio.sleep(1.0)  # the API's poller takes stock on its first poll
+    say(f"{clients} pages connected; committing {changes} changes")
+    commits: dict[int, float] = {}
+    seen: dict[int, float] = {}
+    stop = threading.Event()
+    base_thread = threading.Thread(target=_baseline, args=(url, stop, seen), daemon=True)
+    base_thread.start()
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(_writer, url, cid, changes, commits)
+    await asyncio.sleep(2.0)
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    base_thread.join(5)
+
+    # two commits within one poll arrive as one event with the newer version: a page has a
+    # change once it got that version or a newer one
+    def shown(got: dict[int, float], version: int) -> float | None:
+        times = [at for v, at in got.items() if v >= version]
+        return min(times) if times else None
+
+    live: list[float] = []
+    missing = 0
+    for got in received:
+        for v, t in commits.items():
+            at = shown(got, v)
+            if at is None:
+                missing += 1
+            else:
+                live.append((at - t) * 1000)
+    baseline = [(at - t) * 1000 for v, t in commits.items() if (at := shown(seen, v)) is not None]
+    return live, baseline, missing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--changes", type=int, default=60)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args()
+    setup_logging(args.verbose)
+    with scratch_dir("imapdesk-bench-live-", args.keep) as tmp, fresh_database(args.db, tmp) as url:
+        cid = _seed(url)
+        port = free_port()
+        api = _start_api(url, tmp / "data", port, tmp / "api.log")
+        try:
+            live, baseline, missing = asyncio.run(
+                _run(f"http://127.0.0.1:{port}", url, cid, args.clients, args.changes)
+            )
+        finally:
+            api.terminate()
+            api.wait(20)
+    print(f"# {command_line()}")
+    print(
+        f"# {args.changes} status changes committed by another process, {args.clients} SSE "
+        f"pages, {args.db}; poll interval {POLL_SECONDS * 1000:.0f} ms"
+    )
+    rows = []
+    for name, values in (("SSE to 50 pages", live), ("bare DB poll (baseline)", baseline)):
+        rows.append(
+            [name, len(values), f"{percentile(values, 50):.0f}", f"{percentile(values, 99):.0f}",
+             f"{max(values):.0f}"]
+        )  # fmt: skip
+    print_table(["path", "deliveries", "p50 ms", "p99 ms", "max ms"], rows)
+    p50 = percentile(live, 50) / percentile(baseline, 50)
+    p99 = percentile(live, 99) / percentile(baseline, 99)
+    print(f"ratio SSE/baseline: p50 {p50:.2f}x, p99 {p99:.2f}x; missed deliveries: {missing}")
+    met = "met" if percentile(live, 99) < 1000 else "MISSED"
+    print(f"target: every page within 1 s (p99 < 1000 ms): {met}")
+    if missing:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The agent's queues (Mine, Unassigned, All open, Pending, Closed, per mailbox, per tag) and
+their counts, within the mailboxes the agent may see.
+
+Mine is what the agent holds that is still open or pending; per mailbox and per tag count the
+open conversations. A count is a handful of indexed COUNT queries, whatever the table's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, func, text
+from sqlmodel import Session, col, select
+
+from core import queries
+from core.models import Agent, Conversation, ConversationStatus, ConversationTag, Mailbox
+
+OPEN = ConversationStatus.open
+PENDING = ConversationStatus.pending
+CLOSED = ConversationStatus.closed
+# tags listed in the sidebar, most used first
+MAX_TAGS = 30
+# counting stops here ("1,000+"): a count costs at most this many index entries
+COUNT_CAP = 1000
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    label: str
+    statuses: tuple[ConversationStatus, ...] | None
+    assignee: str | None = None
+
+
+QUEUES: tuple[Queue, ...] = (
+    Queue("mine", "Mine", (OPEN, PENDING), queries.ASSIGNEE_ME),
+    Queue("unassigned", "Unassigned", (OPEN,), queries.ASSIGNEE_NONE),
+    Queue("open", "All open", (OPEN,)),
+    Queue("pending", "Pending", (PENDING,)),
+    Queue("closed", "Closed", (CLOSED,)),
+    Queue("all", "Everything", None),
+)
+QUEUE_BY_NAME = {q.name: q for q in QUEUES}
+DEFAULT_QUEUE = "all"
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    queues: dict[str, int]
+    # (name, open count), by name
+    mailboxes: Sequence[tuple[str, int]] = field(default_factory=list)
+    # (tag, open count), most used first
+    tags: Sequence[tuple[str, int]] = field(default_factory=list)
+
+
+def queue_filters(
+    queue: str,
+    *,
+    mailbox: str | None = None,
+    tag: str | None = None,
+    status: ConversationStatus | None = None,
+    q: str | None = None,
+) -> queries.ConversationFilters:
+    """The list filters of a queue, narrowed to a mailbox, a tag, a status or a search."""
+    chosen = QUEUE_BY_NAME.get(queue, QUEUE_BY_NAME[DEFAULT_QUEUE])
+    statuses: Sequence[ConversationStatus] | None = [status] if status else chosen.statuses
+    return queries.ConversationFilters(
+        mailbox=mailbox, statuses=statuses, assignee=chosen.assignee, tag=tag, q=q
+    )
+
+
+class Count(int):
+    """A count that stopped at COUNT_CAP: shown as "1,000+"."""
+
+    capped: bool = False
+
+    def __str__(self) -> str:
+        return f"{COUNT_CAP:,}+" if self.capped else f"{int(self):,}"
+
+
+def _capped(n: int) -> Count:
+    count = Count(min(n, COUNT_CAP))
+    count.capped = n > COUNT_CAP
+    return count
+
+
+def _capped_count(where: str) -> str:
+    """SQL for a count that reads at most COUNT_CAP + 1 entries of the queue index."""
+    return (
+        "(SELECT count(*) FROM (SELECT 1 AS one FROM conversation WHERE merged_into_id IS NULL "
+        f"AND {where} LIMIT {COUNT_CAP + 1}) AS capped)"
+    )
+
+
+def queue_counts(session: Session, agent: Agent) -> QueueCounts:
+    """How many conversations each queue holds for this agent (up to COUNT_CAP).
+
+    Every count is one scalar subquery of a single statement: one round trip, and no per-query
+    overhead in Python, whatever the number of mailboxes."""
+    names = {
+        mid: name
+        for mid, name in session.exec(
+            select(Mailbox.id, Mailbox.name).where(
+                col(Mailbox.id).in_(queries.visible_mailbox_ids(session, agent))
+            )
+        )
+        if mid is not None
+    }
+    if not names:
+        return QueueCounts(queues={q.name: 0 for q in QUEUES})
+    ids = sorted(names)
+    # the status values are our enum's names, never input
+    visible = "mailbox_id IN :mailboxes"
+    columns = {
+        "mine": f"{visible} AND status IN ('open', 'pending') AND assignee_id = :me",
+        "unassigned": f"{visible} AND status = 'open' AND assignee_id IS NULL",
+        **{s.value: f"{visible} AND status = '{s.value}'" for s in (OPEN, PENDING, CLOSED)},
+        "spam": f"{visible} AND status = 'spam'",
+        **{f"mailbox_{i}": f"status = 'open' AND mailbox_id = {mid}" for i, mid in enumerate(ids)},
+    }
+    statement = text(
+        "SELECT " + ", ".join(f"{_capped_count(where)} AS {key}" for key, where in columns.items())
+    ).bindparams(bindparam("mailboxes", value=ids, expanding=True), me=agent.id or 0)
+    row = session.connection().execute(statement).one()._mapping
+    got = {key: _capped(int(row[key])) for key in columns}
+    statuses = [got[k] for k in ("open", "pending", "closed", "spam")]
+    counts: dict[str, int] = {
+        "mine": got["mine"],
+        "unassigned": got["unassigned"],
+        "open": got["open"],
+        "pending": got["pending"],
+        "closed": got["closed"],
+        "all": _capped(sum(statuses) + any(c.capped for c in statuses)),
+    }
+    per_mailbox = {mid: got[f"mailbox_{i}"] for i, mid in enumerate(ids)}
+    base = (col(Conversation.merged_into_id).is_(None), col(Conversation.mailbox_id).in_(ids))
+    status = col(Conversation.status)
+    tag_count = func.count().label("n")
+    tags = [
+        (tag, _capped(int(n)))
+        for tag, n in session.exec(
+            # IN, not a join: the open ids come off the queue index alone, no row is read
+            select(ConversationTag.tag, tag_count)
+            .where(
+                col(ConversationTag.conversation_id).in_(
+                    select(col(Conversation.id)).where(*base, status == OPEN)
+                )
+            )
+            .group_by(ConversationTag.tag)
+            .order_by(tag_count.desc(), ConversationTag.tag)
+            .limit(MAX_TAGS)
+        )
+    ]
+    return QueueCounts(
+        queues=counts,
+        mailboxes=sorted((name, per_mailbox[mid]) for mid, name in names.items()),
+        tags=tags,
+    )

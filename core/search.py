@@ -1,0 +1,112 @@
+"""Full-text search over conversations: subject, people (names and addresses) and body text.
+
+SQLite: two contentless FTS5 tables, `message_fts` (subject, people, body of each message,
+rowid = message.id) and `conversation_fts` (subject and customer, rowid = conversation.id),
+kept up to date by triggers. PostgreSQL: GIN indexes on `to_tsvector('simple', ...)` of the
+same text, so nothing needs keeping up to date. Both are made by migration 0004.
+
+A query is split into words (letters and digits); every word must match a whole word of the
+conversation's subject or customer, or all of one of its messages; the last word, when the query
+ends with it, matches the start of a word (so results follow typing). The 'simple'
+configuration (no stemming) suits mail in many languages, names and addresses alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, column, false, text
+from sqlmodel import Session, col
+
+from core.models import Conversation
+
+SEARCH_TABLES = frozenset({"message_fts", "conversation_fts"})
+SEARCH_INDEXES = frozenset({"ix_message_search", "ix_conversation_search"})
+_FTS5_SHADOWS = ("_data", "_idx", "_docsize", "_config", "_content")
+MAX_WORDS = 8
+# PostgreSQL's tsvector holds at most 1 MB: index the first 100,000 characters of a message
+PG_TEXT_LIMIT = 100_000
+_WORD = re.compile(r"[^\W_]+")
+
+# the text PostgreSQL indexes; the same expressions appear in migration 0004's indexes
+PG_MESSAGE_DOCUMENT = (
+    # '@', '.', '/' and ':' become spaces, so PostgreSQL's parser splits addresses, hosts,
+    # numbers and paths into words as the query does (and as SQLite's FTS5 does)
+    "to_tsvector('simple'::regconfig, translate(left("
+    "coalesce(subject, '') || ' ' || coalesce(from_name, '') || ' ' || "
+    "coalesce(from_email, '') || ' ' || replace(replace("
+    "coalesce(\"to\"::text, '') || ' ' || coalesce(cc::text, ''), "
+    "'\"name\":', ' '), '\"email\":', ' ') || ' ' || coalesce(text, ''), "
+    f"{PG_TEXT_LIMIT}), '@./:', '    '))"
+)
+PG_CONVERSATION_DOCUMENT = (
+    "to_tsvector('simple'::regconfig, translate(coalesce(subject, '') || ' ' || "
+    "coalesce(customer_name, '') || ' ' || coalesce(customer_email, ''), '@./:', '    '))"
+)
+
+
+def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """For Alembic's comparison: the search tables and indexes live outside the models."""
+    if not name:
+        return True
+    if type_ == "table":
+        return not any(name == t or name.startswith(t + "_") for t in SEARCH_TABLES)
+    if type_ == "index":
+        return name not in SEARCH_INDEXES
+    return True
+
+
+@dataclass(frozen=True)
+class SearchWord:
+    word: str
+    # the query ends with it: the agent may still be typing, so it matches as a prefix
+    prefix: bool
+
+
+def search_words(query: str | None) -> list[SearchWord]:
+    """The words of a query, lower-cased, at most MAX_WORDS."""
+    query = query or ""
+    return [
+        SearchWord(m.group().lower(), prefix=m.end() == len(query)) for m in _WORD.finditer(query)
+    ][:MAX_WORDS]
+
+
+def _fts5_query(words: list[SearchWord]) -> str:
+    # words are letters and digits only, so quoting them is enough
+    return " ".join(f'"{w.word}"' + ("*" if w.prefix else "") for w in words)
+
+
+def _pg_query(words: list[SearchWord]) -> str:
+    return " & ".join(w.word + (":*" if w.prefix else "") for w in words)
+
+
+def matching_conversations(session: Session, query: str) -> ColumnElement[bool] | None:
+    """A condition on Conversation: it matches `query`. None when the query is blank (no
+    filter); a condition that is always false when it has no words to look for."""
+    if not query.strip():
+        return None
+    words = search_words(query)
+    if not words:
+        return false()
+    # one IN over a UNION (not an OR of two), so the list can still walk its ordering index
+    if session.get_bind().dialect.name == "sqlite":
+        q = _fts5_query(words)
+        matches = text(
+            "SELECT rowid AS conversation_id FROM conversation_fts "
+            "WHERE conversation_fts MATCH :search_q UNION "
+            "SELECT m.conversation_id FROM message_fts JOIN message m ON m.id = message_fts.rowid "
+            "WHERE message_fts MATCH :search_q AND m.conversation_id IS NOT NULL"
+        )
+    else:
+        q = _pg_query(words)
+        matches = text(
+            f"SELECT id AS conversation_id FROM conversation WHERE {PG_CONVERSATION_DOCUMENT} "
+            "@@ to_tsquery('simple'::regconfig, :search_q) UNION "
+            f"SELECT conversation_id FROM message WHERE {PG_MESSAGE_DOCUMENT} "
+            "@@ to_tsquery('simple'::regconfig, :search_q) AND conversation_id IS NOT NULL"
+        )
+    return col(Conversation.id).in_(
+        matches.bindparams(search_q=q).columns(column("conversation_id"))
+    )

@@ -1,0 +1,296 @@
+/* The conversation page: actions without reloads, live updates, presence, shortcuts. */
+(function () {
+  "use strict";
+  var root = document.getElementById("conversation");
+  if (!root) {
+    return;
+  }
+  var conversationId = Number(root.dataset.id);
+  var csrf = root.dataset.csrf;
+  var flash = document.getElementById("flash");
+  var liveStatus = document.getElementById("live-status");
+  var refreshing = false;
+  var again = false;
+  var current = -1;
+
+  function showFlash(message) {
+    flash.textContent = message;
+    flash.hidden = !message;
+  }
+
+  function messageIds() {
+    return Array.prototype.map.call(
+      document.querySelectorAll("#conv-messages article[data-message-id]"),
+      function (a) { return Number(a.dataset.messageId); }
+    );
+  }
+
+  function setHtml(id, html) {
+    var el = document.getElementById(id);
+    if (el && typeof html === "string" && el.innerHTML !== html) {
+      el.innerHTML = html;
+    }
+  }
+
+  // the state part is replaced after an action: keep the keyboard focus where it was
+  function focusKey() {
+    var el = document.activeElement;
+    var form = el && el.closest ? el.closest("#conv-state form[data-action]") : null;
+    if (!form) {
+      return null;
+    }
+    return { action: form.dataset.action, name: el.name || "", value: el.value || "",
+      tag: el.tagName.toLowerCase() };
+  }
+
+  function restoreFocus(key) {
+    if (!key) {
+      return;
+    }
+    var state = document.getElementById("conv-state");
+    var selector = key.tag + (key.name ? "[name='" + key.name + "']" : "");
+    var candidates = state.querySelectorAll("form[data-action='" + key.action + "'] " + selector);
+    var target = Array.prototype.filter.call(candidates, function (el) {
+      return !el.disabled && (key.tag !== "button" || !key.value || el.value === key.value);
+    })[0] || state.querySelector(".actions button:not([disabled])");
+    if (target) {
+      target.focus();
+    }
+  }
+
+  function applyParts(parts) {
+    if (parts.redirect) {
+      window.location.assign(parts.redirect);
+      return;
+    }
+    var key = focusKey();
+    setHtml("conv-state", parts.state);
+    restoreFocus(key);
+    setHtml("conv-presence", parts.presence);
+    setHtml("conv-activity", parts.activity);
+    if (parts.message_ids && parts.message_ids.join(",") !== messageIds().join(",")) {
+      setHtml("conv-messages", parts.messages);
+    }
+    root.dataset.version = String(parts.version);
+    root.dataset.status = parts.status;
+    document.dispatchEvent(new CustomEvent("imapdesk:parts", { detail: parts }));
+  }
+
+  function request(url, options) {
+    options = options || {};
+    options.credentials = "same-origin";
+    options.headers = Object.assign(
+      { "X-Requested-With": "fetch", "X-CSRF-Token": csrf }, options.headers || {}
+    );
+    return fetch(url, options).then(function (response) {
+      var type = response.headers.get("content-type") || "";
+      if (type.indexOf("application/json") === -1) {
+        if (response.redirected || response.status === 401) {
+          window.location.reload();
+        }
+        throw new Error("the server answered " + response.status);
+      }
+      return response.json().then(function (body) {
+        if (!response.ok) {
+          var err = new Error((body.error && body.error.message) || "failed");
+          err.body = body;
+          err.status = response.status;
+          throw err;
+        }
+        return body;
+      });
+    });
+  }
+
+  function refresh() {
+    if (refreshing) {
+      again = true;
+      return;
+    }
+    refreshing = true;
+    request(root.dataset.partsUrl)
+      .then(applyParts)
+      .catch(function (err) { showFlash("Could not update the page: " + err.message); })
+      .then(function () {
+        refreshing = false;
+        if (again) {
+          again = false;
+          refresh();
+        }
+      });
+  }
+
+  // --- actions: the state forms, sent with fetch --------------------------------------------
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.closest || !form.closest("#conv-state") || !form.dataset.action) {
+      return;
+    }
+    event.preventDefault();
+    var data = new FormData(form);
+    if (event.submitter && event.submitter.name) {
+      data.append(event.submitter.name, event.submitter.value);
+    }
+    showFlash("");
+    request(form.action, { method: "POST", body: data })
+      .then(applyParts)
+      .catch(function (err) { showFlash(err.message); refresh(); });
+  });
+
+  document.addEventListener("change", function (event) {
+    var el = event.target;
+    if (el.matches && el.matches("select[data-autosubmit]") && el.form) {
+      el.form.requestSubmit();
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-load-images]");
+    if (button) {
+      var frame = button.closest("details").querySelector("iframe");
+      frame.src = button.getAttribute("data-load-images");
+      button.disabled = true;
+      button.textContent = "Remote images loaded";
+      return;
+    }
+    if (event.target.closest && event.target.closest("[data-help-open]")) {
+      toggleHelp();
+    }
+  });
+
+  // --- live ---------------------------------------------------------------------------------
+  document.addEventListener("imapdesk:live", function (event) {
+    var state = event.detail.state;
+    liveStatus.dataset.state = state;
+    liveStatus.textContent = state === "connected" ? "live" : state;
+    if (state === "connected" || state === "resync") {
+      refresh();
+    }
+  });
+  document.addEventListener("imapdesk:conversation", function (event) {
+    if (event.detail.id === conversationId && String(event.detail.version) !== root.dataset.version) {
+      refresh();
+    }
+  });
+  document.addEventListener("imapdesk:presence", function (event) {
+    if (event.detail.id !== conversationId) {
+      return;
+    }
+    refresh();
+  });
+
+  // --- presence: heartbeats while the page is open ------------------------------------------
+  var presenceState = "viewing";
+  function heartbeat() {
+    var body = new FormData();
+    body.append("csrf_token", csrf);
+    body.append("state", presenceState);
+    return fetch(root.dataset.presenceUrl, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "X-Requested-With": "fetch" }
+    }).catch(function () { return null; });
+  }
+  window.imapdeskPresence = function (state) {
+    if (state !== presenceState) {
+      presenceState = state;
+      heartbeat();
+    }
+  };
+  heartbeat();
+  window.setInterval(heartbeat, 1000 * Number(root.dataset.heartbeat || 8));
+  window.addEventListener("pagehide", function () {
+    var body = new FormData();
+    body.append("csrf_token", csrf);
+    body.append("state", "left");
+    navigator.sendBeacon(root.dataset.presenceUrl, body);
+  });
+
+  // --- keyboard -----------------------------------------------------------------------------
+  var help = document.getElementById("help");
+  function toggleHelp() {
+    if (help.open) {
+      help.close();
+    } else {
+      help.showModal();
+    }
+  }
+
+  function focusMessage(step) {
+    var articles = document.querySelectorAll("#conv-messages article[data-message-id]");
+    if (!articles.length) {
+      return;
+    }
+    var active = document.activeElement && document.activeElement.closest
+      ? document.activeElement.closest("article[data-message-id]") : null;
+    var index = Array.prototype.indexOf.call(articles, active);
+    if (index === -1) {
+      index = current;
+    }
+    index = Math.max(0, Math.min(articles.length - 1, index + step));
+    if (index === -1 || (current === -1 && step < 0)) {
+      index = articles.length - 1;
+    }
+    current = index;
+    articles[index].focus();
+    articles[index].scrollIntoView({ block: "nearest" });
+  }
+
+  function press(selector) {
+    var el = document.querySelector(selector);
+    if (el && !el.disabled) {
+      el.click();
+      return true;
+    }
+    return false;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) {
+      return;
+    }
+    var target = event.target;
+    if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) {
+      return;
+    }
+    if (help.open && event.key !== "?") {
+      return;
+    }
+    var handled = true;
+    switch (event.key) {
+      case "j": focusMessage(1); break;
+      case "k": focusMessage(-1); break;
+      case "c": handled = press("#conv-state form[data-action=claim] button"); break;
+      case "e": handled = press("#conv-state button[name=status][value=closed]"); break;
+      case "r": handled = openComposer("reply"); break;
+      case "n": handled = openComposer("note"); break;
+      case "u": window.location.assign(root.dataset.listUrl); break;
+      case "/": handled = focusSearch(); break;
+      case "?": toggleHelp(); break;
+      default: handled = false;
+    }
+    if (handled) {
+      event.preventDefault();
+    }
+  });
+
+  function focusSearch() {
+    var search = document.getElementById("top-q") || document.querySelector("input[type=search]");
+    if (search) {
+      search.focus();
+    } else {
+      window.location.assign(root.dataset.listUrl);
+    }
+    return true;
+  }
+
+  function openComposer(kind) {
+    if (window.imapdeskComposer) {
+      window.imapdeskComposer.open(kind);
+      return true;
+    }
+    return false;
+  }
+
+  window.imapdeskConversation = { refresh: refresh, applyParts: applyParts, request: request,
+    showFlash: showFlash, root: root };
+})();

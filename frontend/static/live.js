@@ -1,0 +1,47 @@
+/* imapdesk live updates: one EventSource per page, re-dispatched as DOM events.
+ *
+ * Any page can subscribe: put an element with `data-live="/live"` (all conversations the agent
+ * may see) or `data-live="/live?conversation=ID"` on the page, load this script, and listen:
+ *   document.addEventListener("imapdesk:conversation", e => e.detail)  // {id, mailbox_id, version}
+ *   document.addEventListener("imapdesk:presence", e => e.detail)      // {id, mailbox_id, agents}
+ *   document.addEventListener("imapdesk:live", e => e.detail.state)    // connected|resync|reconnecting
+ * "connected" also comes after every reconnect: refetch what may have changed meanwhile.
+ */
+(function () {
+  "use strict";
+  var holder = document.querySelector("[data-live]");
+  if (!holder || !window.EventSource) {
+    return;
+  }
+  var source = null;
+
+  function emit(name, detail) {
+    document.dispatchEvent(new CustomEvent(name, { detail: detail }));
+  }
+
+  function parse(event) {
+    try {
+      return JSON.parse(event.data);
+    } catch (err) {
+      return {};
+    }
+  }
+
+  function connect() {
+    source = new EventSource(holder.getAttribute("data-live"));
+    source.addEventListener("hello", function () { emit("imapdesk:live", { state: "connected" }); });
+    source.addEventListener("resync", function () { emit("imapdesk:live", { state: "resync" }); });
+    source.addEventListener("conversation", function (e) { emit("imapdesk:conversation", parse(e)); });
+    source.addEventListener("presence", function (e) { emit("imapdesk:presence", parse(e)); });
+    source.onerror = function () {
+      emit("imapdesk:live", { state: source.readyState === 2 ? "closed" : "reconnecting" });
+    };
+  }
+
+  connect();
+  window.imapdeskLive = {
+    source: function () { return source; },
+    close: function () { if (source) { source.close(); } }
+  };
+  window.addEventListener("pagehide", function () { if (source) { source.close(); } });
+})();

@@ -1,0 +1,116 @@
+"""Fixtures for outbound mail: a real aiosmtpd relay (STARTTLS + AUTH, verified) that delivers
+into the test Dovecot over LMTP, a customer's box, and the shared box set up to send."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from core.agents import create_agent
+from core.db import unit_of_work
+from core.mailboxes import add_mailbox
+from core.mailserver import LocalMailServer, MailAccount
+from core.models import Agent, Conversation, ConversationStatus, ImapSecurity, Message
+from core.settings import Settings
+from core.smtp_relay import LocalSmtpRelay
+from tests.outbound.mail import customer_mail
+from tests.worker.helpers import make_settings
+
+
+@pytest.fixture(scope="session")
+def relay(mailserver: LocalMailServer) -> Iterator[LocalSmtpRelay]:
+    server = LocalSmtpRelay(mailserver, security="starttls")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def running_relay(relay: LocalSmtpRelay) -> Iterator[LocalSmtpRelay]:
+    """The session's relay, running, with no failure left over from another test."""
+    relay.start()
+    relay.handler.fail_next.clear()
+    yield relay
+    relay.start()
+
+
+@pytest.fixture
+def customer(mailserver: LocalMailServer) -> MailAccount:
+    return mailserver.create_account(prefix="customer")
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        db_url,
+        tmp_path / "data",
+        sender_poll_seconds=0.1,
+        smtp_retry_initial_seconds=0.3,
+        smtp_retry_max_seconds=1.0,
+        smtp_timeout_seconds=10.0,
+    )
+
+
+def add_sending_mailbox(
+    engine: Engine,
+    settings: Settings,
+    account: MailAccount,
+    relay: LocalSmtpRelay,
+    *,
+    name: str = "support",
+    **extra: Any,
+) -> int:
+    with unit_of_work(engine) as db:
+        mb = add_mailbox(
+            db,
+            settings,
+            name=name,
+            address=account.user,
+            imap_host="localhost",
+            imap_port=account.imaps_port,
+            imap_security=ImapSecurity.ssl,
+            username=account.user,
+            password=account.password,
+            ca_file=str(account.ca_file),
+            smtp_host="localhost",
+            smtp_port=relay.port,
+            smtp_security=ImapSecurity.starttls,
+        )
+        for key, value in extra.items():
+            setattr(mb, key, value)
+        assert mb.id is not None
+        return mb.id
+
+
+def mail_from_customer(
+    mailserver: LocalMailServer, customer: MailAccount, account: MailAccount, subject: str
+) -> str:
+    """The customer's mail delivered to the shared box; its Message-ID."""
+    msgid, raw = customer_mail(customer.user, account.user, subject)
+    mailserver.deliver(account.user, raw)
+    return msgid
+
+
+def conversation_of(engine: Engine, msgid: str) -> int | None:
+    """The conversation of the message with this Message-ID, once it is in."""
+    with Session(engine) as db:
+        m = db.exec(select(Message).where(col(Message.message_id) == msgid)).first()
+        return m.conversation_id if m is not None else None
+
+
+def status_of(engine: Engine, cid: int) -> ConversationStatus | None:
+    with Session(engine) as db:
+        conv = db.get(Conversation, cid)
+        return conv.status if conv is not None else None
+
+
+def make_agent(engine: Engine, email: str = "alice@example.com", name: str = "Alice") -> Agent:
+    with unit_of_work(engine) as db:
+        agent = create_agent(db, email, name, "correct horse battery")
+        db.flush()
+        return agent

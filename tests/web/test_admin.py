@@ -1,0 +1,211 @@
+"""Admin pages: only admins get in; agents (add, access, deactivate, reset password), mailboxes
+(add, edit, a real connection test against Dovecot, sync health) and API tokens (shown once,
+revoked)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from core import access, crypto
+from core.agents import create_agent
+from core.db import unit_of_work
+from core.mailserver import MailAccount
+from core.models import Agent, ApiToken, FolderState, Mailbox
+from tests.api import factories as f
+from tests.api.conftest import PASSWORD
+from tests.api.test_web import Page, csrf
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # argon2 at its production cost dominates these tests' time; the rules are the same
+    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+
+
+ADMIN_PAGES = ("/admin/agents", "/admin/mailboxes", "/admin/mailboxes/new", "/admin/tokens")
+
+
+@pytest.fixture
+def people(engine: Engine) -> dict[str, int]:
+    with unit_of_work(engine) as s:
+        admin = create_agent(s, "admin@example.com", "Ada Admin", PASSWORD, is_admin=True)
+        bob = create_agent(s, "bob@example.com", "Bob", PASSWORD)
+        return {"admin": admin.id or 0, "bob": bob.id or 0}
+
+
+def signed_in(app: FastAPI, email: str, password: str = PASSWORD) -> TestClient:
+    client = TestClient(app, follow_redirects=False)
+    r = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": csrf(client)}
+    )
+    assert r.status_code == 303, r.text
+    return client
+
+
+def test_agents_get_403_and_anonymous_users_the_login(app: FastAPI, people: dict[str, int]) -> None:
+    anonymous = TestClient(app, follow_redirects=False)
+    for path in ADMIN_PAGES:
+        assert anonymous.get(path).headers["location"].startswith("/login")
+    bob = signed_in(app, "bob@example.com")
+    token = csrf(bob, "/")
+    for path in ADMIN_PAGES:
+        assert bob.get(path).status_code == 403, path
+    for path in ("/admin/agents", f"/admin/agents/{people['bob']}", "/admin/tokens"):
+        assert bob.post(path, data={"csrf_token": token}).status_code == 403, path
+    # no admin link in the navigation either
+    assert "/admin/agents" not in " ".join(Page(bob.get("/").text).links)
+    admin = signed_in(app, "admin@example.com")
+    assert "http://testserver/admin/agents" in Page(admin.get("/").text).links
+    for path in ADMIN_PAGES:
+        assert admin.get(path).status_code == 200, path
+
+
+def test_admin_manages_agents(app: FastAPI, engine: Engine, people: dict[str, int]) -> None:
+    with unit_of_work(engine) as s:
+        support, billing = f.mailbox(s, "support"), f.mailbox(s, "billing")
+        support_id, billing_id = support.id or 0, billing.id or 0
+    admin = signed_in(app, "admin@example.com")
+    token = csrf(admin, "/admin/agents")
+    r = admin.post(
+        "/admin/agents",
+        data={
+            "csrf_token": token,
+            "email": "Carol@Example.com",
+            "name": "Carol",
+            "password": "carols password",
+            "access_scope": "selected",
+            "mailboxes": [str(billing_id)],
+        },
+    )
+    assert r.status_code == 303
+    page = admin.get("/admin/agents").text
+    assert "Added carol@example.com." in Page(page).all_text
+    with Session(engine) as s:
+        carol = s.exec(select(Agent).where(Agent.email == "carol@example.com")).one()
+        assert not carol.all_mailboxes and access.granted_mailbox_ids(s, carol) == {billing_id}
+    carol_browser = signed_in(app, "carol@example.com", "carols password")
+    assert Page(carol_browser.get("/").text).all_text.count("support") == 0
+
+    # a duplicate is refused with a message
+    r = admin.post(
+        "/admin/agents",
+        data={"csrf_token": token, "email": "carol@example.com", "name": "C", "password": "x" * 9},
+    )
+    assert r.status_code == 409 and "exists already" in Page(r.text).all_text
+
+    # access to both, admin flag, then deactivated
+    r = admin.post(
+        f"/admin/agents/{carol.id}",
+        data={
+            "csrf_token": token,
+            "name": "Carol C",
+            "is_active": "true",
+            "access_scope": "selected",
+            "mailboxes": [str(support_id), str(billing_id)],
+        },
+    )
+    assert r.status_code == 303
+    with Session(engine) as s:
+        assert access.granted_mailbox_ids(s, carol) == {support_id, billing_id}
+    r = admin.post(
+        f"/admin/agents/{carol.id}/password",
+        data={"csrf_token": token, "password": "another password"},
+    )
+    assert r.status_code == 303
+    # the reset signed carol's browser out
+    assert carol_browser.get("/").status_code == 303
+    admin.post(
+        f"/admin/agents/{carol.id}",
+        data={"csrf_token": token, "name": "Carol C", "is_admin": "true", "access_scope": "all"},
+    )
+    with Session(engine) as s:
+        changed = s.get(Agent, carol.id)
+        assert changed is not None and changed.is_admin and not changed.is_active
+        assert changed.all_mailboxes and changed.name == "Carol C"
+    # an admin cannot lock themselves out
+    admin.post(f"/admin/agents/{people['admin']}", data={"csrf_token": token, "name": "Ada"})
+    with Session(engine) as s:
+        me = s.get(Agent, people["admin"])
+        assert me is not None and me.is_admin and me.is_active
+
+
+def test_tokens_are_shown_once_and_revoked(
+    app: FastAPI, engine: Engine, people: dict[str, int]
+) -> None:
+    admin = signed_in(app, "admin@example.com")
+    token = csrf(admin, "/admin/tokens")
+    r = admin.post(
+        "/admin/tokens",
+        data={"csrf_token": token, "agent_id": str(people["bob"]), "name": "zapier"},
+    )
+    assert r.status_code == 200
+    found = re.search(r'id="new-token">(imd_[^<]+)<', r.text)
+    assert found is not None
+    secret = found.group(1)
+    api = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    assert api.get("/api/v1/conversations").status_code == 200
+    listing = admin.get("/admin/tokens").text
+    assert secret not in listing and secret[:12] in listing
+    with Session(engine) as s:
+        row = s.exec(select(ApiToken).where(ApiToken.name == "zapier")).one()
+    r = admin.post(f"/admin/tokens/{row.id}/revoke", data={"csrf_token": token})
+    assert r.status_code == 303
+    assert api.get("/api/v1/conversations").status_code == 401
+
+
+def test_mailbox_connection_test_against_dovecot(
+    app: FastAPI, engine: Engine, people: dict[str, int], mail_account: MailAccount
+) -> None:
+    admin = signed_in(app, "admin@example.com")
+    form = {
+        "csrf_token": csrf(admin, "/admin/mailboxes/new"),
+        "name": "support",
+        "address": "support@example.test",
+        "imap_host": mail_account.host,
+        "imap_port": str(mail_account.imap_port),
+        "imap_security": "starttls",
+        "username": mail_account.user,
+        "password": "not the password",
+        "ca_file": str(mail_account.ca_file),
+    }
+    r = admin.post("/admin/mailboxes/new", data=form | {"op": "test"})
+    assert r.status_code == 200
+    text = Page(r.text).all_text
+    assert "Connection failed" in text and "wrong user name or password" in text
+
+    r = admin.post("/admin/mailboxes/new", data=form | {"op": "test", "imap_port": "1"})
+    assert "cannot reach the IMAP server" in Page(r.text).all_text
+
+    good = form | {"password": mail_account.password}
+    r = admin.post("/admin/mailboxes/new", data=good | {"op": "test"})
+    text = Page(r.text).all_text
+    assert "Connection works" in text and "IDLE" in text
+    assert "assignee and tags are written as keywords" in text
+
+    r = admin.post("/admin/mailboxes/new", data=good | {"op": "save"})
+    assert r.status_code == 303
+    with Session(engine) as s:
+        box = s.exec(select(Mailbox).where(Mailbox.name == "support")).one()
+        assert box.password_encrypted != mail_account.password
+        f.folder(s, box, "INBOX", state=FolderState.error, last_error="mailbox went away")
+        box_id = box.id
+        s.commit()
+    # editing with an empty password tests with the stored one
+    edit = {k: v for k, v in good.items() if k not in ("name", "password")}
+    r = admin.post(f"/admin/mailboxes/{box_id}", data=edit | {"op": "test"})
+    assert "Connection works" in Page(r.text).all_text
+    r = admin.post(f"/admin/mailboxes/{box_id}", data=edit | {"op": "save", "enabled": "true"})
+    assert r.status_code == 303
+
+    # the list shows sync health per folder and what plain clients will see
+    listing = Page(admin.get("/admin/mailboxes").text).all_text
+    for expected in ("support@example.test", "INBOX", "error", "mailbox went away", "never"):
+        assert expected in listing
+    assert "not probed yet" in listing

@@ -1,0 +1,156 @@
+"""Live updates at the HTTP level, on SQLite and PostgreSQL: the change feed finds every kind of
+change and presence in the database; the SSE stream delivers them to a connected client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from api.app import SESSION_COOKIE
+from core import operations, presence
+from core.db import unit_of_work
+from core.live import ChangeFeed
+from core.models import ActivitySource, Agent, Conversation, utcnow
+from core.settings import Settings
+from tests.api import factories as f
+from tests.web.conftest import LiveServer, session_cookie
+
+
+def _setup(engine: Engine, agents: dict[str, int]) -> tuple[int, int, int]:
+    with unit_of_work(engine) as s:
+        box = f.mailbox(s)
+        conv = f.conversation(s, box, "Live", minutes=1)
+        assert conv.id and box.id
+        return conv.id, agents["bob"], box.id
+
+
+def test_change_feed_reports_changes_once_and_presence(
+    engine: Engine, agents: dict[str, int]
+) -> None:
+    cid, bob_id, box_id = _setup(engine, agents)
+    feed = ChangeFeed()
+    with Session(engine) as s:
+        assert feed.poll(s) == []  # the first poll takes stock
+    with unit_of_work(engine) as s:
+        bob = s.get(Agent, bob_id)
+        operations.claim(s, cid, bob, source=ActivitySource.web)
+    with Session(engine) as s:
+        [change] = feed.poll(s)
+        assert (change.kind, change.conversation_id, change.mailbox_id) == (
+            "conversation", cid, box_id,
+        )  # fmt: skip
+        assert feed.poll(s) == []  # reported once
+    # a new message (what the ingest does: the conversation's version moves)
+    with unit_of_work(engine) as s:
+        conv = s.get(Conversation, cid)
+        assert conv is not None
+        f.message(s, conv, text="more")
+        conv.version += 1
+        conv.updated_at = utcnow()
+    with unit_of_work(engine) as s:
+        bob = s.get(Agent, bob_id)
+        assert bob is not None
+        presence.touch(s, cid, bob, "replying")
+    with Session(engine) as s:
+        changes = {c.kind: c for c in feed.poll(s)}
+        assert set(changes) == {"conversation", "presence"}
+        assert changes["presence"].payload()["agents"] == [
+            {"id": bob_id, "name": "Bob Builder", "email": "bob@example.com", "state": "replying"}
+        ]
+        # a heartbeat that changes nothing is no news; expiry is
+        assert feed.poll(s) == []
+        later = utcnow() + presence.PRESENCE_TTL + timedelta(seconds=1)
+        [gone] = feed.poll(s, now=later)
+        assert gone.kind == "presence" and gone.agents == ()
+
+
+def test_a_late_commit_is_still_reported(engine: Engine, agents: dict[str, int]) -> None:
+    """updated_at is set before the commit; a poll in between must not lose the change."""
+    cid, _, _ = _setup(engine, agents)
+    feed = ChangeFeed()
+    with Session(engine) as s:
+        feed.poll(s)
+    stamped = utcnow() - timedelta(seconds=3)  # stamped, then committed 3 s later
+    with Session(engine) as s:
+        feed.poll(s)
+    with unit_of_work(engine) as s:
+        conv = s.get(Conversation, cid)
+        assert conv is not None
+        conv.version += 1
+        conv.updated_at = stamped
+    with Session(engine) as s:
+        assert [c.conversation_id for c in feed.poll(s)] == [cid]
+
+
+def _read_events(
+    url: str, cookies: httpx.Cookies, out: list[tuple[str, Any]], stop: threading.Event
+) -> None:
+    try:
+        with (
+            httpx.Client(cookies=cookies, timeout=10) as http,
+            http.stream("GET", url) as response,
+        ):
+            assert response.headers["content-type"].startswith("text/event-stream")
+            kind = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    out.append((kind, json.loads(line[6:])))
+                if stop.is_set():
+                    return
+    except httpx.HTTPError:
+        if not stop.is_set():  # the server going away at the end of the test is expected
+            raise
+
+
+def _wait(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_sse_stream_delivers_changes_within_a_second(
+    live_server: LiveServer, settings: Settings, engine: Engine, agents: dict[str, int]
+) -> None:
+    cid, bob_id, _ = _setup(engine, agents)
+    with unit_of_work(engine) as s:
+        other = f.conversation(s, f.mailbox(s, "info"), "Other", minutes=2)
+    cookies = httpx.Cookies()
+    cookies.set(SESSION_COOKIE, session_cookie(settings, engine, agents["alice"]))
+    assert httpx.get(f"{live_server.url}/live").status_code in (303, 401)  # signed in only
+
+    events: list[tuple[str, Any]] = []
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_events,
+        args=(f"{live_server.url}/live?conversation={cid}", cookies, events, stop),
+        daemon=True,
+    )
+    reader.start()
+    _wait(lambda: any(k == "hello" for k, _ in events))
+    time.sleep(0.3)  # the shared poller takes stock on its first poll
+    started = time.monotonic()
+    with unit_of_work(engine) as s:
+        operations.set_status(s, other.id or 0, "closed", source=ActivitySource.system)
+        bob = s.get(Agent, bob_id)
+        operations.claim(s, cid, bob, source=ActivitySource.api)
+    _wait(lambda: any(k == "conversation" for k, _ in events), timeout=3)
+    assert time.monotonic() - started < 1.0
+    with unit_of_work(engine) as s:
+        bob = s.get(Agent, bob_id)
+        assert bob is not None
+        presence.touch(s, cid, bob, "viewing")
+    _wait(lambda: any(k == "presence" for k, _ in events), timeout=3)
+    stop.set()
+    # only this conversation's events reach a client that asked for it
+    assert {d["id"] for k, d in events if k != "hello"} == {cid}
+    assert [d["agents"][0]["name"] for k, d in events if k == "presence"] == ["Bob Builder"]

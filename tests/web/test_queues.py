@@ -1,0 +1,180 @@
+"""The conversation list: queues and their counts, sorting, and bulk actions (on both
+databases, over HTTP)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from core import crypto
+from core.agents import create_agent
+from core.db import unit_of_work
+from core.models import Activity, ActivitySource, Conversation, ConversationStatus
+from tests.api import factories as f
+from tests.api.conftest import PASSWORD
+from tests.api.test_web import Page, csrf
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # argon2 at its production cost dominates these tests' time; the rules are the same
+    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+
+
+_COUNT = re.compile(
+    r'data-(queue|mailbox|tag)="([^"]+)">\s*<span>[^<]*</span> <span class="count">(\d+)</span>'
+)
+
+
+def counts(html: str) -> dict[str, int]:
+    """{"mine": 2, "mailbox:support": 1, "tag:vip": 2, ...} from the sidebar."""
+    return {
+        (name if kind == "queue" else f"{kind}:{name}"): int(n)
+        for kind, name, n in _COUNT.findall(html)
+    }
+
+
+@dataclass
+class Scene:
+    s1: int
+    s2: int
+    s3: int
+    s4: int
+    s5: int
+    s6: int
+    s7: int
+    held_by_bob: int
+
+
+@pytest.fixture
+def scene(engine: Engine) -> Scene:
+    with unit_of_work(engine) as s:
+        alice = create_agent(s, "alice@example.com", "Alice", PASSWORD)
+        bob = create_agent(s, "bob@example.com", "Bob", PASSWORD)
+        support, billing = f.mailbox(s, "support"), f.mailbox(s, "billing")
+        open_, pending, closed = "open", "pending", "closed"
+        rows = [
+            f.conversation(s, support, "one", minutes=10, tags=("vip",)),
+            f.conversation(s, support, "two", minutes=20, assignee_id=alice.id, claimed=True),
+            f.conversation(s, support, "three", minutes=30, status=pending, assignee_id=alice.id),
+            f.conversation(s, billing, "four", minutes=40, status=closed),
+            f.conversation(s, billing, "five", minutes=5, status=open_, tags=("vip",)),
+            f.conversation(s, support, "six", minutes=50, status="deleted"),
+            f.conversation(s, billing, "seven", minutes=60, status="spam"),
+            f.conversation(s, billing, "eight", minutes=1, assignee_id=bob.id, claimed=True),
+        ]
+    return Scene(*[int(c.id or 0) for c in rows])
+
+
+@pytest.fixture
+def alice(app: FastAPI, scene: Scene) -> TestClient:
+    client = TestClient(app, follow_redirects=False)
+    r = client.post(
+        "/login",
+        data={"email": "alice@example.com", "password": PASSWORD, "csrf_token": csrf(client)},
+    )
+    assert r.status_code == 303
+    return client
+
+
+def rows(client: TestClient, query: str = "") -> list[int]:
+    r = client.get("/" + (f"?{query}" if query else ""))
+    assert r.status_code == 200, r.text
+    return Page(r.text).row_ids
+
+
+def test_queue_counts_and_what_they_list(alice: TestClient, scene: Scene) -> None:
+    assert counts(alice.get("/").text) == {
+        "mine": 2,
+        "unassigned": 2,
+        "open": 4,
+        "pending": 1,
+        "closed": 1,
+        "all": 7,
+        "mailbox:billing": 2,
+        "mailbox:support": 2,
+        "tag:vip": 2,
+    }
+    s = scene
+    assert rows(alice, "queue=mine") == [s.s3, s.s2]
+    assert rows(alice, "queue=unassigned") == [s.s1, s.s5]
+    assert rows(alice, "queue=open") == [s.s2, s.s1, s.s5, s.held_by_bob]
+    assert rows(alice, "queue=pending") == [s.s3]
+    assert rows(alice, "queue=closed") == [s.s4]
+    assert rows(alice) == [s.s7, s.s4, s.s3, s.s2, s.s1, s.s5, s.held_by_bob]
+    assert rows(alice, "queue=open&mailbox=billing") == [s.s5, s.held_by_bob]
+    assert rows(alice, "queue=open&tag=vip") == [s.s1, s.s5]
+    page = alice.get("/?queue=open&tag=vip").text
+    assert 'data-tag="vip">' in page and 'aria-current="page" data-tag="vip"' in page
+
+
+def test_sorting(alice: TestClient, engine: Engine, scene: Scene) -> None:
+    s = scene
+    assert rows(alice, "queue=open&sort=oldest") == [s.held_by_bob, s.s5, s.s1, s.s2]
+    assert rows(alice, "queue=open&sort=newest") == [s.s2, s.s1, s.s5, s.held_by_bob]
+    with unit_of_work(engine) as db:
+        conv = db.get(Conversation, s.s5)
+        assert conv is not None
+        conv.updated_at = f.BASE_TIME.replace(year=2030)
+        db.add(conv)
+    assert rows(alice, "queue=open&sort=activity")[0] == s.s5
+
+    # the cursor keeps the order
+    with unit_of_work(engine) as db:
+        box = f.mailbox(db, "bulk")
+        made = [f.conversation(db, box, f"c{i}", minutes=100 + i).id for i in range(55)]
+    first = Page(alice.get("/?mailbox=bulk&sort=oldest").text)
+    assert first.row_ids == made[:50]
+    older = [link for link in first.links if "cursor=" in link]
+    assert len(older) == 1 and "sort=oldest" in older[0]
+    assert Page(alice.get(older[0]).text).row_ids == made[50:]
+
+
+def test_bulk_close_claim_assign_tag(alice: TestClient, engine: Engine, scene: Scene) -> None:
+    s = scene
+    token = csrf(alice, "/")
+
+    def bulk(action: str, ids: list[int], **extra: str) -> str:
+        r = alice.post(
+            "/bulk",
+            data={"action": action, "ids": ids, "csrf_token": token, "back": "/?queue=open"}
+            | extra,
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/?queue=open"
+        return Page(alice.get("/?queue=open").text).all_text
+
+    text = bulk("claim", [s.s1, s.held_by_bob])
+    assert "Claimed 1 conversation." in text and "1 not changed" in text and "bob@" in text
+    assert "Tagged 2 conversations." in bulk("tag", [s.s1, s.s5], tag="urgent")
+    assert "Assigned 1 conversation." in bulk("assign", [s.s5], assignee="bob@example.com")
+    text = bulk("close", [s.s1, s.s5])
+    assert "Closed 2 conversations." in text
+    assert counts(alice.get("/").text)["closed"] == 3
+
+    with Session(engine) as db:
+        got = {c.id: c for c in db.exec(select(Conversation))}
+        assert got[s.s1].status == got[s.s5].status == ConversationStatus.closed
+        assert got[s.held_by_bob].status == ConversationStatus.open
+        activity = db.exec(
+            select(Activity.action, Activity.source).where(
+                col(Activity.conversation_id).in_([s.s1, s.s5])
+            )
+        ).all()
+    assert {a for a, _ in activity} == {"claimed", "tagged", "assigned", "status"}
+    assert {src for _, src in activity} == {ActivitySource.web}
+
+
+def test_bulk_needs_csrf_an_action_and_a_selection(alice: TestClient, scene: Scene) -> None:
+    assert alice.post("/bulk", data={"action": "close", "ids": [scene.s1]}).status_code == 403
+    token = csrf(alice, "/")
+    alice.post("/bulk", data={"action": "close", "csrf_token": token})
+    assert "Select one or more conversations first." in Page(alice.get("/").text).all_text
+    alice.post("/bulk", data={"action": "explode", "ids": [scene.s1], "csrf_token": token})
+    assert "Choose what to do" in Page(alice.get("/").text).all_text

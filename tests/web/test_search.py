@@ -1,0 +1,110 @@
+"""Full-text search over subject, people and body text (SQLite FTS5 kept by triggers,
+PostgreSQL GIN indexes), through the query layer, the REST API and the web UI."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import col, delete, select
+
+from core import access, queries
+from core.agents import create_agent
+from core.db import unit_of_work
+from core.models import Message
+from core.search import search_words
+from tests.api import factories as f
+
+
+@pytest.fixture
+def found(engine: Engine, agent_token: str) -> dict[str, int]:
+    with unit_of_work(engine) as s:
+        support, billing = f.mailbox(s, "support"), f.mailbox(s, "billing")
+        flux = f.conversation(s, support, "Car trouble", minutes=1)
+        f.message(
+            s,
+            flux,
+            subject="Car trouble",
+            from_name="Marty McFly",
+            from_email="marty@hillvalley.example",
+            to=[{"name": "Doc Brown", "email": "doc@labs.example"}],
+            text="The flux capacitor is broken again.\nIt needs 1.21 gigawatts.",
+        )
+        other = f.conversation(s, support, "Invoice", minutes=2)
+        f.message(s, other, text="Please pay the invoice.", from_email="ap@shop.example")
+        secret = f.conversation(s, billing, "Payroll", minutes=3)
+        f.message(s, secret, text="The capacitor budget is secret.")
+    return {"flux": flux.id or 0, "other": other.id or 0, "secret": secret.id or 0}
+
+
+def ids(api: TestClient, q: str, **params: str) -> list[int]:
+    r = api.get("/api/v1/conversations", params={"q": q, **params})
+    assert r.status_code == 200, r.text
+    return [item["id"] for item in r.json()["items"]]
+
+
+def test_a_word_only_in_the_body_finds_the_conversation(
+    api: TestClient, found: dict[str, int]
+) -> None:
+    assert ids(api, "capacitor") == [found["secret"], found["flux"]]
+    assert ids(api, "capacitor", mailbox="support") == [found["flux"]]
+    assert ids(api, "FLUX capac") == [found["flux"]]  # the last word as a prefix
+    assert ids(api, "gigawatts 1.21") == [found["flux"]]
+    assert ids(api, "capac ") == []  # a finished word is a whole word
+    assert ids(api, "dinosaur") == []
+
+
+def test_people_and_subject(api: TestClient, found: dict[str, int]) -> None:
+    assert ids(api, "marty") == [found["flux"]]
+    assert ids(api, "hillvalley.example") == [found["flux"]]
+    assert ids(api, "Doc Brown") == [found["flux"]]
+    assert ids(api, "doc@labs.example") == [found["flux"]]
+    assert ids(api, "trouble") == [found["flux"]]
+    # the JSON keys of the recipients are not words of the mail
+    assert ids(api, "email") == [] and ids(api, "name") == []
+
+
+def test_the_index_follows_changes(api: TestClient, engine: Engine, found: dict[str, int]) -> None:
+    with unit_of_work(engine) as s:
+        msg = s.exec(select(Message).where(Message.conversation_id == found["other"])).one()
+        msg.text = "Please pay the overdue bill."
+        s.add(msg)
+    assert ids(api, "invoice") == [found["other"]]  # still in its subject
+    assert ids(api, "overdue") == [found["other"]]
+    assert ids(api, "pay the") == [found["other"]]
+    with unit_of_work(engine) as s:
+        s.exec(delete(Message).where(col(Message.conversation_id) == found["flux"]))
+    assert ids(api, "gigawatts") == []
+
+
+def test_search_respects_mailbox_access(engine: Engine, found: dict[str, int]) -> None:
+    with unit_of_work(engine) as s:
+        bob = create_agent(s, "bob@example.com", "Bob", "pw")
+        access.set_mailbox_access(
+            s, bob, all_mailboxes=False, mailbox_ids=queries.visible_mailbox_ids(s, bob)[:1]
+        )
+        page = queries.list_conversations(s, bob, queries.ConversationFilters(q="capacitor"))
+        assert [r.conversation.id for r in page.items] == [found["flux"]]
+
+
+def test_web_search_box(app: FastAPI, engine: Engine, found: dict[str, int]) -> None:
+    from tests.api.test_web import Page, sign_in
+
+    browser = TestClient(app, follow_redirects=False)
+    sign_in(browser)
+    page = Page(browser.get("/?q=capacitor&queue=open").text)
+    assert page.row_ids == [found["secret"], found["flux"]]
+    assert "Search results" in page.all_text
+
+
+def test_query_words() -> None:
+    words = search_words("Ünïcode 東京 o'brien_x ")
+    assert [(w.word, w.prefix) for w in words] == [
+        ("ünïcode", False),
+        ("東京", False),
+        ("o", False),
+        ("brien", False),
+        ("x", False),
+    ]
+    assert search_words("ab")[0].prefix

@@ -1,0 +1,515 @@
+"""The sender: delivers one mailbox's queued replies by SMTP and files their copies.
+
+One `Sender` per mailbox (a thread started by the MailboxRunner, like the write-back), polling
+`OutboundMail` every `sender_poll_seconds` or woken at once by `notify_sender()`.
+
+Each message goes through steps, each recorded before the next begins, so that a worker
+killed at any point neither loses a reply nor sends it twice:
+1. **claim**: `queued -> sending` with a conditional UPDATE (one sender wins), committed
+   before connecting.
+2. **send**: MAIL, RCPT, DATA; just before the final "." the row records `final_dot_at`
+   (committed). A sender that dies before it leaves an incomplete message the server drops:
+   the row goes back to `queued` and is sent again. Once it is recorded the message is taken
+   as sent: a sender that dies before it recorded the server's answer never sends it again.
+3. **sent**: `sent`, the server's words, and in the same transaction `\\Answered` on the
+   answered message and the mailbox's status after a reply (`core.outbound.after_sent`,
+   written back by the write-back).
+4. **copy**: the copy goes to Sent (`\\Seen`), a note to Notes; first looked for by
+   Message-ID, so a copy appended just before a crash is found, not appended twice.
+
+The one window left is between recording `final_dot_at` and writing the "." itself (one
+socket write): a process killed exactly there has its message taken as sent though the server
+dropped it; the row says so ("taken as sent: ...") so that an agent can check. The opposite
+order would send twice instead; imapdesk prefers never sending twice.
+
+A dead sender's `sending` rows (its process gone, or its claim older than a lease) are taken
+over by the next sender. Temporary SMTP failures (4xx, no connection) are retried with
+exponential back-off; permanent ones (5xx) fail at once, with the server's words on the
+conversation (`last_error`, an activity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import logging
+import os
+import re
+import signal
+import smtplib
+import socket
+import threading
+import weakref
+from datetime import timedelta
+
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy import or_, update
+from sqlmodel import Session, col, select
+
+from core import smtp
+from core.db import unit_of_work
+from core.errors import MailServerError
+from core.ingest import INGEST_LOCK, lock_for_ingest
+from core.models import (
+    Activity,
+    ActivitySource,
+    Folder,
+    FolderRole,
+    Mailbox,
+    MessageLocation,
+    OutboundMail,
+    OutboundState,
+    as_utc,
+    utcnow,
+)
+from core.outbound import after_sent
+from worker.backoff import Backoff
+from worker.folder_sync import FolderLog, SyncContext
+from worker.imap import ImapAccount, ImapSession
+
+log = logging.getLogger(__name__)
+
+# fault injection for the crash tests: the process kills itself (SIGKILL) at this step
+CRASH_ENV = "IMAPDESK_TEST_CRASH_AT"
+CRASH_POINTS = ("claimed", "final_dot", "accepted", "recorded", "appended")
+# a claim older than this is a dead sender's, whatever its process id says
+LEASE = timedelta(minutes=10)
+_APPENDUID = re.compile(rb"APPENDUID (\d+) (\d+)")
+_IMAP_ERRORS: tuple[type[BaseException], ...] = (
+    imaplib.IMAP4.error,
+    IMAPClientError,
+    OSError,
+    MailServerError,
+)
+
+_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
+_senders_lock = threading.Lock()
+
+
+def notify_sender(mailbox_id: int | None = None) -> None:
+    """Wake the senders of this process (of one mailbox, or all) at once."""
+    with _senders_lock:
+        senders = list(_senders)
+    for sender in senders:
+        if mailbox_id is None or sender.mailbox_id == mailbox_id:
+            sender.wake.set()
+
+
+def _crash(point: str) -> None:
+    if os.environ.get(CRASH_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _owner_alive(claimed_by: str | None, me: str) -> bool:
+    if not claimed_by:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if claimed_by == me:
+        return False  # our own, left by an earlier run of this thread
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's: only the lease tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Sender:
+    """Sends one mailbox's outgoing mail. `run()` returns only when asked to stop."""
+
+    def __init__(self, ctx: SyncContext, mailbox_id: int, name: str, account: ImapAccount) -> None:
+        self.ctx = ctx
+        self.mailbox_id = mailbox_id
+        self.name = name
+        self.account = account
+        self.log = FolderLog(log, {"label": f"{name}/sender"})
+        settings = ctx.settings
+        self.backoff = Backoff(settings.reconnect_initial_seconds, settings.reconnect_max_seconds)
+        self.wake = threading.Event()
+        self.me = f"{socket.gethostname()}:{os.getpid()}"
+        self._imap: ImapSession | None = None
+        with _senders_lock:
+            _senders.add(self)
+
+    # -- loop -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while not self.ctx.stop.is_set():
+                self.wake.clear()
+                try:
+                    self.recover()
+                    busy = self.drain()
+                    self.backoff.reset()
+                except _IMAP_ERRORS as exc:
+                    self._discard()
+                    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                    self.log.warning("sender: IMAP failed: %s", message)
+                    if self.backoff.wait(self.ctx.stop):
+                        break
+                    continue
+                except Exception:  # a bug must not end the worker
+                    self._discard()
+                    self.log.exception("sender: unexpected error")
+                    if self.backoff.wait(self.ctx.stop):
+                        break
+                    continue
+                if not busy:
+                    self.wake.wait(self.ctx.settings.sender_poll_seconds)
+        finally:
+            self._discard()
+
+    def drain(self) -> bool:
+        """Send what is due, then file the copies; True when something was done."""
+        now = utcnow()
+        with Session(self.ctx.engine) as db:
+            due = db.exec(
+                select(OutboundMail.id)
+                .where(
+                    col(OutboundMail.mailbox_id) == self.mailbox_id,
+                    col(OutboundMail.state) == OutboundState.queued,
+                    col(OutboundMail.kind) != "note",
+                    or_(
+                        col(OutboundMail.next_attempt_at).is_(None),
+                        col(OutboundMail.next_attempt_at) <= now,
+                    ),
+                )
+                .order_by(col(OutboundMail.id))
+                .limit(50)
+            ).all()
+            copies = db.exec(
+                select(OutboundMail.id)
+                .where(
+                    col(OutboundMail.mailbox_id) == self.mailbox_id,
+                    col(OutboundMail.copy_uid).is_(None),
+                    or_(
+                        col(OutboundMail.sent_at).is_not(None),
+                        (col(OutboundMail.kind) == "note")
+                        & (col(OutboundMail.state) == OutboundState.queued),
+                    ),
+                )
+                .order_by(col(OutboundMail.id))
+                .limit(50)
+            ).all()
+        busy = False
+        client: smtplib.SMTP | None = None
+        try:
+            for outbound_id in due:
+                if self.ctx.stop.is_set():
+                    break
+                assert outbound_id is not None
+                client = self.send_one(outbound_id, client)
+                busy = True
+        finally:
+            smtp.close(client)
+        for outbound_id in copies:
+            if self.ctx.stop.is_set():
+                break
+            assert outbound_id is not None
+            self.file_copy(outbound_id)
+            busy = True
+        if due:
+            # what was just sent gets its copy without waiting for the next poll
+            self.wake.set()
+        return busy
+
+    # -- recovery -------------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Take over the `sending` rows of senders that died."""
+        with Session(self.ctx.engine) as db:
+            rows = db.exec(
+                select(OutboundMail.id, OutboundMail.claimed_by, OutboundMail.claimed_at).where(
+                    col(OutboundMail.mailbox_id) == self.mailbox_id,
+                    col(OutboundMail.state) == OutboundState.sending,
+                )
+            ).all()
+        for outbound_id, claimed_by, claimed_at in rows:
+            claimed = as_utc(claimed_at)
+            expired = claimed is None or utcnow() - claimed > LEASE
+            if not expired and _owner_alive(claimed_by, self.me):
+                continue
+            with unit_of_work(self.ctx.engine) as db:
+                outbound = db.get(OutboundMail, outbound_id)
+                if outbound is None or outbound.state != OutboundState.sending:
+                    continue
+                if outbound.claimed_by != claimed_by:
+                    continue
+                if outbound.final_dot_at is not None:
+                    # the whole message went out: taken as sent, never sent twice
+                    outbound.state = OutboundState.sent
+                    outbound.sent_at = outbound.final_dot_at
+                    outbound.smtp_response = (
+                        "taken as sent: the worker stopped after the whole message had gone "
+                        "to the SMTP server"
+                    )
+                    outbound.updated_at = utcnow()
+                    after_sent(db, outbound)
+                    self.log.warning(
+                        "outbound %d: the sender stopped after the final dot; taken as sent",
+                        outbound_id,
+                    )
+                else:
+                    outbound.state = OutboundState.queued
+                    outbound.claimed_by = None
+                    outbound.next_attempt_at = None
+                    outbound.updated_at = utcnow()
+                    self.log.info(
+                        "outbound %d: the sender stopped before sending; queued", outbound_id
+                    )
+
+    # -- sending --------------------------------------------------------------------------------
+    def _claim(self, outbound_id: int) -> bool:
+        with unit_of_work(self.ctx.engine) as db:
+            result = db.exec(
+                update(OutboundMail)
+                .where(
+                    col(OutboundMail.id) == outbound_id,
+                    col(OutboundMail.state) == OutboundState.queued,
+                )
+                .values(
+                    state=OutboundState.sending,
+                    claimed_by=self.me,
+                    claimed_at=utcnow(),
+                    final_dot_at=None,
+                    attempts=col(OutboundMail.attempts) + 1,
+                    updated_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return bool(result.rowcount == 1)
+
+    def send_one(self, outbound_id: int, client: smtplib.SMTP | None) -> smtplib.SMTP | None:
+        """Claim, send and record one message; returns the SMTP connection to reuse."""
+        if not self._claim(outbound_id):
+            return client
+        _crash("claimed")
+        with Session(self.ctx.engine) as db:
+            outbound = db.get(OutboundMail, outbound_id)
+            mailbox = db.get(Mailbox, self.mailbox_id)
+            assert outbound is not None and mailbox is not None
+            account = smtp.smtp_account(mailbox, self.ctx.settings)
+            envelope_from, recipients, raw = (
+                outbound.envelope_from,
+                list(outbound.recipients or []),
+                outbound.raw,
+            )
+        if account is None:
+            self._failed(
+                outbound_id,
+                smtp.SmtpError(f"the mailbox {self.name} has no SMTP server", permanent=True),
+            )
+            return client
+        if not recipients:
+            self._failed(outbound_id, smtp.SmtpError("no recipients", permanent=True))
+            return client
+        dot = False
+
+        def before_final_dot() -> None:
+            nonlocal dot
+            with unit_of_work(self.ctx.engine) as db:
+                db.exec(
+                    update(OutboundMail)
+                    .where(col(OutboundMail.id) == outbound_id)
+                    .values(final_dot_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+            dot = True
+            _crash("final_dot")
+
+        try:
+            if client is None:
+                client = smtp.connect(account)
+            result = smtp.send_message(
+                client, envelope_from, recipients, raw, before_final_dot=before_final_dot
+            )
+        except smtp.AnswerLost as exc:
+            smtp.close(client)
+            self._sent(outbound_id, f"taken as sent: {exc.message}", {})
+            return None
+        except smtp.SmtpError as exc:
+            smtp.close(client)
+            self._retry_or_fail(outbound_id, exc, dot_sent=dot)
+            return None
+        except Exception as exc:
+            smtp.close(client)
+            self._retry_or_fail(
+                outbound_id, smtp.SmtpError(f"unexpected: {exc}", permanent=False), dot_sent=dot
+            )
+            raise
+        _crash("accepted")
+        self._sent(outbound_id, result.said, result.refused)
+        _crash("recorded")
+        return client
+
+    def _sent(self, outbound_id: int, said: str, refused: dict[str, str]) -> None:
+        with unit_of_work(self.ctx.engine) as db:
+            outbound = db.get(OutboundMail, outbound_id)
+            if outbound is None:
+                return
+            outbound.state = OutboundState.sent
+            outbound.sent_at = utcnow()
+            outbound.smtp_response = said[:2000]
+            outbound.last_error = (
+                (
+                    "some recipients were refused: "
+                    + "; ".join(f"{k}: {v}" for k, v in refused.items())
+                )[:2000]
+                if refused
+                else None
+            )
+            outbound.next_attempt_at = None
+            outbound.updated_at = utcnow()
+            after_sent(db, outbound)
+        self.log.info("outbound %d sent: %s", outbound_id, said)
+
+    def _retry_or_fail(self, outbound_id: int, exc: smtp.SmtpError, *, dot_sent: bool) -> None:
+        settings = self.ctx.settings
+        with unit_of_work(self.ctx.engine) as db:
+            outbound = db.get(OutboundMail, outbound_id)
+            if outbound is None:
+                return
+            words = f"{exc.message}" + (f" (the server said: {exc.said})" if exc.said else "")
+            outbound.last_error = f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: {words}"[:2000]
+            outbound.smtp_response = (exc.said or None) and exc.said[:2000]
+            outbound.final_dot_at = None  # the server answered: it did not take it
+            outbound.claimed_by = None
+            outbound.updated_at = utcnow()
+            if exc.permanent or outbound.attempts >= settings.smtp_max_attempts:
+                outbound.state = OutboundState.failed
+                outbound.next_attempt_at = None
+                if outbound.conversation_id is not None:
+                    db.add(
+                        Activity(
+                            conversation_id=outbound.conversation_id,
+                            source=ActivitySource.system,
+                            actor="sender",
+                            action="send_failed",
+                            details={
+                                "outbound_id": outbound.id,
+                                "message_id": outbound.message_id,
+                                "error": words,
+                                "said": exc.said,
+                            },
+                        )
+                    )
+                self.log.warning("outbound %d failed for good: %s", outbound_id, words)
+                return
+            delay = min(
+                settings.smtp_retry_max_seconds,
+                settings.smtp_retry_initial_seconds * 2 ** max(0, outbound.attempts - 1),
+            )
+            outbound.state = OutboundState.queued
+            outbound.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            self.log.warning(
+                "outbound %d: attempt %d failed, retrying in %.1f s: %s",
+                outbound_id,
+                outbound.attempts,
+                delay,
+                words,
+            )
+
+    def _failed(self, outbound_id: int, exc: smtp.SmtpError) -> None:
+        self._retry_or_fail(outbound_id, exc, dot_sent=False)
+
+    # -- the copy in Sent (or the note in Notes) ---------------------------------------------
+    def _imap_session(self) -> ImapSession:
+        if self._imap is None:
+            self._imap = ImapSession(self.account)
+        return self._imap
+
+    def _discard(self) -> None:
+        if self._imap is not None:
+            self._imap.close()
+            self._imap = None
+
+    def _folder(self, db: Session, role: FolderRole) -> Folder | None:
+        return db.exec(
+            select(Folder)
+            .where(col(Folder.mailbox_id) == self.mailbox_id, col(Folder.role) == role)
+            .order_by(col(Folder.id))
+        ).first()
+
+    def file_copy(self, outbound_id: int) -> None:
+        with Session(self.ctx.engine) as db:
+            outbound = db.get(OutboundMail, outbound_id)
+            if outbound is None or outbound.copy_uid is not None:
+                return
+            role = FolderRole.notes if outbound.kind == "note" else FolderRole.sent
+            folder = self._folder(db, role)
+            name = (
+                folder.name
+                if folder is not None
+                else ("Notes" if role == FolderRole.notes else "Sent")
+            )
+            msgid, raw = outbound.msgid, outbound.raw
+        imap = self._imap_session()
+        client = imap.client
+        if not client.folder_exists(name):
+            client.create_folder(name)
+            client.subscribe_folder(name)
+        info = client.select_folder(name, readonly=True)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        found = client.search(["HEADER", "Message-ID", f"<{msgid}>"])
+        client.close_folder()  # read-only: CLOSE expunges nothing
+        if found:
+            uid = int(max(found))
+        else:
+            answer = client.append(name, raw, flags=[b"\\Seen"])
+            match = _APPENDUID.search(answer if isinstance(answer, bytes) else str(answer).encode())
+            if match is None:
+                # no UIDPLUS: find it again by its Message-ID
+                client.select_folder(name, readonly=True)
+                again = client.search(["HEADER", "Message-ID", f"<{msgid}>"])
+                client.close_folder()
+                if not again:
+                    raise MailServerError(f"{name}: the appended copy of {msgid} is not found")
+                uid = int(max(again))
+            else:
+                uidvalidity, uid = int(match.group(1)), int(match.group(2))
+        _crash("appended")
+        self._record_copy(outbound_id, name, uidvalidity, uid)
+
+    def _record_copy(self, outbound_id: int, name: str, uidvalidity: int, uid: int) -> None:
+        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            lock_for_ingest(db)
+            outbound = db.get(OutboundMail, outbound_id)
+            if outbound is None:
+                return
+            outbound.copy_folder = name
+            outbound.copy_uid = uid
+            outbound.updated_at = utcnow()
+            if outbound.kind == "note":
+                outbound.state = OutboundState.sent
+                outbound.sent_at = outbound.sent_at or utcnow()
+            folder = db.exec(
+                select(Folder).where(
+                    col(Folder.mailbox_id) == self.mailbox_id, col(Folder.name) == name
+                )
+            ).first()
+            # the place, at once (the folder's sync finds it known and adds nothing)
+            if (
+                folder is not None
+                and folder.id is not None
+                and folder.uidvalidity == uidvalidity
+                and outbound.message_id is not None
+            ):
+                exists = db.exec(
+                    select(MessageLocation.id).where(
+                        col(MessageLocation.folder_id) == folder.id,
+                        col(MessageLocation.uid) == uid,
+                    )
+                ).first()
+                if exists is None:
+                    db.add(
+                        MessageLocation(
+                            message_id=outbound.message_id,
+                            folder_id=folder.id,
+                            uid=uid,
+                            flags=["\\Seen"],
+                            content_hash=hashlib.sha256(outbound.raw).hexdigest(),
+                            internal_date=utcnow(),
+                        )
+                    )
+        self.log.info("outbound %d: copy in %s (UID %d)", outbound_id, name, uid)
