@@ -21,13 +21,11 @@ even while our reply in Sent keeps its flag; and a release from a mail client ta
 
 from __future__ import annotations
 
-import email.utils
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,14 +48,17 @@ from core.models import (
     Message,
     PendingImapAction,
 )
-from core.parsing import normalize_msgid
 from core.settings import Settings
 from tests.worker.helpers import (
+    Found,
     add_test_mailbox,
     caught_up,
+    make_mail,
     make_settings,
     running_worker,
+    seed_conversation,
     wait_for,
+    where_on_server,
 )
 from worker.folder_sync import FolderSync
 from worker.imap import ImapAccount, ImapSession
@@ -74,80 +75,8 @@ FOLLOWED = ("INBOX", "Sent", "Archive", "Junk", "Trash", "Pending", "Notes")
 TIMEOUT = 15.0
 MAIL_CLIENT_HOLDER = "someone via mail client"
 
-Found = dict[str, list[tuple[str, int, frozenset[str]]]]
-
 
 # -- mail ------------------------------------------------------------------------------------------
-
-
-def make_mail(
-    name: str, *, subject: str, refs: str | None = None, sender: str = "customer@example.com"
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = "support@example.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{name}>"
-    msg["Date"] = email.utils.format_datetime(email.utils.localtime())
-    if refs:
-        msg["In-Reply-To"] = refs.split()[-1]
-        msg["References"] = refs
-    msg.set_content(f"This is {name}.\n")
-    return msg.as_bytes().replace(b"\n", b"\r\n")
-
-
-def seed_conversation(account: MailAccount) -> None:
-    server = account.server
-    server.seed(
-        account.user,
-        account.password,
-        "INBOX",
-        [
-            make_mail("m1@example.com", subject="Printer on fire"),
-            make_mail(
-                "m3@example.com",
-                subject="Re: Printer on fire",
-                refs="<m1@example.com> <m2@example.com>",
-            ),
-            make_mail("m9@example.com", subject="Something else", sender="other@example.com"),
-        ],
-    )
-    server.seed(
-        account.user,
-        account.password,
-        "Sent",
-        [
-            make_mail(
-                "m2@example.com",
-                subject="Re: Printer on fire",
-                refs="<m1@example.com>",
-                sender=account.user,
-            )
-        ],
-        flags=["\\Seen"],
-    )
-
-
-def where_on_server(client: IMAPClient) -> Found:
-    """Message-ID -> every (folder, UID, flags) it has, as the colleague sees it."""
-    out: Found = {}
-    for _flags, _delim, name in client.list_folders():
-        client.select_folder(name, readonly=True)
-        uids = client.search("ALL")
-        if not uids:
-            continue
-        for uid, data in client.fetch(
-            uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
-        ).items():
-            header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[-1]
-            msgid = normalize_msgid(header) or f"uid-{uid}"
-            flags = frozenset(
-                f.decode() if isinstance(f, bytes) else str(f)
-                for f in data[b"FLAGS"]
-                if f != b"\\Recent"
-            )
-            out.setdefault(msgid, []).append((name, uid, flags))
-    return out
 
 
 def places(found: Found, msgid: str) -> list[str]:
@@ -762,10 +691,8 @@ def test_moves_and_deletions_from_a_plain_client_reach_the_helpdesk(scene: Scene
 # == questions for the contract: stale flags and keywords imapdesk wrote =========================
 
 
-def test_unflagging_the_customers_messages_releases_a_helpdesk_claim(
-    condstore_scene: Scene,
-) -> None:
-    s = condstore_scene
+def claim_on_server(s: Scene) -> None:
+    """Alice claims the conversation; every message of it is flagged on the server."""
     r = s.alice.post(f"{BASE}/{s.cid}/claim")
     assert r.status_code == 200, r.text
     wait_for(s.outbox_done, timeout=TIMEOUT, what="the claim written")
@@ -773,6 +700,13 @@ def test_unflagging_the_customers_messages_releases_a_helpdesk_claim(
         lambda f: all("\\Flagged" in flags_of(f, m) for m in CONVERSATION),
         "the claim on the server",
     )
+
+
+def test_unflagging_the_customers_messages_releases_a_helpdesk_claim(
+    condstore_scene: Scene,
+) -> None:
+    s = condstore_scene
+    claim_on_server(s)
     s.colleague.remove_flags(s.select("INBOX", *INBOUND), [b"\\Flagged"])
     s.wait_api(lambda c: not c["claimed"], "released by unflagging in INBOX", timeout=5)
 
@@ -781,13 +715,7 @@ def test_flagging_again_after_a_mail_client_release_claims_for_someone_via_mail_
     condstore_scene: Scene,
 ) -> None:
     s = condstore_scene
-    r = s.alice.post(f"{BASE}/{s.cid}/claim")
-    assert r.status_code == 200, r.text
-    wait_for(s.outbox_done, timeout=TIMEOUT, what="the claim written")
-    s.wait_server(
-        lambda f: all("\\Flagged" in flags_of(f, m) for m in CONVERSATION),
-        "the claim on the server",
-    )
+    claim_on_server(s)
     # unflag every copy (a client that does not show keywords, as mbsync or K-9)
     s.colleague.remove_flags(s.select("INBOX", *INBOUND), [b"\\Flagged"])
     s.colleague.remove_flags(s.select("Sent", REPLY), [b"\\Flagged"])
