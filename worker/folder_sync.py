@@ -162,12 +162,19 @@ class FolderSync:
         settings = self.ctx.settings
         # IDLE is re-issued at least every 29 minutes (RFC 2177) and broken off now and then to
         # select the folder again: a deleted and recreated folder sends no news to an idler.
-        period = min(settings.idle_reissue_seconds, settings.folder_check_seconds)
+        period = min(
+            settings.idle_reissue_seconds,
+            settings.folder_check_seconds,
+            settings.idle_refresh_seconds,
+        )
+        next_check = time.monotonic() + settings.folder_check_seconds
         while not self.ctx.stop.is_set():
-            if self._idle(imap, period) or (
-                not self._deferred_due() and self._folder_changed(imap)
-            ):
+            if self._idle(imap, period):
                 self._catch_up(imap)
+            elif not self._deferred_due() and time.monotonic() >= next_check:
+                next_check = time.monotonic() + settings.folder_check_seconds
+                if self._folder_changed(imap):
+                    self._catch_up(imap)
             self._run_deferred()
 
     def _folder_changed(self, imap: ImapSession) -> bool:
