@@ -201,7 +201,11 @@ class FolderSync:
         since the last DONE waits for the next DONE. A NOOP right before asks for it now.
         """
         client = imap.client
-        if self._note(client.noop()[1]):
+        if self._note_kinds(imap.take_news()):
+            return True
+        _text, said = client.noop()
+        imap.take_news()  # the same as `said`
+        if self._note(said):
             return True
         client.idle()
         deadline = time.monotonic() + seconds
@@ -218,8 +222,17 @@ class FolderSync:
         finally:
             # news that arrives as IDLE ends comes with the DONE reply: it counts too
             _text, late = client.idle_done()
+            imap.take_news()  # the same as `late`
             changed = self._note(late) or changed
         return changed
+
+    def _note_kinds(self, kinds: set[str]) -> bool:
+        """Like `_note`, for the kinds of news `ImapSession.take_news` found."""
+        if "EXPUNGE" in kinds or "VANISHED" in kinds:
+            self._expunge_hint = True
+        if "FETCH" in kinds:
+            self._flags_hint = True
+        return bool(kinds)
 
     def _note(self, responses: list[Any]) -> bool:
         """Whether untagged responses say the folder changed (and what to look at)."""
