@@ -14,9 +14,10 @@ second after the last change sees no further write.
 
 Rows of other parts of the product: "answered", "agent's reply" and "internal note" are shown
 where replies and notes are sent (tests/outbound). The contract's reading of two rows is
-pinned here: only the customer's (inbound) mail claims, so unflagging it in INBOX releases
-even while our reply in Sent keeps its flag; and a release from a mail client takes the stale
-`$Assigned_` keyword off, so flagging again claims for "someone via mail client".
+pinned here: a flag in Sent does not claim while the conversation has copies elsewhere, so
+unflagging it in INBOX releases even while our reply in Sent keeps its flag; and a release
+from a mail client takes the stale `$Assigned_` keyword off, so flagging again claims for
+"someone via mail client".
 """
 
 from __future__ import annotations
