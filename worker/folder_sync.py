@@ -390,12 +390,25 @@ class FolderSync:
                 folder.highestmodseq = max([folder.highestmodseq or 0, *seen_modseqs])
             db.flush()
             if vanished:
-                # a message that left this folder may be arriving in another one (a move):
-                # judge it after a grace period, not as deleted right away
+                # a message that left this folder may be arriving in another one (a move): one
+                # already seen there is judged now, the others after a grace period (not as
+                # deleted right away)
                 gone = {loc.message_id for loc in vanished}
-                due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
-                self._deferred.append((due, gone))
-                touched -= gone
+                elsewhere = set(
+                    db.exec(
+                        select(MessageLocation.message_id)
+                        .join(Folder, col(Folder.id) == col(MessageLocation.folder_id))
+                        .where(
+                            col(MessageLocation.message_id).in_(gone),
+                            Folder.mailbox_id == self.mailbox_id,
+                        )
+                    ).all()
+                )
+                waiting = gone - elsewhere
+                if waiting:
+                    due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
+                    self._deferred.append((due, waiting))
+                touched -= waiting
             if touched or vanished:
                 self.log.info(
                     "flags changed on %d messages, %d vanished", len(touched), len(vanished)
