@@ -228,7 +228,13 @@ def helpdesk_mismatches(engine: Engine, mailbox_id: int, limit: int = 10) -> tup
             by_conversation.setdefault(cid, []).append((pk, Direction(direction), where))
     for cid, conversation in conversations.items():
         msgs = by_conversation.get(cid or 0, [])
-        flagged = any("\\Flagged" in flags for _, _, where in msgs for _, flags in where)
+        # a copy in Sent claims only where the conversation has no other (core/mailstate.py)
+        located = [(role, flags) for _, _, where in msgs for role, flags in where]
+        only_sent = all(FolderRole(role) == FolderRole.sent for role, _ in located)
+        flagged = any(
+            "\\Flagged" in flags and (only_sent or FolderRole(role) != FolderRole.sent)
+            for role, flags in located
+        )
         if conversation.claimed != flagged:
             bad(f"conversation {cid}: claimed={conversation.claimed}, \\Flagged says {flagged}")
         inbound = [where for _, d, where in msgs if d == Direction.inbound and where]

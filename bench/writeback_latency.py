@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import imaplib
 import random
 import statistics
 import sys
@@ -37,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from select import select as poll_sockets
 from typing import Any, TypeVar
 
 import httpx
@@ -130,23 +130,38 @@ def _fetch_items(data: Any) -> dict[bytes, Any]:
     return out
 
 
-def drain_buffered(client: IMAPClient) -> list[Any]:
-    """The responses already read from the socket into imaplib's buffer but not yet parsed
-    (what idle_check(), which polls the socket, cannot see), without waiting for more."""
+def _buffered(client: IMAPClient) -> bool:
+    """Whether bytes already read from the socket wait in imaplib's read buffer (or in the TLS
+    layer): there poll() cannot see them. Peeks without consuming and without waiting."""
     sock = client.socket()
     sock.setblocking(False)
-    out: list[Any] = []
     try:
-        while True:
-            try:
-                line = client._imap._get_line()
-            except (OSError, imaplib.IMAP4.abort):  # would block (or EOF: idle_check tells)
-                break
-            out.append(_parse_untagged_response(line))
+        return len(client._imap.file.peek(1)) > 0
+    except OSError:  # would block (TLS: SSLWantReadError)
+        return False
     finally:
         sock.setblocking(True)
         client._set_read_timeout()
-    return out
+
+
+def idle_responses(client: IMAPClient, timeout: float) -> list[Any]:
+    """imapclient's idle_check(), made safe: it reads lines in non-blocking mode, and when a
+    TLS record ends in the middle of a line CPython's buffered readline drops the part it had
+    read (the next line then starts mid-line: ProtocolError); and it polls the socket only, so
+    responses already in the read buffer (those right behind `+ idling`) wait for the next
+    packet. Here: poll the socket unless something is buffered, then read whole lines in
+    blocking mode while more is buffered or readable."""
+    sock = client.socket()
+    if not _buffered(client):
+        ready, _w, _x = poll_sockets([sock], [], [], timeout)
+        if not ready:
+            return []
+    out: list[Any] = []
+    while True:
+        line = client._imap._get_line()  # blocking, with the client's read timeout
+        out.append(_parse_untagged_response(line))
+        if not _buffered(client) and not poll_sockets([sock], [], [], 0)[0]:
+            return out
 
 
 class FolderWatcher:
@@ -155,7 +170,7 @@ class FolderWatcher:
     It keeps the folder's UIDs in sequence order (EXPUNGE removes one, EXISTS is followed by a
     short break out of IDLE to fetch the new UIDs) so that every event is tied to a UID, and
     notes, per UID, when its FLAGS last changed, when it was expunged and when it arrived. The
-    timestamps (perf_counter) are taken when `idle_check` returns, before any parsing.
+    timestamps (perf_counter) are taken when a burst of responses has been read, before parsing.
     """
 
     def __init__(self, account: MailAccount, folder: str) -> None:
@@ -221,7 +236,7 @@ class FolderWatcher:
             self._enter_idle()
             self._idling.set()
             while not self._stop.is_set():
-                responses = self.client.idle_check(timeout=0.2)
+                responses = idle_responses(self.client, 0.2)
                 if not responses:
                     continue
                 self._apply(responses, time.perf_counter())
@@ -243,10 +258,10 @@ class FolderWatcher:
     def _enter_idle(self) -> None:
         """IDLE, and take in what the server sent right behind its `+ idling` (the changes made
         since the last command): imapclient's idle() leaves them in imaplib's read buffer,
-        where idle_check(), which polls the socket, does not see them."""
+        where imapclient's idle_check(), which polls the socket, does not see them."""
         while True:
             self.client.idle()
-            buffered = drain_buffered(self.client)
+            buffered = idle_responses(self.client, 0)
             if buffered:
                 self.buffered += 1
                 self._apply(buffered, time.perf_counter())

@@ -412,6 +412,9 @@ def derive_state(messages: Iterable[MessageFacts]) -> DerivedState:
     if status is None and not inbound:
         status = _status_from(ordered)
 
+    # copies in Sent claim only when the conversation has no other: a flag left on our reply
+    # in Sent does not keep a conversation claimed that a colleague unflagged in INBOX
+    sent_claims = all(loc.role == FolderRole.sent for m in ordered for loc in m.locations)
     claimed = False
     handles: set[str] = set()
     newest_handle: str | None = None
@@ -423,7 +426,7 @@ def derive_state(messages: Iterable[MessageFacts]) -> DerivedState:
         for loc in live:
             for flag in loc.flags:
                 if flag == FLAGGED:
-                    claimed = True
+                    claimed = claimed or sent_claims or loc.role != FolderRole.sent
                 elif (handle := handle_from_keyword(flag)) is not None:
                     message_handles.add(handle)
                 elif (tag := keyword_to_tag(flag)) is not None:

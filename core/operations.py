@@ -234,9 +234,11 @@ def _write_back(
     kind: str,
     payload: dict[str, Any],
     message_id: int | None = None,
+    tidy: bool = False,
 ) -> PendingImapAction | None:
-    """The outbox row for the worker; none for changes read back from the mailbox."""
-    if source == ActivitySource.imap:
+    """The outbox row for the worker; none for changes read back from the mailbox, except a
+    `tidy` one: marks of imapdesk's own that such a change left saying something stale."""
+    if source == ActivitySource.imap and not tidy:
         return None
     action = PendingImapAction(
         mailbox_id=conversation.mailbox_id,
@@ -406,8 +408,24 @@ def release(
         action="released",
         details=details,
     )
-    change = release_flags(keywords=_keywords(session, current), known_keywords=known)
+    keywords = _keywords(session, current)
+    change = release_flags(keywords=keywords, known_keywords=known)
     _write_flags(session, current, activity, change, source=source)
+    stale = _assignee_keywords_on(session, current) if keywords else set()
+    if source == ActivitySource.imap and stale:
+        # released from a mail client: the `$Assigned_` keyword no longer names a holder. It
+        # goes, so that flagging the conversation again claims it for "someone via mail
+        # client", not for the old holder. `\Flagged` on other copies is left alone (a
+        # colleague may be flagging again right now): only inbound mail's flag claims.
+        _write_back(
+            session,
+            current,
+            activity,
+            source=source,
+            kind="flags",
+            payload=FlagChange.of((), stale).payload(),
+            tidy=True,
+        )
     return current
 
 

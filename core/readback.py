@@ -120,7 +120,14 @@ def apply_mail_changes(session: Session, mailbox_id: int, message_ids: Iterable[
     keywords = keywords_kept(mailbox.capabilities)
     changed: set[int] = set()
     for cid in sorted(conversation_ids):
-        conversation = session.get(Conversation, cid)
+        # row-locked before the outbox and the tags are read (PostgreSQL): an API change
+        # committing in between would otherwise look like a difference from the mailbox
+        conversation = session.exec(
+            select(Conversation)
+            .where(col(Conversation.id) == cid)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).first()
         if conversation is None or conversation.mailbox_id != mailbox_id:
             continue  # another box's conversation (the same mail in two boxes)
         if conversation.merged_into_id is not None:

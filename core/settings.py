@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     idle_reissue_seconds: int = 29 * 60
     # how often an idling folder is checked with STATUS (deleted and recreated, missed news)
     folder_check_seconds: float = 60.0
+    # an idling folder ends its IDLE this often: a change made in the instant between the NOOP
+    # before an IDLE and the server's watch starting is told only with the next DONE
+    idle_refresh_seconds: float = 5.0
     # without CONDSTORE, flags of a folder are read again (and diffed) at most this often
     flag_rescan_seconds: float = 30.0
     # a message gone from a folder is judged (moved? deleted?) after this long
@@ -43,7 +46,7 @@ class Settings(BaseSettings):
     mailbox_refresh_seconds: float = 5.0
     # write-back (worker/writeback.py): how often the outbox is polled (an API in the same process
     # wakes it at once with notify_outbox()), and how often a failing action is retried
-    writeback_poll_seconds: float = 0.2
+    writeback_poll_seconds: float = 0.05
     writeback_max_attempts: int = 8
     writeback_retry_initial_seconds: float = 5.0
     writeback_retry_max_seconds: float = 900.0

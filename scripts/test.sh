@@ -2,6 +2,7 @@
 # The whole check, as CI runs it: bootstrap, a PostgreSQL for the tests, ruff, mypy, pytest.
 #
 #   scripts/test.sh [PYTEST ARGS...]      e.g. scripts/test.sh tests/core -k mailserver
+#   IMAPDESK_TEST_WORKERS=N               pytest workers (pytest-xdist; default 3, 0: none)
 #
 # PostgreSQL: IMAPDESK_TEST_PG_URL when set; else the server on 127.0.0.1:5432 when it lets
 # user postgres in without a password; else the Debian cluster is started, and when that does
@@ -125,9 +126,12 @@ log "ruff check ."
 log "mypy core api worker"
 .venv/bin/mypy core api worker || lint_failed=1
 
-log "pytest $*"
+# Most tests wait on the mail server (its IDLE news comes 500 ms after a change), so more
+# pytest workers than cores pay off; IMAPDESK_TEST_WORKERS=0 runs them in this process.
+workers=${IMAPDESK_TEST_WORKERS:-3}
+log "pytest -n $workers $*"
 rc=0
-.venv/bin/pytest -q -p no:cacheprovider "$@" || rc=$?
+.venv/bin/pytest -q -p no:cacheprovider -n "$workers" "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   log "pytest collected no tests: failing"
 fi

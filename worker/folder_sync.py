@@ -56,6 +56,22 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 ProgressCallback = Callable[[str, int, int], None]
 
 
+# How many times the write-back recorded what it wrote, per mailbox (read and bumped with
+# INGEST_LOCK held). A flag read that began before a write and is recorded after it would put
+# back what was just overwritten: the read side compares the count and reads again.
+_WRITE_EPOCHS: dict[int, int] = {}
+STALE_READ_ATTEMPTS = 3
+
+
+def write_epoch(mailbox_id: int) -> int:
+    return _WRITE_EPOCHS.get(mailbox_id, 0)
+
+
+def wrote(mailbox_id: int) -> None:
+    """Called by the write-back, with INGEST_LOCK held, as it records a write."""
+    _WRITE_EPOCHS[mailbox_id] = _WRITE_EPOCHS.get(mailbox_id, 0) + 1
+
+
 @dataclass
 class SyncContext:
     settings: Settings
@@ -146,12 +162,19 @@ class FolderSync:
         settings = self.ctx.settings
         # IDLE is re-issued at least every 29 minutes (RFC 2177) and broken off now and then to
         # select the folder again: a deleted and recreated folder sends no news to an idler.
-        period = min(settings.idle_reissue_seconds, settings.folder_check_seconds)
+        period = min(
+            settings.idle_reissue_seconds,
+            settings.folder_check_seconds,
+            settings.idle_refresh_seconds,
+        )
+        next_check = time.monotonic() + settings.folder_check_seconds
         while not self.ctx.stop.is_set():
-            if self._idle(imap, period) or (
-                not self._deferred_due() and self._folder_changed(imap)
-            ):
+            if self._idle(imap, period):
                 self._catch_up(imap)
+            elif not self._deferred_due() and time.monotonic() >= next_check:
+                next_check = time.monotonic() + settings.folder_check_seconds
+                if self._folder_changed(imap):
+                    self._catch_up(imap)
             self._run_deferred()
 
     def _folder_changed(self, imap: ImapSession) -> bool:
@@ -172,8 +195,18 @@ class FolderSync:
         return True
 
     def _idle(self, imap: ImapSession, seconds: float) -> bool:
-        """IDLE until the folder changes (True), time is up or stop is asked (False)."""
+        """IDLE until the folder changes (True), time is up or stop is asked (False).
+
+        Dovecot reports during an IDLE only what changes after the IDLE began: a change made
+        since the last DONE waits for the next DONE. A NOOP right before asks for it now.
+        """
         client = imap.client
+        if self._note_kinds(imap.take_news()):
+            return True
+        _text, said = client.noop()
+        imap.take_news()  # the same as `said`
+        if self._note(said):
+            return True
         client.idle()
         deadline = time.monotonic() + seconds
         changed = False
@@ -189,8 +222,17 @@ class FolderSync:
         finally:
             # news that arrives as IDLE ends comes with the DONE reply: it counts too
             _text, late = client.idle_done()
+            imap.take_news()  # the same as `late`
             changed = self._note(late) or changed
         return changed
+
+    def _note_kinds(self, kinds: set[str]) -> bool:
+        """Like `_note`, for the kinds of news `ImapSession.take_news` found."""
+        if "EXPUNGE" in kinds or "VANISHED" in kinds:
+            self._expunge_hint = True
+        if "FETCH" in kinds:
+            self._flags_hint = True
+        return bool(kinds)
 
     def _note(self, responses: list[Any]) -> bool:
         """Whether untagged responses say the folder changed (and what to look at)."""
@@ -282,21 +324,41 @@ class FolderSync:
         with Session(self.ctx.engine) as db:
             folder = db.get(Folder, self.folder_id)
             assert folder is not None
-            modseq, checkpoint = folder.highestmodseq, folder.uidnext
+            modseq = folder.highestmodseq
         rescan_due = self._flags_hint or (
             time.monotonic() - self._last_rescan >= self.ctx.settings.flag_rescan_seconds
         )
         if not imap.condstore and not rescan_due and not self._expunge_hint:
             return
-        changed = imap.flags_since(modseq) if imap.condstore or rescan_due else []
-        present = set(imap.all_uids())
-        if not imap.condstore:
-            self._last_rescan = time.monotonic()
         self._expunge_hint = self._flags_hint = False
+        for attempt in range(STALE_READ_ATTEMPTS):
+            epoch = write_epoch(self.mailbox_id)
+            changed = imap.flags_since(modseq) if imap.condstore or rescan_due else []
+            present = set(imap.all_uids())
+            if not imap.condstore:
+                self._last_rescan = time.monotonic()
+            last = attempt == STALE_READ_ATTEMPTS - 1
+            if self._take_in(imap, changed, present, epoch=None if last else epoch):
+                return
+            self.log.info("the write-back wrote while flags were read: reading again")
+
+    def _take_in(
+        self,
+        imap: ImapSession,
+        changed: list[Any],
+        present: set[int],
+        *,
+        epoch: int | None,
+    ) -> bool:
+        """Record flags read and messages gone. False (and nothing recorded) when the
+        write-back recorded a write since `epoch`: what was read may predate it."""
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            if epoch is not None and write_epoch(self.mailbox_id) != epoch:
+                return False
             lock_for_ingest(db)
             folder = db.get(Folder, self.folder_id)
             assert folder is not None
+            checkpoint = folder.uidnext
             locations = {
                 loc.uid: loc
                 for loc in db.exec(
@@ -308,6 +370,8 @@ class FolderSync:
                 loc = locations.get(item.uid)
                 if loc is None:
                     continue  # not taken in yet (above the checkpoint): the next catch-up
+                if item.modseq is not None and loc.modseq is not None and item.modseq < loc.modseq:
+                    continue  # read before a write of ours that is recorded already
                 flags = sorted(f for f in item.flags if f != "\\Recent")
                 if sorted(loc.flags) != flags:
                     loc.flags = flags
@@ -326,18 +390,32 @@ class FolderSync:
                 folder.highestmodseq = max([folder.highestmodseq or 0, *seen_modseqs])
             db.flush()
             if vanished:
-                # a message that left this folder may be arriving in another one (a move):
-                # judge it after a grace period, not as deleted right away
+                # a message that left this folder may be arriving in another one (a move): one
+                # already seen there is judged now, the others after a grace period (not as
+                # deleted right away)
                 gone = {loc.message_id for loc in vanished}
-                due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
-                self._deferred.append((due, gone))
-                touched -= gone
+                elsewhere = set(
+                    db.exec(
+                        select(MessageLocation.message_id)
+                        .join(Folder, col(Folder.id) == col(MessageLocation.folder_id))
+                        .where(
+                            col(MessageLocation.message_id).in_(gone),
+                            Folder.mailbox_id == self.mailbox_id,
+                        )
+                    ).all()
+                )
+                waiting = gone - elsewhere
+                if waiting:
+                    due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
+                    self._deferred.append((due, waiting))
+                touched -= waiting
             if touched or vanished:
                 self.log.info(
                     "flags changed on %d messages, %d vanished", len(touched), len(vanished)
                 )
             if touched:
                 self._tell(db, touched)
+        return True
 
     def _tell(self, db: Session, message_ids: set[int]) -> None:
         if self.ctx.on_mail_change is None:

@@ -94,6 +94,9 @@ class ImapSession:
 
     def __init__(self, account: ImapAccount) -> None:
         self.account = account
+        # kinds of news (EXISTS, EXPUNGE, FETCH) the server sent along with the responses to
+        # other commands: see `take_news`
+        self._news: set[str] = set()
         self.client: IMAPClient = self._connect()
         self.capabilities: frozenset[str] = frozenset(
             c.decode().upper() for c in self.client.capabilities()
@@ -181,6 +184,7 @@ class ImapSession:
 
     def select(self, folder: str, *, readonly: bool = True) -> FolderStatus:
         info = self.client.select_folder(folder, readonly=readonly)
+        self.take_news()  # a new view: what the SELECT said is the whole state, not news
         return FolderStatus(
             uidvalidity=int(info[b"UIDVALIDITY"]),
             uidnext=int(info.get(b"UIDNEXT", 0)),
@@ -203,6 +207,18 @@ class ImapSession:
             permanent_flags=(),
         )
 
+    def take_news(self) -> set[str]:
+        """What the server told about the selected folder (EXISTS, EXPUNGE, FETCH) with the
+        responses to other commands since the last call. A server tells each change once, with
+        whatever response comes next: news that rode along with a SEARCH or a FETCH would
+        otherwise be lost, and a NOOP would not tell it again."""
+        pending: dict[str, Any] = self.client._imap.untagged_responses
+        kinds = {kind for kind in _NEWS if pending.pop(kind, None)}
+        pending.pop("RECENT", None)
+        kinds |= self._news
+        self._news = set()
+        return kinds
+
     def all_uids(self) -> list[int]:
         return sorted(self.client.search("ALL"))
 
@@ -223,6 +239,8 @@ class ImapSession:
                 _apply_meta(msg, line)
                 if msg.uid:
                     out.append(msg)
+                else:
+                    self._news.add("FETCH")  # a change told without its UID
         return out
 
     def uids_from(self, first_uid: int) -> list[int]:
@@ -242,6 +260,9 @@ class ImapSession:
         for line in data:
             if isinstance(line, bytes):
                 msg = FetchedMessage(uid=0, raw=b"")
+                if b"RFC822.SIZE" not in line:
+                    self._news.add("FETCH")  # another message's flags changed meanwhile
+                    continue
                 _apply_meta(msg, line)
                 if msg.uid:
                     out[msg.uid] = msg.size
@@ -280,8 +301,13 @@ class ImapSession:
                 # the items after the literal, e.g. b' FLAGS (\\Seen))'
                 _apply_meta(current, part)
                 current = None
-        # a FETCH that the server sent for another reason (flag change) has no literal
+            elif isinstance(part, bytes):
+                # a FETCH that the server sent for another reason (a flag change): no literal
+                self._news.add("FETCH")
         return [m for m in out if m.uid]
+
+
+_NEWS = ("EXISTS", "EXPUNGE", "FETCH", "VANISHED")
 
 
 def _apply_meta(msg: FetchedMessage, meta: bytes) -> None:

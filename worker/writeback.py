@@ -79,7 +79,7 @@ from core.models import (
     utcnow,
 )
 from worker.backoff import Backoff
-from worker.folder_sync import FolderLog, SyncContext
+from worker.folder_sync import FolderLog, SyncContext, wrote
 from worker.imap import ImapAccount, ImapSession
 
 log = logging.getLogger(__name__)
@@ -859,6 +859,8 @@ class WriteBack:
 
     def _write_outcome(self, db: Session, outcome: Outcome) -> set[int]:
         """Record the new places and flags; returns the ids of messages whose flags were read."""
+        if outcome.updates:
+            wrote(self.mailbox_id)
         counts: dict[int, int] = defaultdict(int)
         flagged: set[int] = set()
         for update in outcome.updates:

@@ -419,6 +419,22 @@ def test_flagged_by_a_client_without_assignee() -> None:
     assert state.claimed and state.assignee_handle is None
 
 
+def test_a_flag_in_sent_claims_only_a_conversation_that_lives_in_sent() -> None:
+    sent = FolderRole.sent
+    ours = Direction.outbound
+    # our reply in Sent keeps the flag of a claim that a colleague removed in INBOX
+    unflagged = derive_state(
+        [msg(1, 0, loc(INBOX)), msg(2, 5, loc(sent, "\\Flagged"), direction=ours)]
+    )
+    assert not unflagged.claimed
+    # a conversation that is only our outbound mail in Sent
+    assert derive_state([msg(2, 5, loc(sent, "\\Flagged"), direction=ours)]).claimed
+    # our own reply flagged where colleagues work (a copy in INBOX) claims
+    assert derive_state(
+        [msg(1, 0, loc(INBOX)), msg(2, 5, loc(INBOX, "\\Flagged"), direction=ours)]
+    ).claimed
+
+
 def test_deleted_locations_do_not_claim_or_tag() -> None:
     state = derive_state([msg(1, 0, loc(INBOX, "\\Deleted", "\\Flagged", "vip", "\\Seen"))])
     assert not state.claimed

@@ -373,7 +373,11 @@ def test_release_from_a_mail_client(scene: Scene) -> None:
         assert (c.assignee_id, c.claimed) == (None, False)
         last = activities(s)[-1]
         assert (last.source, last.actor, last.agent_id) == (IMAP, "a mail client", None)
-        assert len(outbox(s)) == 1  # the claim's only
+        # nothing echoed; only the tidy-up of the `$Assigned_` keyword on the messages, which
+        # names no holder any more
+        claim, tidy = outbox(s)
+        assert claim.payload["add"] == ["\\Flagged", "$Assigned_alice"]
+        assert (tidy.kind, tidy.payload) == ("flags", {"add": [], "remove": ["$Assigned_zed"]})
 
 
 # --- assign -----------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,10 +17,13 @@ from sqlmodel import Session, col, select
 
 from core.db import unit_of_work
 from core.mailboxes import add_mailbox
+from core.mailserver import MailAccount
 from core.models import Conversation, Folder, ImapSecurity, Message, MessageLocation
+from core.parsing import normalize_msgid
 from core.settings import Settings
 from worker.supervisor import Worker, make_worker
 
+Found = dict[str, list[tuple[str, int, frozenset[str]]]]
 T = TypeVar("T")
 
 
@@ -165,3 +170,77 @@ def snapshot_mailbox(client: IMAPClient) -> dict[str, dict[bytes, tuple[bytes, .
             per[key + b"#" + str(uid).encode()] = flags
         result[name] = per
     return result
+
+
+# -- a small conversation --------------------------------------------------------------------
+
+
+def make_mail(
+    name: str, *, subject: str, refs: str | None = None, sender: str = "customer@example.com"
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@example.test"
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{name}>"
+    msg["Date"] = email.utils.format_datetime(email.utils.localtime())
+    if refs:
+        msg["In-Reply-To"] = refs.split()[-1]
+        msg["References"] = refs
+    msg.set_content(f"This is {name}.\n")
+    return msg.as_bytes().replace(b"\n", b"\r\n")
+
+
+def seed_conversation(account: MailAccount) -> None:
+    """m1 and m3 from the customer in INBOX, our reply m2 in Sent, and m9 (another one)."""
+    server = account.server
+    server.seed(
+        account.user,
+        account.password,
+        "INBOX",
+        [
+            make_mail("m1@example.com", subject="Printer on fire"),
+            make_mail(
+                "m3@example.com",
+                subject="Re: Printer on fire",
+                refs="<m1@example.com> <m2@example.com>",
+            ),
+            make_mail("m9@example.com", subject="Something else", sender="other@example.com"),
+        ],
+    )
+    server.seed(
+        account.user,
+        account.password,
+        "Sent",
+        [
+            make_mail(
+                "m2@example.com",
+                subject="Re: Printer on fire",
+                refs="<m1@example.com>",
+                sender=account.user,
+            )
+        ],
+        flags=["\\Seen"],
+    )
+
+
+def where_on_server(client: IMAPClient) -> Found:
+    """Message-ID -> every (folder, UID, flags) it has on the server, as a colleague sees it."""
+    out: Found = {}
+    for _flags, _delim, name in client.list_folders():
+        client.select_folder(name, readonly=True)
+        uids = client.search("ALL")
+        if not uids:
+            continue
+        for uid, data in client.fetch(
+            uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+        ).items():
+            header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[-1]
+            msgid = normalize_msgid(header) or f"uid-{uid}"
+            flags = frozenset(
+                f.decode() if isinstance(f, bytes) else str(f)
+                for f in data[b"FLAGS"]
+                if f != b"\\Recent"
+            )
+            out.setdefault(msgid, []).append((name, uid, flags))
+    return out

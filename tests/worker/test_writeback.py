@@ -5,12 +5,10 @@ A second, independent IMAP session (the colleague on a plain client) checks ever
 
 from __future__ import annotations
 
-import email.utils
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,9 @@ from tests.worker.helpers import (
     count_messages,
     make_settings,
     running_worker,
+    seed_conversation,
     wait_for,
+    where_on_server,
 )
 from worker.folder_sync import SyncContext
 from worker.imap import ImapAccount, ImapSession
@@ -56,77 +56,6 @@ CONVERSATION_FOLDERS = ("INBOX", "Pending", "Archive", "Junk", "Trash")
 
 
 # -- mail and the box ------------------------------------------------------------------------------
-
-
-def make_mail(
-    name: str, *, subject: str, refs: str | None = None, sender: str = "customer@example.com"
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = "support@example.test"
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<{name}>"
-    msg["Date"] = email.utils.format_datetime(email.utils.localtime())
-    if refs:
-        msg["In-Reply-To"] = refs.split()[-1]
-        msg["References"] = refs
-    msg.set_content(f"This is {name}.\n")
-    return msg.as_bytes().replace(b"\n", b"\r\n")
-
-
-def seed_conversation(account: MailAccount) -> None:
-    """m1 and m3 from the customer in INBOX, our reply m2 in Sent, and m9 (another one)."""
-    server = account.server
-    server.seed(
-        account.user,
-        account.password,
-        "INBOX",
-        [
-            make_mail("m1@example.com", subject="Printer on fire"),
-            make_mail(
-                "m3@example.com",
-                subject="Re: Printer on fire",
-                refs="<m1@example.com> <m2@example.com>",
-            ),
-            make_mail("m9@example.com", subject="Something else", sender="other@example.com"),
-        ],
-    )
-    server.seed(
-        account.user,
-        account.password,
-        "Sent",
-        [
-            make_mail(
-                "m2@example.com",
-                subject="Re: Printer on fire",
-                refs="<m1@example.com>",
-                sender=account.user,
-            )
-        ],
-        flags=["\\Seen"],
-    )
-
-
-def where_on_server(client: IMAPClient) -> dict[str, list[tuple[str, int, frozenset[str]]]]:
-    """Message-ID -> every (folder, UID, flags) it has on the server, as a colleague sees it."""
-    out: dict[str, list[tuple[str, int, frozenset[str]]]] = {}
-    for _flags, _delim, name in client.list_folders():
-        client.select_folder(name, readonly=True)
-        uids = client.search("ALL")
-        if not uids:
-            continue
-        for uid, data in client.fetch(
-            uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
-        ).items():
-            header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[-1]
-            msgid = normalize_msgid(header) or f"uid-{uid}"
-            flags = frozenset(
-                f.decode() if isinstance(f, bytes) else str(f)
-                for f in data[b"FLAGS"]
-                if f != b"\\Recent"
-            )
-            out.setdefault(msgid, []).append((name, uid, flags))
-    return out
 
 
 def where_in_db(
