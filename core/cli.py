@@ -27,7 +27,6 @@ app.add_typer(token_app, name="token")
 app.add_typer(mailbox_app, name="mailbox")
 
 console = Console(stderr=True)
-out = Console()
 
 
 def _mount_optional() -> None:
@@ -135,7 +134,7 @@ def token_create(
             fail(f"no agent {email}; add one with: imapdesk user add {email} --name NAME")
             return
         token = create_api_token(session, agent, name=name)
-    out.print(token, soft_wrap=True)
+    Console().print(token, soft_wrap=True)
 
 
 # --- mailboxes ----------------------------------------------------------------------------------
@@ -267,7 +266,8 @@ def mailbox_list() -> None:
                 folder_text,
                 mb.last_error or "",
             )
-    out.print(table)
+    # a console of the moment: its width comes from the terminal (or COLUMNS) of this run
+    Console().print(table)
 
 
 @app.command("rebuild")
@@ -366,7 +366,9 @@ def web_server(app: Any, host: str, port: int) -> Any:
                 signal.signal(sig, self.handle_exit)
             yield
 
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=2
+    )
     return Server(config)
 
 
