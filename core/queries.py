@@ -348,6 +348,13 @@ def _merge_target(session: Session, conversation: Conversation) -> int:
     return current.id
 
 
+def visible_conversation_id(session: Session, agent: Agent, conversation_id: int) -> int:
+    """The id of the conversation the agent may see, following merges (NotFound otherwise),
+    without loading its messages."""
+    conversation = _visible_conversation(session, agent, conversation_id)
+    return _merge_target(session, conversation)
+
+
 def get_conversation(session: Session, agent: Agent, conversation_id: int) -> ConversationDetail:
     """A conversation with its messages (by date, then id), attachments, locations and tags.
 

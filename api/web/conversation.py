@@ -305,11 +305,7 @@ def wants_json(request: Request) -> bool:
 
 def visible_conversation_id(session: Session, agent: Agent, conversation_id: int) -> int:
     """The conversation the agent may see (following merges)."""
-    try:
-        queries.get_conversation(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
-        return exc.merged_into
-    return conversation_id
+    return queries.visible_conversation_id(session, agent, conversation_id)
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -322,11 +318,9 @@ def conversation_page(
     agent: WebAgent,
     conversation_id: Annotated[int, Path(ge=1)],
 ) -> Response:
-    try:
-        context = page_context(request, session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
-        target = request.url_for("conversation", conversation_id=exc.merged_into)
-        return RedirectResponse(target.path, status_code=303)
+    context = _context_or_target(request, session, agent, conversation_id)
+    if isinstance(context, str):
+        return RedirectResponse(context, status_code=303)
     return templates.TemplateResponse(request, "conversation.html", context)
 
 
@@ -338,12 +332,20 @@ def conversation_parts(
     conversation_id: Annotated[int, Path(ge=1)],
 ) -> Response:
     """The page's changing parts as HTML in JSON, for the live updates."""
-    try:
-        context = page_context(request, session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
-        target = request.url_for("conversation", conversation_id=exc.merged_into)
-        return JSONResponse({"redirect": target.path})
+    context = _context_or_target(request, session, agent, conversation_id)
+    if isinstance(context, str):
+        return JSONResponse({"redirect": context})
     return JSONResponse(render_parts(context))
+
+
+def _context_or_target(
+    request: Request, session: Session, agent: Agent, conversation_id: int
+) -> dict[str, Any] | str:
+    """The page's context, or the path of the conversation it was merged into."""
+    try:
+        return page_context(request, session, agent, conversation_id)
+    except queries.ConversationMerged as exc:
+        return request.url_for("conversation", conversation_id=exc.merged_into).path
 
 
 def check_form_csrf(request: Request, submitted: str) -> None:
