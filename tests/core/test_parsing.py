@@ -28,8 +28,8 @@ from core.parsing import (
     sanitize_html,
     subject_key,
 )
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 STALWART = CORPUS / "stalwart-eml"
 NOTMUCH = CORPUS / "notmuch" / "test" / "corpora"
 
