@@ -20,6 +20,7 @@ from api.web import conversation as web_conversation
 from api.web import live as web_live
 from api.web.templating import STATIC_DIR
 from core.db import get_engine, make_engine
+from core.queues import CountsCache
 from core.settings import Settings, get_settings
 
 SESSION_COOKIE = "imapdesk_session"
@@ -110,6 +111,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
+    # the list pages' sidebar counts, reused while nothing changed (core/queues.py)
+    app.state.queue_counts = CountsCache()
 
     install_error_handlers(app)
     app.include_router(health.router)

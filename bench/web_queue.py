@@ -8,7 +8,10 @@ assigned; one in five tagged, with one of 12 tags; last message times spread ove
 then ANALYZE. One agent, signed in through the login form, asks for each view in turn
 (`--requests` times per view, after a warm-up): Everything (the default), Mine, Unassigned,
 All open sorted oldest first, one mailbox's open ones, a tag's open ones, and two searches: a
-rare word, and a word in the subject of 30% of all conversations. Server time is measured inside
+rare word, and a word in the subject of 30% of all conversations. The sidebar counts are reused
+while nothing changed (core/queues.py): two more views have a conversation change (its version
+and updated_at bumped, as every change does) committed before each request, so every request
+counts afresh ("busy"). Server time is measured inside
 the ASGI app, from the request's arrival to the last byte of the response (routing, session, the
 queries, the template), so the in-process client adds nothing; the process's CPU time per request
 is printed beside it (what the page costs on an idle core, since a busy machine stretches the
@@ -66,6 +69,8 @@ class View:
     # the bare list query behind the view: (extra WHERE, ORDER BY)
     where: str
     order: str
+    # a conversation changes before each request: the counts cannot be reused
+    busy: bool = False
 
 
 def views(agent_id: int) -> list[View]:
@@ -93,6 +98,14 @@ def views(agent_id: int) -> list[View]:
             "status = 'open' AND id IN "
             "(SELECT conversation_id FROM conversationtag WHERE tag = 'tag3')",
             newest,
+        ),
+        View("Everything, busy", "/", not_deleted, newest, busy=True),
+        View(
+            "Unassigned, busy",
+            "/?queue=unassigned",
+            "status = 'open' AND assignee_id IS NULL",
+            newest,
+            busy=True,
         ),
         View("Search, a rare word", "/?q=4242", "", ""),
         View("Search, in 30% of all", "/?q=refund", "", ""),
@@ -214,6 +227,14 @@ class ServerTimer:
         await self.app(scope, receive, timed_send)
 
 
+def change_one(engine: Engine, rng: random.Random, conversations: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE conversation SET version = version + 1, updated_at = :now WHERE id = :id"),
+            {"now": datetime.now(UTC), "id": rng.randint(1, conversations)},
+        )
+
+
 def timed(fn: Callable[[], object], n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -275,6 +296,8 @@ def measure(
                     assert client.get(view.path).status_code == 200
                 samples, cpu = [], []
                 for _ in range(requests):
+                    if view.busy:
+                        change_one(engine, rng, conversations)
                     r = client.get(view.path)
                     assert r.status_code == 200 and 'data-id="' in r.text, view.path
                     samples.append(timer.last)

@@ -18,11 +18,16 @@ from core.errors import InvalidInput, NotFound
 from core.models import Agent, AgentMailboxAccess, Conversation, Mailbox
 
 
+def sees_every_mailbox(agent: Agent) -> bool:
+    """Admins and agents with `all_mailboxes`: no mailbox is hidden from them."""
+    return agent.is_active and (agent.is_admin or agent.all_mailboxes)
+
+
 def visible_mailbox_ids(session: Session, agent: Agent) -> list[int]:
     """The ids of the mailboxes this agent may see, in id order."""
     if not agent.is_active:
         return []
-    if agent.is_admin or agent.all_mailboxes:
+    if sees_every_mailbox(agent):
         stmt = select(Mailbox.id)
     else:
         stmt = (
@@ -36,7 +41,7 @@ def visible_mailbox_ids(session: Session, agent: Agent) -> list[int]:
 def can_see_mailbox(session: Session, agent: Agent, mailbox_id: int) -> bool:
     if not agent.is_active:
         return False
-    if agent.is_admin or agent.all_mailboxes:
+    if sees_every_mailbox(agent):
         return True
     row = session.get(AgentMailboxAccess, (agent.id, mailbox_id))
     return row is not None

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -190,14 +190,28 @@ class Conversation(SQLModel, table=True):
         Index("ix_conversation_updated_at", "updated_at"),
         # the queue counts and lists read this index alone (core/queues.py)
         Index("ix_conversation_queue", "status", "mailbox_id", "assignee_id", "merged_into_id"),
+        # Unassigned (open, no assignee) and Mine (the agent's), read in list order
+        # the lists read in order: All open, Pending, Closed (status); Unassigned (open, no
+        # assignee); Mine (the agent's)
+        Index("ix_conversation_status_last", "status", "last_message_at"),
+        Index("ix_conversation_status_assignee_last", "status", "assignee_id", "last_message_at"),
+        Index("ix_conversation_assignee_last", "assignee_id", "last_message_at"),
+        # merges are rare: a partial index finds them and cannot lure a planner into reading
+        # every unmerged row for "merged_into_id IS NULL"
+        Index(
+            "ix_conversation_merged_into_id",
+            "merged_into_id",
+            sqlite_where=text("merged_into_id IS NOT NULL"),
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     mailbox_id: int = Field(foreign_key="mailbox.id", index=True, ondelete="CASCADE")
     subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # the normalised subject (no Re:/Fwd:/[list] prefixes) for the guarded subject fallback
     subject_key: str = Field(default="", max_length=255)
-    status: ConversationStatus = Field(default=ConversationStatus.open, index=True)
-    assignee_id: int | None = Field(default=None, foreign_key="agent.id", index=True)
+    status: ConversationStatus = Field(default=ConversationStatus.open)
+    assignee_id: int | None = Field(default=None, foreign_key="agent.id")
     claimed: bool = False
     customer_email: str | None = Field(default=None, max_length=320, index=True)
     customer_name: str | None = Field(default=None, max_length=300)
@@ -208,7 +222,7 @@ class Conversation(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     version: int = 1
     # set when this conversation was merged into another (a late parent joined two threads)
-    merged_into_id: int | None = Field(default=None, foreign_key="conversation.id", index=True)
+    merged_into_id: int | None = Field(default=None, foreign_key="conversation.id")
     # snoozed: pending until then, when the worker reopens it (core/snooze.py)
     snoozed_until: datetime | None = Field(default=None, index=True)
 

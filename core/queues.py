@@ -3,18 +3,30 @@ their counts, within the mailboxes the agent may see.
 
 Mine is what the agent holds that is still open or pending; per mailbox and per tag count the
 open conversations. A count is a handful of indexed COUNT queries, whatever the table's size.
+
+The counts are asked for on every list page and every live refresh of one, so a `CountsCache`
+keeps them per agent while nothing changed: every change to a conversation bumps its `version`
+and `updated_at` (core/live.py relies on the same), so a cheap `change_stamp` (the newest id and
+`updated_at`, and the count and version sum of the rows changed within `LOOKBACK`, which catches
+a commit that lands late with an older `updated_at`) tells whether they can still be right.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import bindparam, func, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from core import queries
-from core.models import Agent, Conversation, ConversationStatus, ConversationTag, Mailbox
+from core.live import LOOKBACK
+from core.models import Agent, Conversation, ConversationStatus, ConversationTag, Mailbox, utcnow
 
 OPEN = ConversationStatus.open
 PENDING = ConversationStatus.pending
@@ -93,11 +105,73 @@ def _capped_count(where: str) -> str:
     )
 
 
-def queue_counts(session: Session, agent: Agent) -> QueueCounts:
-    """How many conversations each queue holds for this agent (up to COUNT_CAP).
+@dataclass(frozen=True)
+class _Numbers:
+    """The counts of one agent's queues, by mailbox id (names are looked up on every call)."""
 
-    Every count is one scalar subquery of a single statement: one round trip, and no per-query
-    overhead in Python, whatever the number of mailboxes."""
+    queues: dict[str, int]
+    mailboxes: dict[int, int]
+    tags: Sequence[tuple[str, int]]
+
+
+def change_stamp(session: Session, *, now: datetime | None = None) -> tuple[object, ...]:
+    """Changes whenever a conversation is added or changed (see the module's docstring).
+
+    One statement off two indexes: the newest id and `updated_at`, and the rows changed within
+    LOOKBACK (a few, unless the team is very busy)."""
+    since = (now or utcnow()) - LOOKBACK
+    recent = col(Conversation.updated_at) > since
+    recent_rows = sa_select(col(Conversation.version)).where(recent).subquery()
+    row = session.execute(
+        sa_select(
+            sa_select(func.max(Conversation.id)).scalar_subquery(),
+            sa_select(func.max(Conversation.updated_at)).scalar_subquery(),
+            sa_select(func.count()).select_from(recent_rows).scalar_subquery(),
+            sa_select(func.coalesce(func.sum(recent_rows.c.version), 0)).scalar_subquery(),
+        )
+    ).one()
+    return tuple(row)
+
+
+class CountsCache:
+    """Queue counts per agent and set of visible mailboxes, reused while `change_stamp` says
+    nothing changed and they are younger than `max_age` seconds (a bound on how stale they can
+    get should a change ever slip past the stamp); at most `max_entries`, least recently used
+    first out. Shared by the threads of one API process."""
+
+    def __init__(self, *, max_entries: int = 512, max_age: float = 60.0) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[Hashable, tuple[tuple[object, ...], float, _Numbers]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, stamp: tuple[object, ...], compute: Callable[[], _Numbers]
+    ) -> _Numbers:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == stamp and now - entry[1] < self.max_age:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[2]
+            self.misses += 1
+        numbers = compute()
+        with self._lock:
+            self._entries[key] = (stamp, now, numbers)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return numbers
+
+
+def queue_counts(session: Session, agent: Agent, cache: CountsCache | None = None) -> QueueCounts:
+    """How many conversations each queue holds for this agent (up to COUNT_CAP); from `cache`
+    when nothing changed since it counted them."""
     names = {
         mid: name
         for mid, name in session.exec(
@@ -110,6 +184,22 @@ def queue_counts(session: Session, agent: Agent) -> QueueCounts:
     if not names:
         return QueueCounts(queues={q.name: 0 for q in QUEUES})
     ids = sorted(names)
+    if cache is None:
+        numbers = _count(session, agent, ids)
+    else:
+        numbers = cache.get(
+            (agent.id, tuple(ids)), change_stamp(session), lambda: _count(session, agent, ids)
+        )
+    return QueueCounts(
+        queues=numbers.queues,
+        mailboxes=sorted((name, numbers.mailboxes[mid]) for mid, name in names.items()),
+        tags=numbers.tags,
+    )
+
+
+def _count(session: Session, agent: Agent, ids: list[int]) -> _Numbers:
+    """Every count but the tags' is one scalar subquery of a single statement: one round trip,
+    and no per-query overhead in Python, whatever the number of mailboxes."""
     # the status values are our enum's names, never input
     visible = "mailbox_id IN :mailboxes"
     columns = {
@@ -133,7 +223,6 @@ def queue_counts(session: Session, agent: Agent) -> QueueCounts:
         "closed": got["closed"],
         "all": _capped(sum(statuses) + any(c.capped for c in statuses)),
     }
-    per_mailbox = {mid: got[f"mailbox_{i}"] for i, mid in enumerate(ids)}
     base = (col(Conversation.merged_into_id).is_(None), col(Conversation.mailbox_id).in_(ids))
     status = col(Conversation.status)
     tag_count = func.count().label("n")
@@ -152,8 +241,6 @@ def queue_counts(session: Session, agent: Agent) -> QueueCounts:
             .limit(MAX_TAGS)
         )
     ]
-    return QueueCounts(
-        queues=counts,
-        mailboxes=sorted((name, per_mailbox[mid]) for mid, name in names.items()),
-        tags=tags,
+    return _Numbers(
+        queues=counts, mailboxes={mid: got[f"mailbox_{i}"] for i, mid in enumerate(ids)}, tags=tags
     )

@@ -78,7 +78,7 @@ def conversations_page(
     agents = session.exec(
         select(Agent).where(col(Agent.is_active).is_(True)).order_by(col(Agent.name))
     ).all()
-    counts = queues.queue_counts(session, agent)
+    counts = queues.queue_counts(session, agent, request.app.state.queue_counts)
     return templates.TemplateResponse(
         request,
         "conversations.html",

@@ -5,18 +5,26 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from core import crypto
+from core import crypto, operations
 from core.agents import create_agent
 from core.db import unit_of_work
-from core.models import Activity, ActivitySource, Conversation, ConversationStatus
+from core.models import (
+    Activity,
+    ActivitySource,
+    Agent,
+    Conversation,
+    ConversationStatus,
+    Mailbox,
+)
 from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
@@ -178,3 +186,47 @@ def test_bulk_needs_csrf_an_action_and_a_selection(alice: TestClient, scene: Sce
     assert "Select one or more conversations first." in Page(alice.get("/").text).all_text
     alice.post("/bulk", data={"action": "explode", "ids": [scene.s1], "csrf_token": token})
     assert "Choose what to do" in Page(alice.get("/").text).all_text
+
+
+def test_counts_are_reused_only_while_nothing_changed(
+    app: FastAPI, alice: TestClient, engine: Engine, scene: Scene
+) -> None:
+    cache = app.state.queue_counts
+    first = counts(alice.get("/").text)
+    misses = cache.misses
+    assert counts(alice.get("/?queue=open").text) == first
+    assert cache.misses == misses and cache.hits >= 1
+
+    # a change through the operations, as the web UI, the API and the worker make them
+    with unit_of_work(engine) as s:
+        me = s.exec(select(Agent).where(col(Agent.email) == "alice@example.com")).one()
+        operations.claim(s, scene.s1, me, source=ActivitySource.web)
+    now = counts(alice.get("/").text)
+    assert (now["mine"], now["unassigned"]) == (first["mine"] + 1, first["unassigned"] - 1)
+
+    # a commit that lands late, its updated_at older than the newest one already seen
+    with unit_of_work(engine) as s:
+        newest = s.exec(select(func.max(Conversation.updated_at))).one()
+        assert newest is not None
+        s.exec(
+            update(Conversation)
+            .where(col(Conversation.id) == scene.s5)
+            .values(
+                status=ConversationStatus.closed,
+                version=Conversation.version + 1,
+                updated_at=newest - timedelta(seconds=2),
+            )
+        )
+    late = counts(alice.get("/").text)
+    assert late["open"] == now["open"] - 1 and late["closed"] == now["closed"] + 1
+
+    # a new conversation dated in the past: the newest id tells
+    with unit_of_work(engine) as s:
+        box = s.exec(select(Mailbox).where(col(Mailbox.name) == "support")).one()
+        old = f.conversation(s, box, "from an old import", minutes=3)
+        s.exec(
+            update(Conversation)
+            .where(col(Conversation.id) == old.id)
+            .values(updated_at=newest - timedelta(days=30))
+        )
+    assert counts(alice.get("/").text)["open"] == late["open"] + 1
