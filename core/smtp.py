@@ -225,6 +225,59 @@ def _needs_utf8(raw: bytes) -> bool:
     return any(b > 0x7F for b in head)
 
 
+def check_connection(account: SmtpAccount) -> str:
+    """Connect, EHLO, STARTTLS or TLS as configured, AUTH and QUIT, exactly as the sender does;
+    what worked, or SmtpError saying what to fix."""
+    try:
+        client = connect(account)
+    except SmtpError as exc:
+        raise SmtpError(_what_to_fix(account, exc), permanent=exc.permanent, said=exc.said) from exc
+    close(client)
+    tls = "without TLS" if account.security == "none" else "TLS verified"
+    login = (
+        f"logged in as {account.username}"
+        if account.username and account.password is not None
+        else "no login configured"
+    )
+    return f"Connected to {account.describe()}, {tls}, {login}."
+
+
+def _what_to_fix(account: SmtpAccount, exc: SmtpError) -> str:
+    where = account.describe()
+    cause = exc.__cause__
+    said = f" (the server said: {exc.said})" if exc.said else ""
+    if isinstance(cause, smtplib.SMTPAuthenticationError):
+        return (
+            f"{where} refused the login of {account.username}{said}: "
+            "check the SMTP user name and password"
+        )
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return (
+            f"TLS verification failed for {where} ({cause.verify_message}): check the host "
+            "name, or give the CA file of a private CA"
+        )
+    if isinstance(cause, ssl.SSLError):
+        return (
+            f"the TLS handshake with {where} failed ({cause.reason or cause}): check the "
+            "security setting (ssl is usually port 465, starttls 587)"
+        )
+    if isinstance(cause, smtplib.SMTPNotSupportedError):
+        if "STARTTLS" in str(cause).upper():
+            return f"{where} does not offer STARTTLS: choose ssl, or the port that offers it"
+        return (
+            f"{where} does not offer AUTH{said}: most servers offer it only over TLS; "
+            "check the security setting, or send without login"
+        )
+    if isinstance(cause, TimeoutError | smtplib.SMTPServerDisconnected):
+        return (
+            f"no SMTP answer from {where} ({cause or 'closed'}): check the host, the port and "
+            "the security setting (ssl on a starttls port, or the reverse, waits for nothing)"
+        )
+    if isinstance(cause, OSError):
+        return f"cannot reach {where} ({cause}): check the SMTP host and port"
+    return exc.message
+
+
 def close(client: smtplib.SMTP | None) -> None:
     if client is None:
         return
@@ -240,6 +293,7 @@ __all__ = [
     "SendResult",
     "SmtpAccount",
     "SmtpError",
+    "check_connection",
     "close",
     "connect",
     "send_message",

@@ -16,7 +16,7 @@ from api.deps import SessionDep, SettingsDep
 from api.web.auth import CSRF_FIELD, WebAdmin, check_csrf
 from api.web.queues import flash, pop_flash
 from api.web.templating import templates
-from core import access
+from core import access, smtp
 from core.agents import create_agent, create_api_token
 from core.capabilities import plain_client_notes
 from core.crypto import encrypt_secret, hash_password
@@ -219,6 +219,25 @@ class MailboxForm:
     ca_file: str = ""
     folders: str = ""
     enabled: bool = True
+    # SMTP: blank fields fall back (see core.smtp.smtp_account); passwords are never shown
+    smtp_host: str = ""
+    smtp_port: str = ""
+    smtp_security: str = ImapSecurity.starttls.value
+    smtp_username: str = ""
+    smtp_no_login: bool = False
+    smtp_password_stored: bool = False
+
+
+@dataclass(frozen=True)
+class SmtpForm:
+    """The SMTP fields as submitted: the password is kept apart from what is shown again."""
+
+    host: str
+    port: int | None
+    security: ImapSecurity
+    username: str | None  # None: the IMAP user name; "": no login
+    password: str  # "": keep the stored one (or the IMAP password when none is stored)
+    clear_password: bool
 
 
 @dataclass(frozen=True)
@@ -226,6 +245,7 @@ class ConnectionTest:
     ok: bool
     message: str
     notes: list[str]
+    title: str = ""  # the result's heading; "" for the IMAP test's own
 
 
 def _test_connection(form: MailboxForm, password: str) -> ConnectionTest:
@@ -262,6 +282,80 @@ def _test_connection(form: MailboxForm, password: str) -> ConnectionTest:
         f"Connected and logged in as {form.username}. Server capabilities: {listed}",
         plain_client_notes(caps),
     )
+
+
+def _smtp_form(
+    host: str,
+    port: str,
+    security: str,
+    username: str,
+    no_login: bool,
+    password: str,
+    clear_password: bool,
+) -> SmtpForm:
+    port = port.strip()
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise InvalidInput("the SMTP port is a number from 1 to 65535", field="smtp_port")
+    return SmtpForm(
+        host=host.strip(),
+        port=int(port) if port else None,
+        security=ImapSecurity(security if security in ImapSecurity.__members__ else "starttls"),
+        username="" if no_login else (username.strip() or None),
+        password="" if no_login else password,
+        clear_password=clear_password or no_login,
+    )
+
+
+def _show_smtp(form: MailboxForm, submitted: SmtpForm, password_stored: bool) -> None:
+    form.smtp_host = submitted.host
+    form.smtp_port = str(submitted.port or "")
+    form.smtp_security = submitted.security.value
+    form.smtp_username = submitted.username or ""
+    form.smtp_no_login = submitted.username == ""
+    form.smtp_password_stored = password_stored
+
+
+def _apply_smtp(box: Mailbox, submitted: SmtpForm, settings: Settings) -> None:
+    box.smtp_host = submitted.host or None
+    box.smtp_port = submitted.port
+    box.smtp_security = submitted.security
+    box.smtp_username = submitted.username
+    if submitted.password:
+        box.smtp_password_encrypted = encrypt_secret(submitted.password, settings.secret_key)
+    elif submitted.clear_password:
+        box.smtp_password_encrypted = None
+
+
+def _test_smtp(
+    form: MailboxForm,
+    submitted: SmtpForm,
+    imap_password: str,
+    stored: Mailbox | None,
+    settings: Settings,
+) -> ConnectionTest:
+    """Connect to the SMTP server as the sender would with these settings (unsaved ones too):
+    the same fall-backs to the IMAP login, the same TLS rules."""
+    if not submitted.host:
+        return ConnectionTest(
+            False, "no SMTP host is set: replies cannot be sent until one is", [], "SMTP failed"
+        )
+    # an unsaved copy, so that core.smtp applies its own fall-backs to what was typed
+    draft = Mailbox(
+        name=form.name or "draft",
+        address=form.address,
+        imap_host=form.imap_host,
+        username=form.username,
+        ca_file=form.ca_file or None,
+        password_encrypted=encrypt_secret(imap_password, settings.secret_key),
+        smtp_password_encrypted=stored.smtp_password_encrypted if stored is not None else None,
+    )
+    _apply_smtp(draft, submitted, settings)
+    account = smtp.smtp_account(draft, settings)
+    assert account is not None
+    try:
+        return ConnectionTest(True, smtp.check_connection(account), [], "SMTP works")
+    except smtp.SmtpError as exc:
+        return ConnectionTest(False, exc.message, [], "SMTP failed")
 
 
 def _mailbox_page(
@@ -301,6 +395,7 @@ def _mailbox_page(
         folders=folders,
         notes=plain_client_notes(mailbox.capabilities) if mailbox is not None else [],
         securities=[s.value for s in ImapSecurity],
+        smtp_ports={"ssl": 465, "starttls": 587, "none": 25},
         restricted=restricted,
         test=test,
         error=error,
@@ -378,6 +473,13 @@ def mailbox_create(
     password: Annotated[str, Form(max_length=1000)] = "",
     ca_file: Annotated[str, Form(max_length=1000)] = "",
     folders: Annotated[str, Form(max_length=2000)] = "",
+    smtp_host: Annotated[str, Form(max_length=255)] = "",
+    smtp_port: Annotated[str, Form(max_length=10)] = "",
+    smtp_security: Annotated[str, Form(max_length=10)] = "starttls",
+    smtp_username: Annotated[str, Form(max_length=320)] = "",
+    smtp_no_login: Annotated[bool, Form()] = False,
+    smtp_password: Annotated[str, Form(max_length=1000)] = "",
+    smtp_clear_password: Annotated[bool, Form()] = False,
     agents: Annotated[list[int] | None, Form()] = None,
 ) -> Response:
     check_csrf(request, csrf_token)
@@ -385,8 +487,21 @@ def mailbox_create(
         name, address, imap_host, imap_port, imap_security, username, password, ca_file,
         folders, True,
     )  # fmt: skip
+    try:
+        submitted = _smtp_form(
+            smtp_host, smtp_port, smtp_security, smtp_username, smtp_no_login, smtp_password,
+            smtp_clear_password,
+        )  # fmt: skip
+    except InvalidInput as exc:
+        return _mailbox_page(
+            request, session, admin, form, mailbox=None, error=exc.message, status_code=400
+        )
+    _show_smtp(form, submitted, password_stored=False)
     if op == "test":
         test = _test_connection(form, password)
+        return _mailbox_page(request, session, admin, form, mailbox=None, test=test)
+    if op == "smtp":
+        test = _test_smtp(form, submitted, password, None, settings)
         return _mailbox_page(request, session, admin, form, mailbox=None, test=test)
     try:
         if not (form.imap_host and form.username and password):
@@ -405,6 +520,7 @@ def mailbox_create(
                 ca_file=form.ca_file or None,
                 folders=_folder_list(form.folders),
             )
+            _apply_smtp(box, submitted, settings)
             chosen = [a for a in (session.get(Agent, i) for i in agents or []) if a is not None]
             access.grant_mailbox(session, box, chosen)
     except ImapdeskError as exc:
@@ -430,6 +546,12 @@ def _form_of(box: Mailbox) -> MailboxForm:
         ca_file=box.ca_file or "",
         folders=", ".join(box.watched_folders or []),
         enabled=box.enabled,
+        smtp_host=box.smtp_host or "",
+        smtp_port=str(box.smtp_port or ""),
+        smtp_security=ImapSecurity(box.smtp_security or ImapSecurity.starttls).value,
+        smtp_username=box.smtp_username or "",
+        smtp_no_login=box.smtp_username == "" and not box.smtp_password_encrypted,
+        smtp_password_stored=bool(box.smtp_password_encrypted),
     )
 
 
@@ -458,6 +580,13 @@ def mailbox_save(
     password: Annotated[str, Form(max_length=1000)] = "",
     ca_file: Annotated[str, Form(max_length=1000)] = "",
     folders: Annotated[str, Form(max_length=2000)] = "",
+    smtp_host: Annotated[str, Form(max_length=255)] = "",
+    smtp_port: Annotated[str, Form(max_length=10)] = "",
+    smtp_security: Annotated[str, Form(max_length=10)] = "starttls",
+    smtp_username: Annotated[str, Form(max_length=320)] = "",
+    smtp_no_login: Annotated[bool, Form()] = False,
+    smtp_password: Annotated[str, Form(max_length=1000)] = "",
+    smtp_clear_password: Annotated[bool, Form()] = False,
     enabled: Annotated[bool, Form()] = False,
 ) -> Response:
     check_csrf(request, csrf_token)
@@ -468,8 +597,21 @@ def mailbox_save(
     )  # fmt: skip
     # an empty password field keeps the stored one
     secret = password or _stored_password(box, settings)
+    try:
+        submitted = _smtp_form(
+            smtp_host, smtp_port, smtp_security, smtp_username, smtp_no_login, smtp_password,
+            smtp_clear_password,
+        )  # fmt: skip
+    except InvalidInput as exc:
+        return _mailbox_page(
+            request, session, admin, form, mailbox=box, error=exc.message, status_code=400
+        )
+    _show_smtp(form, submitted, password_stored=bool(box.smtp_password_encrypted))
     if op == "test":
         test = _test_connection(form, secret)
+        return _mailbox_page(request, session, admin, form, mailbox=box, test=test)
+    if op == "smtp":
+        test = _test_smtp(form, submitted, secret, box, settings)
         return _mailbox_page(request, session, admin, form, mailbox=box, test=test)
     if "@" not in form.address or not form.imap_host or not form.username:
         return _mailbox_page(
@@ -491,6 +633,7 @@ def mailbox_save(
     box.enabled = form.enabled
     if password:
         box.password_encrypted = encrypt_secret(password, settings.secret_key)
+    _apply_smtp(box, submitted, settings)
     session.add(box)
     flash(request, f"Saved mailbox {box.name}.")
     return _redirect(request, "admin_mailbox", mailbox_id=mailbox_id)

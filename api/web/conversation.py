@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from api.deps import SessionDep, SettingsDep
 from api.downloads import attachment_path, attachment_response
 from api.web.auth import WebAgent, check_csrf, csrf_token
-from api.web.templating import templates
+from api.web.templating import STATIC_DIR, templates
 from core import operations, presence, queries, saved_replies, snooze
 from core.errors import ImapdeskError, InvalidInput, NotFound
 from core.models import (
@@ -34,6 +34,7 @@ from core.models import (
     utcnow,
 )
 from core.parsing import sanitize_html
+from core.quoting import collapse_quoted
 from core.settings import Settings
 
 router = APIRouter(include_in_schema=False)
@@ -448,6 +449,11 @@ def conversation_presence(
 
 # --- the message body and attachments -----------------------------------------------------------
 
+# the frame's own style (the collapsed quote), inline: the frame may load no stylesheet
+MESSAGE_FRAME_STYLE = (
+    "<style>" + (STATIC_DIR / "message_frame.css").read_text(encoding="utf-8") + "</style>"
+)
+
 
 def _inline_images(session: Session, settings: Settings, message_id: int, html: str) -> str:
     """cid: references to the message's own images, as data: URLs (the frame loads nothing)."""
@@ -488,6 +494,10 @@ def message_body(
     # stored HTML is sanitised at ingest; once remote content may load, sanitise again, so that
     # only images (never prefetches, styles or frames) can reach the remote host
     html = sanitize_html(message.html) if images else message.html
+    # the quoted history is wrapped after sanitising, so the wrapper is the helpdesk's own
+    collapsed = collapse_quoted(html)
+    if collapsed != html:
+        html = MESSAGE_FRAME_STYLE + collapsed
     return HTMLResponse(
         _inline_images(session, settings, message.id, html),
         headers={
