@@ -623,6 +623,22 @@ _HTML_ATTRIBUTES: dict[str, set[str]] = {
     "time": {"datetime"},
     "details": {"open"},
 }
+# the marks mail clients put on the quoted history (core/quoting.py collapses it), and nothing
+# else of `class`, `id` or `type`
+_HTML_QUOTE_CLASSES: dict[str, set[str]] = {
+    "div": {
+        "gmail_quote",
+        "gmail_quote_container",
+        "gmail_attr",
+        "yahoo_quoted",
+        "moz-cite-prefix",
+    },
+    "blockquote": {"gmail_quote"},
+}
+_HTML_QUOTE_VALUES: dict[str, dict[str, set[str]]] = {
+    "blockquote": {"type": {"cite"}},
+    "div": {"id": {"divRplyFwdMsg", "appendonsend"}},
+}
 _URL_SCHEMES = {"http", "https", "mailto", "tel", "cid", "data"}
 _SCHEME_NOISE = re.compile(r"[\x00-\x20\x7f]+")
 _HAS_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*:")
@@ -652,6 +668,8 @@ _clean_html = functools.partial(
     clean_content_tags=_HTML_DROP_WITH_CONTENT,
     attributes=_HTML_ATTRIBUTES,
     attribute_filter=_filter_attribute,
+    allowed_classes=_HTML_QUOTE_CLASSES,
+    tag_attribute_values=_HTML_QUOTE_VALUES,
     url_schemes=_URL_SCHEMES,
     link_rel="noopener noreferrer nofollow",
     strip_comments=True,

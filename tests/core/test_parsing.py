@@ -857,3 +857,18 @@ def test_store_blob_repairs_a_truncated_file(tmp_path: Path) -> None:
 def test_blob_path_refuses_anything_but_a_digest(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError):
         blob_path(tmp_path, bad)
+
+
+def test_sanitizing_keeps_the_quote_marks_of_mail_clients_and_no_other_class_or_id() -> None:
+    html = (
+        '<div class="gmail_quote evil" id="x" onclick="1"><div class="gmail_attr">On x wrote:'
+        '</div><blockquote class="gmail_quote" type="cite" style="color:red">q</blockquote></div>'
+        '<div id="divRplyFwdMsg">a</div><div id="appendonsend"></div><div id="other" class="foo">'
+        'b</div><blockquote type="evil">c</blockquote><span class="gmail_quote">d</span>'
+    )
+    clean = sanitize_html(html)
+    assert '<div class="gmail_quote"><div class="gmail_attr">' in clean
+    assert '<blockquote class="gmail_quote" type="cite">q</blockquote>' in clean
+    assert '<div id="divRplyFwdMsg">' in clean and '<div id="appendonsend">' in clean
+    for gone in ("evil", "onclick", 'id="x"', "other", "foo", "style", "span class"):
+        assert gone not in clean, gone
