@@ -10,6 +10,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
 from sqlmodel import Session, col, select
 
 from api.deps import SessionDep, SettingsDep
@@ -284,26 +286,90 @@ def _test_connection(form: MailboxForm, password: str) -> ConnectionTest:
     )
 
 
-def _smtp_form(
-    host: str,
-    port: str,
-    security: str,
-    username: str,
-    no_login: bool,
-    password: str,
-    clear_password: bool,
-) -> SmtpForm:
-    port = port.strip()
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise InvalidInput("the SMTP port is a number from 1 to 65535", field="smtp_port")
-    return SmtpForm(
-        host=host.strip(),
-        port=int(port) if port else None,
-        security=ImapSecurity(security if security in ImapSecurity.__members__ else "starttls"),
-        username="" if no_login else (username.strip() or None),
-        password="" if no_login else password,
-        clear_password=clear_password or no_login,
-    )
+class MailboxSubmission(BaseModel):
+    """What the mailbox form posts (new and existing mailboxes alike; a new one's `name` and
+    `agents`, an existing one's `enabled`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    csrf_token: str = PydanticField("", max_length=200)
+    op: str = PydanticField("save", max_length=10)
+    name: str = PydanticField("", max_length=100)
+    address: str = PydanticField("", max_length=320)
+    imap_host: str = PydanticField("", max_length=255)
+    imap_port: int = PydanticField(993, ge=1, le=65535)
+    imap_security: str = PydanticField("ssl", max_length=10)
+    username: str = PydanticField("", max_length=320)
+    password: str = PydanticField("", max_length=1000)
+    ca_file: str = PydanticField("", max_length=1000)
+    folders: str = PydanticField("", max_length=2000)
+    enabled: bool = False
+    agents: list[int] = []
+    smtp_host: str = PydanticField("", max_length=255)
+    smtp_port: str = PydanticField("", max_length=10)
+    smtp_security: str = PydanticField("starttls", max_length=10)
+    smtp_username: str = PydanticField("", max_length=320)
+    smtp_no_login: bool = False
+    smtp_password: str = PydanticField("", max_length=1000)
+    smtp_clear_password: bool = False
+
+    def form(self, *, name: str, enabled: bool) -> MailboxForm:
+        """The IMAP part, to show again."""
+        security = self.imap_security
+        return MailboxForm(
+            name=name.strip(),
+            address=self.address.strip(),
+            imap_host=self.imap_host.strip(),
+            imap_port=self.imap_port,
+            imap_security=security if security in ImapSecurity.__members__ else "ssl",
+            username=self.username.strip(),
+            password=self.password,
+            ca_file=self.ca_file.strip(),
+            folders=self.folders,
+            enabled=enabled,
+        )
+
+    def smtp(self) -> SmtpForm:
+        port = self.smtp_port.strip()
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise InvalidInput("the SMTP port is a number from 1 to 65535", field="smtp_port")
+        security = self.smtp_security
+        no_login = self.smtp_no_login
+        return SmtpForm(
+            host=self.smtp_host.strip(),
+            port=int(port) if port else None,
+            security=ImapSecurity(security if security in ImapSecurity.__members__ else "starttls"),
+            username="" if no_login else (self.smtp_username.strip() or None),
+            password="" if no_login else self.smtp_password,
+            clear_password=self.smtp_clear_password or no_login,
+        )
+
+
+MailboxPost = Annotated[MailboxSubmission, Form()]
+
+
+def _read_mailbox_form(
+    request: Request,
+    session: Session,
+    admin: Agent,
+    data: MailboxSubmission,
+    box: Mailbox | None,
+) -> tuple[MailboxForm, SmtpForm] | Response:
+    """The submitted form after the CSRF check, or the page again with what to fix."""
+    check_csrf(request, data.csrf_token)
+    if box is None:
+        form = data.form(name=data.name, enabled=True)
+    else:
+        form = data.form(name=box.name, enabled=data.enabled)
+    try:
+        submitted = data.smtp()
+    except InvalidInput as exc:
+        return _mailbox_page(
+            request, session, admin, form, mailbox=box, error=exc.message, status_code=400
+        )
+    stored = bool(box is not None and box.smtp_password_encrypted)
+    _show_smtp(form, submitted, password_stored=stored)
+    return form, submitted
 
 
 def _show_smtp(form: MailboxForm, submitted: SmtpForm, password_stored: bool) -> None:
@@ -421,32 +487,6 @@ def mailboxes_page(request: Request, session: SessionDep, admin: WebAdmin) -> Re
     )
 
 
-def _form(
-    name: str,
-    address: str,
-    imap_host: str,
-    imap_port: int,
-    imap_security: str,
-    username: str,
-    password: str,
-    ca_file: str,
-    folders: str,
-    enabled: bool,
-) -> MailboxForm:
-    return MailboxForm(
-        name=name.strip(),
-        address=address.strip(),
-        imap_host=imap_host.strip(),
-        imap_port=imap_port,
-        imap_security=imap_security if imap_security in ImapSecurity.__members__ else "ssl",
-        username=username.strip(),
-        password=password,
-        ca_file=ca_file.strip(),
-        folders=folders,
-        enabled=enabled,
-    )
-
-
 def _folder_list(text: str) -> list[str]:
     return [f.strip() for f in text.replace("\n", ",").split(",") if f.strip()]
 
@@ -458,45 +498,13 @@ def mailbox_new(request: Request, session: SessionDep, admin: WebAdmin) -> Respo
 
 @router.post("/mailboxes/new", name="admin_mailbox_create")
 def mailbox_create(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    admin: WebAdmin,
-    csrf_token: Csrf = "",
-    op: Annotated[str, Form(max_length=10)] = "save",
-    name: Annotated[str, Form(max_length=100)] = "",
-    address: Annotated[str, Form(max_length=320)] = "",
-    imap_host: Annotated[str, Form(max_length=255)] = "",
-    imap_port: Annotated[int, Form(ge=1, le=65535)] = 993,
-    imap_security: Annotated[str, Form(max_length=10)] = "ssl",
-    username: Annotated[str, Form(max_length=320)] = "",
-    password: Annotated[str, Form(max_length=1000)] = "",
-    ca_file: Annotated[str, Form(max_length=1000)] = "",
-    folders: Annotated[str, Form(max_length=2000)] = "",
-    smtp_host: Annotated[str, Form(max_length=255)] = "",
-    smtp_port: Annotated[str, Form(max_length=10)] = "",
-    smtp_security: Annotated[str, Form(max_length=10)] = "starttls",
-    smtp_username: Annotated[str, Form(max_length=320)] = "",
-    smtp_no_login: Annotated[bool, Form()] = False,
-    smtp_password: Annotated[str, Form(max_length=1000)] = "",
-    smtp_clear_password: Annotated[bool, Form()] = False,
-    agents: Annotated[list[int] | None, Form()] = None,
+    request: Request, session: SessionDep, settings: SettingsDep, admin: WebAdmin, data: MailboxPost
 ) -> Response:
-    check_csrf(request, csrf_token)
-    form = _form(
-        name, address, imap_host, imap_port, imap_security, username, password, ca_file,
-        folders, True,
-    )  # fmt: skip
-    try:
-        submitted = _smtp_form(
-            smtp_host, smtp_port, smtp_security, smtp_username, smtp_no_login, smtp_password,
-            smtp_clear_password,
-        )  # fmt: skip
-    except InvalidInput as exc:
-        return _mailbox_page(
-            request, session, admin, form, mailbox=None, error=exc.message, status_code=400
-        )
-    _show_smtp(form, submitted, password_stored=False)
+    read = _read_mailbox_form(request, session, admin, data, None)
+    if isinstance(read, Response):
+        return read
+    form, submitted = read
+    password, op, agents = data.password, data.op, data.agents
     if op == "test":
         test = _test_connection(form, password)
         return _mailbox_page(request, session, admin, form, mailbox=None, test=test)
@@ -570,43 +578,16 @@ def mailbox_save(
     settings: SettingsDep,
     admin: WebAdmin,
     mailbox_id: Id,
-    csrf_token: Csrf = "",
-    op: Annotated[str, Form(max_length=10)] = "save",
-    address: Annotated[str, Form(max_length=320)] = "",
-    imap_host: Annotated[str, Form(max_length=255)] = "",
-    imap_port: Annotated[int, Form(ge=1, le=65535)] = 993,
-    imap_security: Annotated[str, Form(max_length=10)] = "ssl",
-    username: Annotated[str, Form(max_length=320)] = "",
-    password: Annotated[str, Form(max_length=1000)] = "",
-    ca_file: Annotated[str, Form(max_length=1000)] = "",
-    folders: Annotated[str, Form(max_length=2000)] = "",
-    smtp_host: Annotated[str, Form(max_length=255)] = "",
-    smtp_port: Annotated[str, Form(max_length=10)] = "",
-    smtp_security: Annotated[str, Form(max_length=10)] = "starttls",
-    smtp_username: Annotated[str, Form(max_length=320)] = "",
-    smtp_no_login: Annotated[bool, Form()] = False,
-    smtp_password: Annotated[str, Form(max_length=1000)] = "",
-    smtp_clear_password: Annotated[bool, Form()] = False,
-    enabled: Annotated[bool, Form()] = False,
+    data: MailboxPost,
 ) -> Response:
-    check_csrf(request, csrf_token)
     box = _mailbox(session, mailbox_id)
-    form = _form(
-        box.name, address, imap_host, imap_port, imap_security, username, password, ca_file,
-        folders, enabled,
-    )  # fmt: skip
+    read = _read_mailbox_form(request, session, admin, data, box)
+    if isinstance(read, Response):
+        return read
+    form, submitted = read
+    password, op = data.password, data.op
     # an empty password field keeps the stored one
     secret = password or _stored_password(box, settings)
-    try:
-        submitted = _smtp_form(
-            smtp_host, smtp_port, smtp_security, smtp_username, smtp_no_login, smtp_password,
-            smtp_clear_password,
-        )  # fmt: skip
-    except InvalidInput as exc:
-        return _mailbox_page(
-            request, session, admin, form, mailbox=box, error=exc.message, status_code=400
-        )
-    _show_smtp(form, submitted, password_stored=bool(box.smtp_password_encrypted))
     if op == "test":
         test = _test_connection(form, secret)
         return _mailbox_page(request, session, admin, form, mailbox=box, test=test)

@@ -209,3 +209,47 @@ def test_mailbox_connection_test_against_dovecot(
     for expected in ("support@example.test", "INBOX", "error", "mailbox went away", "never"):
         assert expected in listing
     assert "not probed yet" in listing
+
+
+def test_a_new_mailbox_is_granted_to_the_chosen_agents_and_forms_need_csrf(
+    app: FastAPI, engine: Engine, people: dict[str, int], mail_account: MailAccount
+) -> None:
+    with unit_of_work(engine) as s:
+        bob = s.get(Agent, people["bob"])
+        assert bob is not None
+        access.set_mailbox_access(s, bob, all_mailboxes=False)
+        carol = create_agent(s, "carol@example.com", "Carol", PASSWORD)
+        access.set_mailbox_access(s, carol, all_mailboxes=False)
+        carol_id = carol.id
+    admin = signed_in(app, "admin@example.com")
+    form = {
+        "name": "billing",
+        "address": "billing@example.test",
+        "imap_host": mail_account.host,
+        "imap_port": str(mail_account.imap_port),
+        "imap_security": "starttls",
+        "username": mail_account.user,
+        "password": mail_account.password,
+        "ca_file": str(mail_account.ca_file),
+        "agents": [str(people["bob"])],
+    }
+    assert admin.post("/admin/mailboxes/new", data=form).status_code == 403
+    with Session(engine) as s:
+        assert s.exec(select(Mailbox)).first() is None
+    token = csrf(admin, "/admin/mailboxes/new")
+    r = admin.post("/admin/mailboxes/new", data=form | {"csrf_token": token})
+    assert r.status_code == 303
+    with Session(engine) as s:
+        box = s.exec(select(Mailbox).where(Mailbox.name == "billing")).one()
+        granted = {
+            agent_id
+            for agent_id in (people["bob"], carol_id)
+            if access.can_see_mailbox(s, s.get(Agent, agent_id), box.id)  # type: ignore[arg-type]
+        }
+        assert granted == {people["bob"]}
+        box_id = box.id
+    # saving an existing mailbox needs the token too, and changes nothing without it
+    r = admin.post(f"/admin/mailboxes/{box_id}", data=form | {"address": "other@example.test"})
+    assert r.status_code == 403
+    with Session(engine) as s:
+        assert s.get(Mailbox, box_id).address == "billing@example.test"  # type: ignore[union-attr]
