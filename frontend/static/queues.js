@@ -9,6 +9,7 @@
     return;
   }
   var COALESCE_MS = 150;
+  var GATHER_MS = 20;
   var FLASH_MS = 1600;
   var sidebar = document.getElementById("queue-sidebar");
   var table = document.getElementById("queue-table");
@@ -74,6 +75,7 @@
   var timer = null;
   var inflight = false;
   var again = false;
+  var lastStart = 0;
 
   function announce(message) {
     // cleared first, so the same words are announced again
@@ -194,6 +196,7 @@
 
   function refresh() {
     inflight = true;
+    lastStart = Date.now();
     fetch(main.dataset.partsUrl, {
       credentials: "same-origin",
       headers: { "X-Requested-With": "fetch", Accept: "application/json" }
@@ -222,17 +225,19 @@
       });
   }
 
-  // one request at a time; events within COALESCE_MS of the first make one request
+  // One request at a time, starting at least COALESCE_MS apart: the first change is fetched
+  // at once (after GATHER_MS, for the rest of its batch), a burst after it in one more request.
   function schedule() {
     if (inflight) {
       again = true;
       return;
     }
     if (timer === null) {
+      var wait = Math.max(GATHER_MS, lastStart + COALESCE_MS - Date.now());
       timer = window.setTimeout(function () {
         timer = null;
         refresh();
-      }, COALESCE_MS);
+      }, wait);
     }
   }
 
