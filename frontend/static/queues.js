@@ -181,8 +181,30 @@
     }
   }
 
+  // the counts change in place while the queues stay the same, so a focused link keeps focus
+  function applySidebar(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    var links = sidebar.querySelectorAll("a");
+    var fresh = template.content.querySelectorAll("a");
+    var same = links.length === fresh.length && Array.prototype.every.call(links, function (a, i) {
+      return a.getAttribute("href") === fresh[i].getAttribute("href");
+    });
+    if (!same) {
+      setHtml(sidebar, html);
+      return;
+    }
+    Array.prototype.forEach.call(links, function (a, i) {
+      var was = a.querySelector(".count");
+      var now = fresh[i].querySelector(".count");
+      if (was && now && was.textContent !== now.textContent) {
+        was.textContent = now.textContent;
+      }
+    });
+  }
+
   function apply(parts) {
-    setHtml(sidebar, parts.sidebar);
+    applySidebar(parts.sidebar);
     if (paged) {
       if (rowsDiffer(parts)) {
         showChanged();
@@ -191,7 +213,6 @@
     }
     applyRows(parts.rows);
     setHtml(pager, parts.pager);
-    document.dispatchEvent(new CustomEvent("imapdesk:queue", { detail: parts }));
   }
 
   function refresh() {
@@ -253,15 +274,20 @@
     schedule();
   });
 
-  document.addEventListener("imapdesk:live", function (event) {
-    var state = event.detail.state;
+  function liveState(state) {
     liveStatus.hidden = false;
     liveStatus.dataset.state = state;
     liveStatus.textContent = state === "connected" ? "live" : state;
     if (state === "connected" || state === "resync") {
       schedule(); // what changed while not connected
     }
-  });
+  }
+  document.addEventListener("imapdesk:live", function (event) { liveState(event.detail.state); });
+  // live.js runs first and may have connected before this script was loaded
+  var stream = window.imapdeskLive && window.imapdeskLive.source();
+  if (stream && stream.readyState === 1) {
+    liveState("connected");
+  }
 
   // --- keyboard -------------------------------------------------------------------------------
   function markCurrent(tr) {

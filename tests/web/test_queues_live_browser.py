@@ -353,3 +353,37 @@ def test_a_burst_of_changes_makes_few_requests_one_at_a_time(
     # the one on connecting, then about one per poll, not one per change
     assert 2 <= seen["started"] <= 9, seen
     not_reloaded(page)
+
+
+def test_without_javascript_the_list_still_works(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+) -> None:
+    with unit_of_work(engine) as s:
+        box = f.mailbox(s, "support")
+        first = f.conversation(s, box, "First", minutes=1)
+        second = f.conversation(s, box, "Second", minutes=2)
+    page = signed_in_context(
+        new_context, live_server, settings, engine, agents["alice"], java_script_enabled=False
+    ).new_page()
+    page.goto(f"{live_server.url}/?queue=open")
+    expect(page.locator("#queue-rows tr")).to_have_count(2)
+    expect(page.locator("#queue-empty")).to_be_hidden()
+    # what needs the script stays out of sight
+    expect(page.locator("#live-status")).to_be_hidden()
+    expect(page.get_by_role("button", name="Shortcuts (?)")).to_be_hidden()
+    page.check(f'#queue-rows tr[data-id="{first.id}"] input[name=ids]')
+    page.check(f'#queue-rows tr[data-id="{second.id}"] input[name=ids]')
+    page.select_option("#bulk-action", "close")
+    page.click("#bulk-apply")
+    expect(page.locator(".flash")).to_have_text("Closed 2 conversations.")
+    expect(page.locator("#queue-empty")).to_have_text("No conversations here.")
+    expect(page.locator("#queue-table")).to_be_hidden()
+    expect(page.locator("#bulk")).to_be_hidden()
+    expect(count(page, "closed")).to_have_text("2")
+    page.click("text=Conversations")
+    page.keyboard.press("j")  # no script, no shortcuts: nothing breaks either
+    expect(page.locator("#queue-rows tr")).to_have_count(2)
