@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
 from api.deps import SessionDep
@@ -40,11 +41,29 @@ def pop_flash(request: Request) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-@router.get("/", name="conversations")
-def conversations_page(
-    request: Request,
-    session: SessionDep,
-    agent: WebAgent,
+# the parts of the list page that live updates replace, each a template of its own
+LIST_PARTS = {
+    "sidebar": "_queue_sidebar.html",
+    "rows": "_queue_rows.html",
+    "pager": "_queue_pager.html",
+}
+SORTS = [("newest", "Newest"), ("oldest", "Oldest"), ("activity", "Last activity")]
+
+
+@dataclass(frozen=True)
+class ListParams:
+    """The list's query parameters, as the page and its live parts both take them."""
+
+    queue: str | None = None
+    mailbox: str | None = None
+    tag: str | None = None
+    status: str | None = None
+    q: str | None = None
+    sort: str | None = None
+    cursor: str | None = None
+
+
+def list_params(
     queue: Annotated[str | None, Query(max_length=20)] = None,
     mailbox: Annotated[str | None, Query(max_length=100)] = None,
     tag: Annotated[str | None, Query(max_length=100)] = None,
@@ -52,65 +71,106 @@ def conversations_page(
     q: Annotated[str | None, Query(max_length=200)] = None,
     sort: Annotated[str | None, Query(max_length=20)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> Response:
-    queue_name = queue if queue in queues.QUEUE_BY_NAME else queues.DEFAULT_QUEUE
-    chosen = _status(status)
+) -> ListParams:
+    return ListParams(queue, mailbox, tag, status, q, sort, cursor)
+
+
+ListParamsDep = Annotated[ListParams, Depends(list_params)]
+
+
+def list_context(
+    request: Request, session: Session, agent: Agent, params: ListParams
+) -> dict[str, Any]:
+    """What the list page and its live parts show for these parameters: one count of the
+    queues and one page of conversations, the same two queries for both."""
+    queue_name = params.queue if params.queue in queues.QUEUE_BY_NAME else queues.DEFAULT_QUEUE
+    chosen = _status(params.status)
+    sort = params.sort
     order = (
         sort if sort and sort in queries.SortOrder.__members__ else queries.SortOrder.newest.value
     )
+    mailbox, tag, q = params.mailbox or "", params.tag or "", params.q or ""
     filters = queues.queue_filters(
         queue_name, mailbox=mailbox or None, tag=tag or None, status=chosen, q=q or None
     )
     page = queries.list_conversations(
-        session, agent, filters, limit=PAGE_SIZE, cursor=cursor or None, sort=order
+        session, agent, filters, limit=PAGE_SIZE, cursor=params.cursor or None, sort=order
     )
     # the current view without the cursor: what the sort, pager and bulk form come back to
     view = {
-        "queue": queue if queue_name != queues.DEFAULT_QUEUE else "",
-        "mailbox": mailbox or "",
-        "tag": tag or "",
+        "queue": params.queue if queue_name != queues.DEFAULT_QUEUE else "",
+        "mailbox": mailbox,
+        "tag": tag,
         "status": chosen.value if chosen else "",
-        "q": q or "",
+        "q": q,
         "sort": order if order != queries.SortOrder.newest.value else "",
     }
     view = {k: v for k, v in view.items() if v}
-    next_query = view | {"cursor": page.next_cursor} if page.next_cursor else None
+    counts = queues.queue_counts(session, agent, request.app.state.queue_counts)
+    # url_for walks every route: once per render, not once per row
+    list_url = request.url_for("conversations")
+    conversation_url = str(request.url_for("conversation", conversation_id=0))
+    return {
+        "agent": agent,
+        "page": page,
+        "counts": counts,
+        "queues": queues.QUEUES,
+        "queue": queue_name,
+        "mailboxes": [name for name, _ in counts.mailboxes],
+        "statuses": list(ConversationStatus),
+        "sorts": SORTS,
+        "filters": {
+            "queue": queue_name,
+            "mailbox": mailbox,
+            "tag": tag,
+            "status": chosen.value if chosen else "",
+            "q": q,
+            "sort": order,
+        },
+        "view": view,
+        "back": list_url.path + (f"?{urlencode(view)}" if view else ""),
+        "next_query": view | {"cursor": page.next_cursor} if page.next_cursor else None,
+        "paged": bool(params.cursor),
+        "list_url": str(list_url),
+        "conversation_prefix": conversation_url[:-1],
+    }
+
+
+@router.get("/", name="conversations")
+def conversations_page(
+    request: Request, session: SessionDep, agent: WebAgent, params: ListParamsDep
+) -> Response:
+    context = list_context(request, session, agent, params)
     agents = session.exec(
         select(Agent).where(col(Agent.is_active).is_(True)).order_by(col(Agent.name))
     ).all()
-    counts = queues.queue_counts(session, agent, request.app.state.queue_counts)
-    return templates.TemplateResponse(
-        request,
-        "conversations.html",
-        {
-            "agent": agent,
-            "page": page,
-            "counts": counts,
-            "queues": queues.QUEUES,
-            "queue": queue_name,
-            "mailboxes": [name for name, _ in counts.mailboxes],
-            "statuses": list(ConversationStatus),
-            "sorts": [
-                ("newest", "Newest"),
-                ("oldest", "Oldest"),
-                ("activity", "Last activity"),
-            ],
-            "filters": {
-                "queue": queue_name,
-                "mailbox": mailbox or "",
-                "tag": tag or "",
-                "status": chosen.value if chosen else "",
-                "q": q or "",
-                "sort": order,
-            },
-            "view": view,
-            "back": request.url.path + (f"?{urlencode(view)}" if view else ""),
-            "next_query": next_query,
-            "paged": bool(cursor),
-            "agents": agents,
-            "flash": pop_flash(request),
-        },
-    )
+    # the live parts of exactly this view and page
+    shown = context["view"] | ({"cursor": params.cursor} if params.cursor else {})
+    context |= {
+        "agents": agents,
+        "flash": pop_flash(request),
+        "live_url": request.url_for("live").path,
+        "parts_url": request.url_for("queue_parts").path
+        + (f"?{urlencode(shown)}" if shown else ""),
+    }
+    return templates.TemplateResponse(request, "conversations.html", context)
+
+
+@router.get("/queue-parts", name="queue_parts")
+def queue_parts(
+    request: Request, session: SessionDep, agent: WebAgent, params: ListParamsDep
+) -> Response:
+    """The list page's changing parts (sidebar counts, rows, pager) as HTML in JSON, for the
+    same parameters as the page: what its live updates put in place."""
+    context = list_context(request, session, agent, params) | {"request": request}
+    body: dict[str, Any] = {
+        name: templates.get_template(tpl).render(context) for name, tpl in LIST_PARTS.items()
+    }
+    items = context["page"].items
+    body["ids"] = [row.conversation.id for row in items]
+    body["versions"] = {str(row.conversation.id): row.conversation.version for row in items}
+    body["paged"] = context["paged"]
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 def _bulk_one(

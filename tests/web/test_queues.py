@@ -6,15 +6,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, event, func, update
 from sqlmodel import Session, col, select
 
-from core import crypto, operations
+from core import access, crypto, operations
 from core.agents import create_agent
 from core.db import unit_of_work
 from core.models import (
@@ -230,3 +231,131 @@ def test_counts_are_reused_only_while_nothing_changed(
             .values(updated_at=newest - timedelta(days=30))
         )
     assert counts(alice.get("/").text)["open"] == late["open"] + 1
+
+
+# --- the live parts: GET /queue-parts --------------------------------------------------------
+
+
+def parts(client: TestClient, query: str = "") -> dict[str, Any]:
+    r = client.get("/queue-parts" + (f"?{query}" if query else ""))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["cache-control"] == "no-store"
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_queue_parts_need_sign_in(app: FastAPI, scene: Scene) -> None:
+    anonymous = TestClient(app, follow_redirects=False)
+    r = anonymous.get("/queue-parts?queue=open")
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/login?")
+    assert "support" not in r.text and "one" not in r.text
+
+
+def test_queue_parts_show_what_the_page_shows(
+    alice: TestClient, engine: Engine, scene: Scene
+) -> None:
+    with unit_of_work(engine) as db:
+        box = f.mailbox(db, "bulk")
+        for i in range(55):
+            f.conversation(db, box, f"c{i}", minutes=100 + i)
+    queries_ = [
+        "",
+        "queue=mine",
+        "queue=unassigned",
+        "queue=open&mailbox=billing",
+        "queue=open&tag=vip",
+        "queue=closed",
+        "status=spam",
+        "queue=open&sort=oldest",
+        "mailbox=bulk&sort=oldest",
+        "queue=nonsense&sort=nonsense",
+    ]
+    for query in queries_:
+        html = alice.get("/" + (f"?{query}" if query else "")).text
+        got = parts(alice, query)
+        page_rows = Page(html).row_ids
+        assert got["ids"] == page_rows, query
+        assert Page(got["rows"]).row_ids == page_rows, query
+        assert counts(got["sidebar"]) == counts(html), query
+        assert set(got["versions"]) == {str(i) for i in page_rows}
+        # the page's script asks for the same view
+        assert 'data-parts-url="/queue-parts' in html
+        assert got["paged"] is False
+
+    # a later page: the same rows as the page behind the same cursor, and its pager
+    first = Page(alice.get("/?mailbox=bulk&sort=oldest").text)
+    [later] = [link for link in first.links if "cursor=" in link]
+    query = later.split("?", 1)[1]
+    html = alice.get(later).text
+    got = parts(alice, query)
+    assert got["paged"] is True
+    assert got["ids"] == Page(html).row_ids and len(got["ids"]) == 5
+    assert "First page" in got["pager"]
+    assert f'data-parts-url="/queue-parts?{query}"' in html.replace("&amp;", "&")
+
+
+def test_queue_parts_follow_changes(alice: TestClient, engine: Engine, scene: Scene) -> None:
+    s = scene
+    before = parts(alice, "queue=unassigned")
+    assert before["ids"] == [s.s1, s.s5]
+    with unit_of_work(engine) as db:
+        bob = db.exec(select(Agent).where(col(Agent.email) == "bob@example.com")).one()
+        operations.claim(db, s.s1, bob, source=ActivitySource.api)
+    after = parts(alice, "queue=unassigned")
+    assert after["ids"] == [s.s5]
+    assert counts(after["sidebar"])["unassigned"] == 1
+    assert after["versions"][str(s.s5)] == before["versions"][str(s.s5)]
+    everything = parts(alice)
+    assert everything["versions"][str(s.s1)] > before["versions"][str(s.s1)]
+    assert "bob@example.com" in Page(everything["rows"]).all_text
+
+
+def test_queue_parts_leave_out_mailboxes_the_agent_may_not_see(
+    app: FastAPI, engine: Engine, scene: Scene
+) -> None:
+    with unit_of_work(engine) as db:
+        bob = db.exec(select(Agent).where(col(Agent.email) == "bob@example.com")).one()
+        support = db.exec(select(Mailbox).where(col(Mailbox.name) == "support")).one()
+        access.set_mailbox_access(db, bob, all_mailboxes=False, mailbox_ids=[support.id or 0])
+    bob_client = TestClient(app, follow_redirects=False)
+    r = bob_client.post(
+        "/login",
+        data={"email": "bob@example.com", "password": PASSWORD, "csrf_token": csrf(bob_client)},
+    )
+    assert r.status_code == 303
+    s = scene
+    support_ids = [s.s6, s.s3, s.s2, s.s1]  # newest first, billing's left out
+    for query in ("", "mailbox=billing", "queue=open&mailbox=billing", "q=four", "tag=vip"):
+        got = parts(bob_client, query)
+        shown = Page(got["rows"] + got["sidebar"]).all_text
+        assert not set(got["ids"]) & {s.s4, s.s5, s.s7, s.held_by_bob}, query
+        assert "billing" not in shown and "four" not in shown and "five" not in shown, query
+        assert got["ids"] == Page(bob_client.get(f"/?{query}").text).row_ids, query
+    assert parts(bob_client, "status=deleted")["ids"] == [s.s6]
+    assert parts(bob_client)["ids"] == [i for i in support_ids if i != s.s6]
+    assert "mailbox:billing" not in counts(parts(bob_client)["sidebar"])
+
+
+def test_queue_parts_cost_no_more_than_the_page(
+    alice: TestClient, engine: Engine, scene: Scene
+) -> None:
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    for query in ("", "queue=open&tag=vip"):
+        alice.get(f"/?{query}")  # warm: the session's agent, the app's caches
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            alice.get(f"/?{query}")
+            page_statements = len(statements)
+            statements.clear()
+            parts(alice, query)
+            parts_statements = len(statements)
+            statements.clear()
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert 0 < parts_statements <= page_statements, query
