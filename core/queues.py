@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import bindparam, func, text
 from sqlalchemy import select as sa_select
@@ -35,6 +36,7 @@ CLOSED = ConversationStatus.closed
 MAX_TAGS = 30
 # counting stops here ("1,000+"): a count costs at most this many index entries
 COUNT_CAP = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -134,39 +136,51 @@ def change_stamp(session: Session, *, now: datetime | None = None) -> tuple[obje
 
 
 class CountsCache:
-    """Queue counts per agent and set of visible mailboxes, reused while `change_stamp` says
-    nothing changed and they are younger than `max_age` seconds (a bound on how stale they can
-    get should a change ever slip past the stamp); at most `max_entries`, least recently used
-    first out. Shared by the threads of one API process."""
+    """Counts reused while `change_stamp` says nothing changed and they are younger than
+    `max_age` seconds (a bound on how stale they can get should a change ever slip past the
+    stamp); at most `max_entries`, least recently used first out. Shared by the threads of one
+    API process: when a change invalidates what fifty open pages show, one thread counts
+    afresh and the others wait for its result instead of counting too."""
 
     def __init__(self, *, max_entries: int = 512, max_age: float = 60.0) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[Hashable, tuple[tuple[object, ...], float, _Numbers]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[Hashable, tuple[tuple[object, ...], float, Any]] = OrderedDict()
+        self._computing: dict[Hashable, threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def get(
-        self, key: Hashable, stamp: tuple[object, ...], compute: Callable[[], _Numbers]
-    ) -> _Numbers:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == stamp and now - entry[1] < self.max_age:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry[2]
-            self.misses += 1
-        numbers = compute()
-        with self._lock:
-            self._entries[key] = (stamp, now, numbers)
+    def _fresh(self, key: Hashable, stamp: tuple[object, ...]) -> tuple[bool, Any]:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == stamp and time.monotonic() - entry[1] < self.max_age:
             self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-        return numbers
+            self.hits += 1
+            return True, entry[2]
+        return False, None
+
+    def get(self, key: Hashable, stamp: tuple[object, ...], compute: Callable[[], T]) -> T:
+        with self._lock:
+            found, value = self._fresh(key, stamp)
+            if found:
+                return cast(T, value)
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                # another thread may have counted while this one waited
+                found, value = self._fresh(key, stamp)
+                if found:
+                    return cast(T, value)
+                self.misses += 1
+            started = time.monotonic()
+            computed = compute()
+            with self._lock:
+                self._entries[key] = (stamp, started, computed)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_entries:
+                    gone, _ = self._entries.popitem(last=False)
+                    self._computing.pop(gone, None)
+            return computed
 
 
 def queue_counts(session: Session, agent: Agent, cache: CountsCache | None = None) -> QueueCounts:
@@ -184,26 +198,36 @@ def queue_counts(session: Session, agent: Agent, cache: CountsCache | None = Non
     if not names:
         return QueueCounts(queues={q.name: 0 for q in QUEUES})
     ids = sorted(names)
+    me = agent.id or 0
     if cache is None:
-        numbers = _count(session, agent, ids)
+        numbers, mine = _count(session, ids), _count_mine(session, me, ids)
     else:
-        numbers = cache.get(
-            (agent.id, tuple(ids)), change_stamp(session), lambda: _count(session, agent, ids)
-        )
+        # what all agents who see these mailboxes share, and each one's own Mine
+        stamp = change_stamp(session)
+        numbers = cache.get(("queues", tuple(ids)), stamp, lambda: _count(session, ids))
+        mine = cache.get(("mine", me, tuple(ids)), stamp, lambda: _count_mine(session, me, ids))
     return QueueCounts(
-        queues=numbers.queues,
+        queues={"mine": mine, **numbers.queues},
         mailboxes=sorted((name, numbers.mailboxes[mid]) for mid, name in names.items()),
         tags=numbers.tags,
     )
 
 
-def _count(session: Session, agent: Agent, ids: list[int]) -> _Numbers:
-    """Every count but the tags' is one scalar subquery of a single statement: one round trip,
-    and no per-query overhead in Python, whatever the number of mailboxes."""
+def _count_mine(session: Session, me: int, ids: list[int]) -> Count:
+    where = "mailbox_id IN :mailboxes AND status IN ('open', 'pending') AND assignee_id = :me"
+    statement = text(f"SELECT {_capped_count(where)}").bindparams(
+        bindparam("mailboxes", value=ids, expanding=True), me=me
+    )
+    return _capped(int(session.connection().execute(statement).scalar_one()))
+
+
+def _count(session: Session, ids: list[int]) -> _Numbers:
+    """The counts every agent who sees these mailboxes shares (all but Mine). Every count but
+    the tags' is one scalar subquery of a single statement: one round trip, and no per-query
+    overhead in Python, whatever the number of mailboxes."""
     # the status values are our enum's names, never input
     visible = "mailbox_id IN :mailboxes"
     columns = {
-        "mine": f"{visible} AND status IN ('open', 'pending') AND assignee_id = :me",
         "unassigned": f"{visible} AND status = 'open' AND assignee_id IS NULL",
         **{s.value: f"{visible} AND status = '{s.value}'" for s in (OPEN, PENDING, CLOSED)},
         "spam": f"{visible} AND status = 'spam'",
@@ -211,12 +235,11 @@ def _count(session: Session, agent: Agent, ids: list[int]) -> _Numbers:
     }
     statement = text(
         "SELECT " + ", ".join(f"{_capped_count(where)} AS {key}" for key, where in columns.items())
-    ).bindparams(bindparam("mailboxes", value=ids, expanding=True), me=agent.id or 0)
+    ).bindparams(bindparam("mailboxes", value=ids, expanding=True))
     row = session.connection().execute(statement).one()._mapping
     got = {key: _capped(int(row[key])) for key in columns}
     statuses = [got[k] for k in ("open", "pending", "closed", "spam")]
     counts: dict[str, int] = {
-        "mine": got["mine"],
         "unassigned": got["unassigned"],
         "open": got["open"],
         "pending": got["pending"],

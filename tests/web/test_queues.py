@@ -4,6 +4,9 @@ databases, over HTTP)."""
 from __future__ import annotations
 
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, update
 from sqlmodel import Session, col, select
 
-from core import access, crypto, operations
+from core import access, crypto, operations, queues
 from core.agents import create_agent
 from core.db import unit_of_work
 from core.models import (
@@ -359,3 +362,24 @@ def test_queue_parts_cost_no_more_than_the_page(
         finally:
             event.remove(engine, "before_cursor_execute", count)
         assert 0 < parts_statements <= page_statements, query
+
+
+def test_a_count_is_made_once_for_threads_that_ask_at_the_same_time() -> None:
+    cache = queues.CountsCache()
+    calls: list[int] = []
+    started = threading.Event()
+
+    def slow() -> int:
+        calls.append(1)
+        started.set()
+        time.sleep(0.2)
+        return 42
+
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(cache.get, "k", ("stamp",), slow)
+        started.wait(5)
+        others = [pool.submit(cache.get, "k", ("stamp",), slow) for _ in range(7)]
+        assert first.result() == 42 and [f.result() for f in others] == [42] * 7
+    assert len(calls) == 1 and cache.misses == 1 and cache.hits == 7
+    # a new stamp counts again; the old value is not returned for it
+    assert cache.get("k", ("newer",), lambda: 7) == 7 and cache.misses == 2
