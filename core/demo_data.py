@@ -205,8 +205,9 @@ class _Person:
     tz: timezone = UTC
     # Extra headers the person's mail client adds (X-Mailer, User-Agent, ...).
     client: tuple[tuple[str, str], ...] = ()
-    # Legacy clients encode the display name in their own charset, not UTF-8.
-    name_charset: str | None = None
+    # Legacy clients write the display name, the subject and the text in their own charset,
+    # not UTF-8.
+    charset: str | None = None
 
     @property
     def domain(self) -> str:
@@ -240,7 +241,7 @@ class _Options(TypedDict, total=False):
     subject_q: bool
     thread_headers: bool
     extra: Sequence[tuple[str, str]]
-    charset: str
+    charset: str | None
     cte: str | None
     html: str | None
     attachments: Sequence[_Attachment]
@@ -348,16 +349,16 @@ class _DemoBuilder:
         message_id += f"@{author.domain}>"
         msg = EmailMessage()
         msg["Date"] = format_datetime(when.astimezone(author.tz))
-        if author.name_charset:
+        if author.charset:
             msg.set_raw(
-                "From",
-                _encoded_words(author.name, author.name_charset) + f" <{author.address}>",
+                "From", _encoded_words(author.name, author.charset) + f" <{author.address}>"
             )
         else:
             msg["From"] = formataddr((author.name, author.address))
         msg["To"] = ", ".join(to)
         if cc:
             msg["Cc"] = ", ".join(cc)
+        subject_charset = subject_charset or author.charset
         if subject_charset:
             msg.set_raw("Subject", _encoded_words(subject, subject_charset, q=subject_q))
         else:
@@ -391,13 +392,15 @@ class _DemoBuilder:
         subject_q: bool = False,
         thread_headers: bool = True,
         extra: Sequence[tuple[str, str]] = (),
-        charset: str = "utf-8",
+        charset: str | None = None,
         cte: str | None = None,
         html: str | None = None,
         attachments: Sequence[_Attachment] = (),
     ) -> tuple[EmailMessage, _Mail]:
         """A composed message with `text`, in a reply (unless `quote` is None) followed by a
-        blank line and the parent quoted; then an HTML alternative and attachments, if any."""
+        blank line and the parent quoted; then an HTML alternative and attachments, if any.
+
+        The text parts are in `charset`, by default the author's own or UTF-8."""
         msg, mail = self.compose(
             author,
             to,
@@ -411,6 +414,7 @@ class _DemoBuilder:
             extra=extra,
             text=text,
         )
+        charset = charset or author.charset or "utf-8"
         body = text
         if parent is not None and quote is not None:
             body += "\n" + _quoted(parent, outlook=quote == "outlook")
@@ -696,7 +700,7 @@ def _japanese(b: _DemoBuilder) -> None:
         "taro.yamada@example.jp",
         _tz(9),
         (("X-Mailer", "Becky! ver. 2.81.04"),),
-        name_charset="ISO-2022-JP",
+        charset="ISO-2022-JP",
     )
     text = (
         "Example サポート御中\n\n"
@@ -709,15 +713,7 @@ def _japanese(b: _DemoBuilder) -> None:
         "--\n山田 太郎 (Taro Yamada)\n株式会社サンプル 経理部\nTEL: 03-0000-0000\n"
     )
     first = b.receive(
-        SUPPORT_ADDRESS,
-        taro,
-        JAPANESE_SUBJECT,
-        b.ago(95),
-        text,
-        flags=(SEEN, ANSWERED),
-        subject_charset="ISO-2022-JP",
-        charset="ISO-2022-JP",
-        cte="7bit",
+        SUPPORT_ADDRESS, taro, JAPANESE_SUBJECT, b.ago(95), text, flags=(SEEN, ANSWERED), cte="7bit"
     )
 
     reply = (
@@ -742,8 +738,6 @@ def _japanese(b: _DemoBuilder) -> None:
         thanks,
         parent=ours,
         quote=None,
-        subject_charset="ISO-2022-JP",
-        charset="ISO-2022-JP",
         cte="7bit",
     )
 
@@ -757,7 +751,7 @@ def _chinese(b: _DemoBuilder) -> None:
         "wang.wei@example.cn",
         _tz(8),
         (("X-Mailer", "Foxmail 7.2.25.228[cn]"),),
-        name_charset="GB2312",
+        charset="GB2312",
     )
     text = (
         "您好，\n\n"
@@ -767,16 +761,7 @@ def _chinese(b: _DemoBuilder) -> None:
         "公司名称：示例科技有限公司\n\n"
         "请尽快帮忙处理，谢谢！\n\n王伟\n"
     )
-    b.receive(
-        SUPPORT_ADDRESS,
-        wang,
-        CHINESE_SUBJECT,
-        b.ago(30),
-        text,
-        subject_charset="GB2312",
-        charset="GB2312",
-        cte="base64",
-    )
+    b.receive(SUPPORT_ADDRESS, wang, CHINESE_SUBJECT, b.ago(30), text, cte="base64")
 
 
 GERMAN_SUBJECT = "Rückfrage zur Bestellung 55821: Lieferadresse ändern"
@@ -788,7 +773,7 @@ def _german(b: _DemoBuilder) -> None:
         "j.mueller@example.de",
         _tz(1),
         (("X-Mailer", "Claws Mail 3.17.8 (GTK+ 2.24.33; x86_64-pc-linux-gnu)"),),
-        name_charset="ISO-8859-1",
+        charset="ISO-8859-1",
     )
     text = (
         "Sehr geehrte Damen und Herren,\n\n"
@@ -809,9 +794,7 @@ def _german(b: _DemoBuilder) -> None:
         GERMAN_SUBJECT,
         b.ago(52),
         text,
-        subject_charset="ISO-8859-1",
         subject_q=True,
-        charset="ISO-8859-1",
         cte="quoted-printable",
     )
 
@@ -825,7 +808,7 @@ def _french(b: _DemoBuilder) -> None:
         "amelie.laurent@example.fr",
         _tz(1),
         (("X-Mailer", "Microsoft Outlook 16.0"), ("Content-Language", "fr")),
-        name_charset="windows-1252",
+        charset="windows-1252",
     )
     text = (
         "Bonjour,\n\n"
@@ -845,10 +828,8 @@ def _french(b: _DemoBuilder) -> None:
         FRENCH_SUBJECT,
         b.ago(75),
         text,
-        subject_charset="windows-1252",
         subject_q=True,
         extra=_outlook(_encoded_words(FRENCH_SUBJECT, "windows-1252", q=True), "amelie"),
-        charset="windows-1252",
         cte="quoted-printable",
     )
 
@@ -885,7 +866,7 @@ def _russian(b: _DemoBuilder) -> None:
         "d.smirnov@example.org",
         _tz(3),
         (("X-Mailer", "The Bat! (v9.1.18) Professional"),),
-        name_charset="KOI8-R",
+        charset="KOI8-R",
     )
     text = (
         "Здравствуйте!\n\n"
@@ -894,16 +875,7 @@ def _russian(b: _DemoBuilder) -> None:
         "Подскажите, пожалуйста, в чём может быть проблема?\n\n"
         "С уважением,\nДмитрий Смирнов\n"
     )
-    b.receive(
-        SUPPORT_ADDRESS,
-        dmitry,
-        RUSSIAN_SUBJECT,
-        b.ago(41),
-        text,
-        subject_charset="KOI8-R",
-        charset="KOI8-R",
-        cte="8bit",
-    )
+    b.receive(SUPPORT_ADDRESS, dmitry, RUSSIAN_SUBJECT, b.ago(41), text, cte="8bit")
 
 
 _OUTLOOK_HTML = """<html xmlns:v="urn:schemas-microsoft-com:vml" \
