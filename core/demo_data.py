@@ -566,15 +566,41 @@ def _outlook(topic: str, key: str) -> tuple[tuple[str, str], ...]:
     return (("Thread-Topic", topic), ("Thread-Index", index))
 
 
+def _exchange(
+    b: _DemoBuilder,
+    us: _Person,
+    customer: _Person,
+    subject: str,
+    turns: Sequence[tuple[float, str]],
+    **options: Unpack[_Options],
+) -> _Mail:
+    """A conversation that `customer` opens and then takes turns in with `us`, one of our shared
+    addresses; `turns` holds (hours ago, text). We answered the customer's messages that have a
+    turn after them: they are seen and answered. Returns the last message."""
+    mail: _Mail | None = None
+    for index, (hours, text) in enumerate(turns):
+        when = b.ago(hours)
+        if index % 2:
+            assert mail is not None
+            mail = b.answer(us, mail, when, text, **options)
+        else:
+            flags = (SEEN, ANSWERED) if index + 1 < len(turns) else ()
+            subj = subject if mail is None else _reply_subject(mail.subject)
+            mail = b.receive(
+                us.address, customer, subj, when, text, parent=mail, flags=flags, **options
+            )
+    assert mail is not None
+    return mail
+
+
 # ---- the conversations of support@
 
 
 def _long_thread(b: _DemoBuilder) -> None:
     olivia = _Person("Olivia Bennett", "olivia.bennett@example.com", _tz(-5), _THUNDERBIRD)
-    subject = "Sync keeps failing after upgrading to 4.2"
-    turns: list[tuple[bool, float, str]] = [
+    # Hours after the first message, and the text; Olivia writes first, then we take turns.
+    turns: list[tuple[float, str]] = [
         (
-            True,
             0,
             "Hi,\n\nsince we upgraded the desktop app to 4.2 yesterday, synchronisation stops "
             'after a few\nminutes with "Sync error E-1107". Restarting the app helps for a '
@@ -582,7 +608,6 @@ def _long_thread(b: _DemoBuilder) -> None:
             "We are on Windows 11, company network behind a proxy.\n\nThanks,\nOlivia\n",
         ),
         (
-            False,
             1.5,
             "Hi Olivia,\n\nthanks for the report, and sorry for the trouble. E-1107 means the "
             "app lost its\nconnection to the sync service. Could you send us the log file from\n"
@@ -590,14 +615,12 @@ def _long_thread(b: _DemoBuilder) -> None:
             "Best regards,\nAlex\nExample Support\n",
         ),
         (
-            True,
             3,
             "Hi Alex,\n\nthe log is 40 MB, too big to attach. Here are the lines around the error:"
             "\n\n  12:41:07 WARN  proxy returned 407 for /v2/sync/stream\n"
             "  12:41:07 ERROR E-1107 stream closed\n\nDoes that help?\n\nOlivia\n",
         ),
         (
-            False,
             4,
             "Hi Olivia,\n\nit does: the proxy asks for authentication (407) on the streaming "
             "endpoint. 4.2\nmoved sync to a long-lived stream. Could you ask your IT whether the "
@@ -605,89 +628,66 @@ def _long_thread(b: _DemoBuilder) -> None:
             "Best regards,\nAlex\n",
         ),
         (
-            True,
             20,
             "Hi Alex,\n\nIT added an exception for sync.example.test. It worked all morning, but "
             "now two\ncolleagues get the error again. Mine is fine.\n\nOlivia\n",
         ),
         (
-            False,
             21,
             "Hi Olivia,\n\ngood progress. For the two colleagues: are they on laptops that switch "
             "between\nWi-Fi and the office LAN? The app keeps the old route for a while after a\n"
             "network change.\n\nAlex\n",
         ),
         (
-            True,
             22.5,
             "Yes, both are on laptops and they move between meeting rooms all the time.\n\n"
             "Olivia\n",
         ),
         (
-            False,
             23,
             'Thanks. Please have them try Settings > Network > "Reconnect on network change".'
             "\nIt is off by default in 4.2 (it was on in 4.1, which is a mistake on our side).\n\n"
             "Alex\n",
         ),
         (
-            True,
             26,
             "That option fixed it for one of them. The other one still sees E-1107, about\n"
             "once an hour.\n\nOlivia\n",
         ),
         (
-            False,
             27,
             "Could you send us that colleague's sync.log, zipped? It should be small enough "
             "then.\nYou can also upload it at https://files.example.test/upload/ref-7731 if "
             "email\nrefuses it.\n\nAlex\n",
         ),
         (
-            True,
             44,
             "Uploaded it this morning under ref-7731.\n\nOlivia\n",
         ),
         (
-            False,
             46,
             "Thank you. The log shows his laptop still uses an old proxy PAC file cached by\n"
             'Windows. Running "ipconfig /flushdns" and restarting the app should clear it.\n'
             "Our developers are also making 4.2.1 retry the stream instead of giving up.\n\nAlex\n",
         ),
         (
-            True,
             49,
             "Flushing helped, no error since. When is 4.2.1 out? We would like to roll it out\n"
             "before the end of the month.\n\nOlivia\n",
         ),
         (
-            False,
             50,
             "4.2.1 is planned for next Tuesday. I will write to you as soon as it is\n"
             "published.\n\nAlex\n",
         ),
         (
-            True,
             118,
             "Hi Alex,\n\njust checking: is 4.2.1 still on track? One colleague saw E-1107 again\n"
             "today after a Windows update.\n\nThanks,\nOlivia\n",
         ),
     ]
-    start = 140.0
-    parent: _Mail | None = None
-    last_inbound = max(i for i, turn in enumerate(turns) if turn[0])
-    for index, (inbound, offset, text) in enumerate(turns):
-        when = b.ago(start - offset)
-        if inbound:
-            subj = subject if parent is None else _reply_subject(subject)
-            flags = () if index == last_inbound else (SEEN, ANSWERED)
-            parent = b.receive(
-                SUPPORT_ADDRESS, olivia, subj, when, text, parent=parent, flags=flags
-            )
-        else:
-            assert parent is not None
-            parent = b.answer(_SUPPORT, parent, when, text)
+    subject = "Sync keeps failing after upgrading to 4.2"
+    _exchange(b, _SUPPORT, olivia, subject, [(140 - after, text) for after, text in turns])
 
 
 JAPANESE_SUBJECT = "請求書の再発行について"
@@ -1145,18 +1145,20 @@ def _cross_box(b: _DemoBuilder) -> None:
 def _auto_reply(b: _DemoBuilder) -> None:
     karen = _Person("Karen Lee", "karen.lee@example.com", _tz(-8), _GMAIL)
     subject = "API returns 429 Too Many Requests"
-    text = (
-        "Hi,\n\nour nightly sync job gets HTTP 429 after about 300 requests. The docs say the\n"
-        "limit is 1000 per minute. Did something change?\n\nKaren Lee\nLead Engineer\n"
-    )
-    first = b.receive(SUPPORT_ADDRESS, karen, subject, b.ago(22), text, flags=(SEEN, ANSWERED))
-
-    reply = (
-        "Hi Karen,\n\nthe limit is 1000 requests per minute per account, but at most 5 per\n"
-        "second. Your job sends bursts of ~20 per second. Please spread the requests or\n"
-        "honour the Retry-After header we send with the 429.\n\nBest regards,\nAlex\n"
-    )
-    ours = b.answer(_SUPPORT, first, b.ago(20), reply)
+    turns = [
+        (
+            22,
+            "Hi,\n\nour nightly sync job gets HTTP 429 after about 300 requests. The docs say the"
+            "\nlimit is 1000 per minute. Did something change?\n\nKaren Lee\nLead Engineer\n",
+        ),
+        (
+            20,
+            "Hi Karen,\n\nthe limit is 1000 requests per minute per account, but at most 5 per\n"
+            "second. Your job sends bursts of ~20 per second. Please spread the requests or\n"
+            "honour the Retry-After header we send with the 429.\n\nBest regards,\nAlex\n",
+        ),
+    ]
+    ours = _exchange(b, _SUPPORT, karen, subject, turns)
 
     away = (
         "Thank you for your email. I am out of the office until Monday with limited access\n"
@@ -1294,22 +1296,22 @@ def _mailing_list(b: _DemoBuilder) -> None:
 def _simple_threads(b: _DemoBuilder) -> None:
     """Ordinary conversations: a question, sometimes our answer and their reply."""
     maria = _Person("María García", "maria.garcia@example.com", _tz(-6), _GMAIL)
+    maria_turns = [
+        (
+            120,
+            "Hello,\n\nI was charged twice for my March subscription (order 88120 and 88121).\n"
+            "Could you refund one of them?\n\nThanks,\nMaría\n",
+        ),
+        (
+            117,
+            "Hello María,\n\nyou are right, order 88121 was a duplicate. We have refunded it;\n"
+            "the money should be back on your card within 5 business days.\n\nBest regards,\n"
+            "Sam\n",
+        ),
+        (110, "Great, thank you for the quick help!\n\nMaría\n"),
+    ]
     subject = "Refund for duplicate charge"
-    text = (
-        "Hello,\n\nI was charged twice for my March subscription (order 88120 and 88121).\n"
-        "Could you refund one of them?\n\nThanks,\nMaría\n"
-    )
-    qp = "quoted-printable"
-    first = b.receive(
-        SUPPORT_ADDRESS, maria, subject, b.ago(120), text, flags=(SEEN, ANSWERED), cte=qp
-    )
-    reply = (
-        "Hello María,\n\nyou are right, order 88121 was a duplicate. We have refunded it;\n"
-        "the money should be back on your card within 5 business days.\n\nBest regards,\nSam\n"
-    )
-    ours = b.answer(_SUPPORT, first, b.ago(117), reply, cte=qp)
-    thanks = "Great, thank you for the quick help!\n\nMaría\n"
-    b.receive(SUPPORT_ADDRESS, maria, "Re: " + subject, b.ago(110), thanks, parent=ours, cte=qp)
+    _exchange(b, _SUPPORT, maria, subject, maria_turns, cte="quoted-printable")
 
     noah = _Person("Noah Thompson", "noah.thompson@example.net", _tz(-5), _APPLE_IPHONE)
     text = (
@@ -1320,17 +1322,19 @@ def _simple_threads(b: _DemoBuilder) -> None:
     b.receive(SUPPORT_ADDRESS, noah, subject, b.ago(80), text, flags=(SEEN, FLAGGED))
 
     liam = _Person("Liam Murphy", "liam.murphy@example.org", _tz(0), _THUNDERBIRD)
-    subject = "How do I add a second admin?"
-    text = (
-        "Hello,\n\nI am the only admin on our account and I am going on parental leave.\n"
-        "How do I give admin rights to a colleague?\n\nThanks,\nLiam\n"
-    )
-    first = b.receive(SUPPORT_ADDRESS, liam, subject, b.ago(110), text, flags=(SEEN, ANSWERED))
-    reply = (
-        "Hi Liam,\n\ngo to Settings > Team, open your colleague's profile and choose the role\n"
-        '"Administrator". Congratulations, and enjoy the time off!\n\nAlex\n'
-    )
-    b.answer(_SUPPORT, first, b.ago(108), reply)
+    liam_turns = [
+        (
+            110,
+            "Hello,\n\nI am the only admin on our account and I am going on parental leave.\n"
+            "How do I give admin rights to a colleague?\n\nThanks,\nLiam\n",
+        ),
+        (
+            108,
+            "Hi Liam,\n\ngo to Settings > Team, open your colleague's profile and choose the role"
+            '\n"Administrator". Congratulations, and enjoy the time off!\n\nAlex\n',
+        ),
+    ]
+    _exchange(b, _SUPPORT, liam, "How do I add a second admin?", liam_turns)
 
     ava = _Person("Ava Patel", "ava.patel@example.com", _tz(-5), _GMAIL)
     subject = "URGENT: dashboard shows 502 Bad Gateway"
@@ -1459,21 +1463,22 @@ def _info_box(b: _DemoBuilder) -> None:
     b.receive(INFO_ADDRESS, claire, subject, b.ago(54), text, flags=(SEEN,), cte="quoted-printable")
 
     sarah = _Person("Sarah Johnson", "sarah.johnson@example.org", _tz(-5), _GMAIL)
-    subject = "Discount for a nonprofit?"
-    text = (
-        "Hello,\n\nwe are a small animal shelter run by volunteers (registered charity).\n"
-        "Do you offer discounts for nonprofits? We would need 4 agent seats.\n\n"
-        "Sarah Johnson\nHappy Paws Rescue\n"
-    )
-    first = b.receive(INFO_ADDRESS, sarah, subject, b.ago(100), text, flags=(SEEN, ANSWERED))
-    reply = (
-        "Hi Sarah,\n\nyes: registered charities get 50% off every plan. Just reply with your\n"
-        "registration number and we will apply the discount to your account.\n\n"
-        "Warm regards,\nJordan\nExample Team\n"
-    )
-    ours = b.answer(_INFO, first, b.ago(97), reply)
-    follow = "Wonderful! Our registration number is CH-1187342.\n\nSarah\n"
-    b.receive(INFO_ADDRESS, sarah, "Re: " + subject, b.ago(72), follow, parent=ours)
+    sarah_turns = [
+        (
+            100,
+            "Hello,\n\nwe are a small animal shelter run by volunteers (registered charity).\n"
+            "Do you offer discounts for nonprofits? We would need 4 agent seats.\n\n"
+            "Sarah Johnson\nHappy Paws Rescue\n",
+        ),
+        (
+            97,
+            "Hi Sarah,\n\nyes: registered charities get 50% off every plan. Just reply with your\n"
+            "registration number and we will apply the discount to your account.\n\n"
+            "Warm regards,\nJordan\nExample Team\n",
+        ),
+        (72, "Wonderful! Our registration number is CH-1187342.\n\nSarah\n"),
+    ]
+    _exchange(b, _INFO, sarah, "Discount for a nonprofit?", sarah_turns)
 
     li = _Person("李娜", "li.na@example.cn", _tz(8), _GMAIL)
     text = (
