@@ -533,6 +533,10 @@ class _DemoBuilder:
         """A reply sent from the shared address, its copy appended to Sent."""
         self._file(box, DemoMessage("Sent", raw, (SEEN,), when), when)
 
+    def last_filed(self, box: str) -> bytes:
+        """The bytes of the message filed last in `box` (as it is in the folder)."""
+        return self._boxes[box][-1][2].raw
+
     def mailboxes(self) -> list[DemoMailbox]:
         result = []
         for name, address in (("support", SUPPORT_ADDRESS), ("info", INFO_ADDRESS)):
@@ -1180,39 +1184,23 @@ def _auto_reply(b: _DemoBuilder) -> None:
 def _bounce(b: _DemoBuilder) -> None:
     marek = _Person("Marek Nowak", "marek.nowak@example.org", _tz(1), _THUNDERBIRD)
     subject = "Change of billing address"
-    text = (
-        "Hello,\n\nplease change our billing address to ul. Przykładowa 7, 00-001 Warszawa,\n"
-        "starting with the next invoice.\n\nThank you,\nMarek Nowak\n"
-    )
-    first = b.receive(
-        SUPPORT_ADDRESS,
-        marek,
-        subject,
-        b.ago(130),
-        text,
-        flags=(SEEN, ANSWERED),
-        cte="quoted-printable",
-    )
+    turns = [
+        (
+            130,
+            "Hello,\n\nplease change our billing address to ul. Przykładowa 7, 00-001 Warszawa,"
+            "\nstarting with the next invoice.\n\nThank you,\nMarek Nowak\n",
+        ),
+        (
+            12,
+            "Hello Marek,\n\nwe have updated the billing address; the next invoice will show\n"
+            "it. Please note that invoices already issued cannot be changed.\n\nKind regards,\n"
+            "Example Support\n",
+        ),
+    ]
+    ours = _exchange(b, _SUPPORT, marek, subject, turns, cte="quoted-printable")
+    sent_raw = b.last_filed(SUPPORT_ADDRESS)
 
-    reply = (
-        "Hello Marek,\n\nwe have updated the billing address; the next invoice will show\n"
-        "it. Please note that invoices already issued cannot be changed.\n\nKind regards,\n"
-        "Example Support\n"
-    )
-    when = b.ago(12)
-    msg, _ = b.write(
-        _SUPPORT,
-        [marek.address],
-        "Re: " + subject,
-        when,
-        reply,
-        parent=first,
-        cte="quoted-printable",
-    )
-    sent_raw = b.serialize(msg)
-    b.file_sent(SUPPORT_ADDRESS, sent_raw, when)
-
-    when = when + timedelta(seconds=3)
+    when = ours.date + timedelta(seconds=3)
     daemon = _Person("Mail Delivery System", "MAILER-DAEMON@smtp.example.test", _tz(0))
     report, _ = b.compose(
         daemon,
