@@ -228,6 +228,8 @@ class _Mail:
 
 @dataclass(frozen=True)
 class _Attachment:
+    """A file attached to a message, e.g. ("invoice.pdf", "application/pdf", data)."""
+
     filename: str
     content_type: str
     data: bytes
