@@ -30,6 +30,7 @@ from email import policy as email_policy
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime, formataddr
 from functools import lru_cache
+from typing import Literal, TypedDict, Unpack
 
 __all__ = [
     "DemoMailbox",
@@ -204,8 +205,9 @@ class _Person:
     tz: timezone = UTC
     # Extra headers the person's mail client adds (X-Mailer, User-Agent, ...).
     client: tuple[tuple[str, str], ...] = ()
-    # Legacy clients encode the display name in their own charset, not UTF-8.
-    name_charset: str | None = None
+    # Legacy clients write the display name, the subject and the text in their own charset,
+    # not UTF-8.
+    charset: str | None = None
 
     @property
     def domain(self) -> str:
@@ -222,6 +224,29 @@ class _Mail:
     author: _Person
     date: datetime
     text: str
+
+
+@dataclass(frozen=True)
+class _Attachment:
+    """A file attached to a message, e.g. ("invoice.pdf", "application/pdf", data)."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+class _Options(TypedDict, total=False):
+    """What else `_DemoBuilder.write` may be told about a message; see there."""
+
+    quote: Literal["attribution", "outlook"] | None
+    subject_charset: str | None
+    subject_q: bool
+    thread_headers: bool
+    extra: Sequence[tuple[str, str]]
+    charset: str | None
+    cte: str | None
+    html: str | None
+    attachments: Sequence[_Attachment]
 
 
 def _encoded_words(text: str, charset: str, *, q: bool = False) -> str:
@@ -326,16 +351,16 @@ class _DemoBuilder:
         message_id += f"@{author.domain}>"
         msg = EmailMessage()
         msg["Date"] = format_datetime(when.astimezone(author.tz))
-        if author.name_charset:
+        if author.charset:
             msg.set_raw(
-                "From",
-                _encoded_words(author.name, author.name_charset) + f" <{author.address}>",
+                "From", _encoded_words(author.name, author.charset) + f" <{author.address}>"
             )
         else:
             msg["From"] = formataddr((author.name, author.address))
         msg["To"] = ", ".join(to)
         if cc:
             msg["Cc"] = ", ".join(cc)
+        subject_charset = subject_charset or author.charset
         if subject_charset:
             msg.set_raw("Subject", _encoded_words(subject, subject_charset, q=subject_q))
         else:
@@ -353,6 +378,104 @@ class _DemoBuilder:
             else:
                 msg[name] = value
         return msg, _Mail(message_id, references, subject, author, when, text)
+
+    def write(
+        self,
+        author: _Person,
+        to: Sequence[str],
+        subject: str,
+        when: datetime,
+        text: str,
+        *,
+        parent: _Mail | None = None,
+        quote: Literal["attribution", "outlook"] | None = "attribution",
+        cc: Sequence[str] = (),
+        subject_charset: str | None = None,
+        subject_q: bool = False,
+        thread_headers: bool = True,
+        extra: Sequence[tuple[str, str]] = (),
+        charset: str | None = None,
+        cte: str | None = None,
+        html: str | None = None,
+        attachments: Sequence[_Attachment] = (),
+    ) -> tuple[EmailMessage, _Mail]:
+        """A composed message with `text`, in a reply (unless `quote` is None) followed by a
+        blank line and the parent quoted; then an HTML alternative and attachments, if any.
+
+        The text parts are in `charset`, by default the author's own or UTF-8."""
+        msg, mail = self.compose(
+            author,
+            to,
+            subject,
+            when,
+            parent=parent,
+            cc=cc,
+            subject_charset=subject_charset,
+            subject_q=subject_q,
+            thread_headers=thread_headers,
+            extra=extra,
+            text=text,
+        )
+        charset = charset or author.charset or "utf-8"
+        body = text
+        if parent is not None and quote is not None:
+            body += "\n" + _quoted(parent, outlook=quote == "outlook")
+        msg.set_content(body, charset=charset, cte=cte)
+        if html is not None:
+            msg.add_alternative(html, subtype="html", charset=charset, cte="quoted-printable")
+        for attachment in attachments:
+            maintype, subtype = attachment.content_type.split("/")
+            msg.add_attachment(attachment.data, maintype, subtype, filename=attachment.filename)
+        return msg, mail
+
+    def receive(
+        self,
+        box: str,
+        author: _Person,
+        subject: str,
+        when: datetime,
+        text: str,
+        *,
+        to: Sequence[str] | None = None,
+        cc: Sequence[str] = (),
+        parent: _Mail | None = None,
+        flags: tuple[str, ...] = (),
+        envelope_from: str | None = None,
+        **options: Unpack[_Options],
+    ) -> _Mail:
+        """A message from `author` to `box` (or to `to`), delivered to `box` and to each of
+        our boxes in `cc`."""
+        msg, mail = self.write(
+            author,
+            [box] if to is None else to,
+            subject,
+            when,
+            text,
+            parent=parent,
+            cc=cc,
+            **options,
+        )
+        raw = self.serialize(msg)
+        for address in (box, *cc):
+            if address in self._boxes:
+                self.deliver(address, raw, when, flags, envelope_from=envelope_from)
+        return mail
+
+    def answer(
+        self, us: _Person, parent: _Mail, when: datetime, text: str, **options: Unpack[_Options]
+    ) -> _Mail:
+        """Our reply from the shared address `us` to the author of `parent`, filed in Sent."""
+        msg, mail = self.write(
+            us,
+            [parent.author.address],
+            _reply_subject(parent.subject),
+            when,
+            text,
+            parent=parent,
+            **options,
+        )
+        self.file_sent(us.address, self.serialize(msg), when)
+        return mail
 
     def serialize(self, msg: EmailMessage) -> bytes:
         """CRLF bytes with boundaries derived from the Message-ID, so output is reproducible."""
@@ -412,6 +535,10 @@ class _DemoBuilder:
         """A reply sent from the shared address, its copy appended to Sent."""
         self._file(box, DemoMessage("Sent", raw, (SEEN,), when), when)
 
+    def last_filed(self, box: str) -> bytes:
+        """The bytes of the message filed last in `box` (as it is in the folder)."""
+        return self._boxes[box][-1][2].raw
+
     def mailboxes(self) -> list[DemoMailbox]:
         result = []
         for name, address in (("support", SUPPORT_ADDRESS), ("info", INFO_ADDRESS)):
@@ -445,15 +572,41 @@ def _outlook(topic: str, key: str) -> tuple[tuple[str, str], ...]:
     return (("Thread-Topic", topic), ("Thread-Index", index))
 
 
+def _exchange(
+    b: _DemoBuilder,
+    us: _Person,
+    customer: _Person,
+    subject: str,
+    turns: Sequence[tuple[float, str]],
+    **options: Unpack[_Options],
+) -> _Mail:
+    """A conversation that `customer` opens and then takes turns in with `us`, one of our shared
+    addresses; `turns` holds (hours ago, text). We answered the customer's messages that have a
+    turn after them: they are seen and answered. Returns the last message."""
+    mail: _Mail | None = None
+    for index, (hours, text) in enumerate(turns):
+        when = b.ago(hours)
+        if index % 2:
+            assert mail is not None
+            mail = b.answer(us, mail, when, text, **options)
+        else:
+            flags = (SEEN, ANSWERED) if index + 1 < len(turns) else ()
+            subj = subject if mail is None else _reply_subject(mail.subject)
+            mail = b.receive(
+                us.address, customer, subj, when, text, parent=mail, flags=flags, **options
+            )
+    assert mail is not None
+    return mail
+
+
 # ---- the conversations of support@
 
 
 def _long_thread(b: _DemoBuilder) -> None:
     olivia = _Person("Olivia Bennett", "olivia.bennett@example.com", _tz(-5), _THUNDERBIRD)
-    subject = "Sync keeps failing after upgrading to 4.2"
-    turns: list[tuple[bool, float, str]] = [
+    # Hours after the first message, and the text; Olivia writes first, then we take turns.
+    turns: list[tuple[float, str]] = [
         (
-            True,
             0,
             "Hi,\n\nsince we upgraded the desktop app to 4.2 yesterday, synchronisation stops "
             'after a few\nminutes with "Sync error E-1107". Restarting the app helps for a '
@@ -461,7 +614,6 @@ def _long_thread(b: _DemoBuilder) -> None:
             "We are on Windows 11, company network behind a proxy.\n\nThanks,\nOlivia\n",
         ),
         (
-            False,
             1.5,
             "Hi Olivia,\n\nthanks for the report, and sorry for the trouble. E-1107 means the "
             "app lost its\nconnection to the sync service. Could you send us the log file from\n"
@@ -469,14 +621,12 @@ def _long_thread(b: _DemoBuilder) -> None:
             "Best regards,\nAlex\nExample Support\n",
         ),
         (
-            True,
             3,
             "Hi Alex,\n\nthe log is 40 MB, too big to attach. Here are the lines around the error:"
             "\n\n  12:41:07 WARN  proxy returned 407 for /v2/sync/stream\n"
             "  12:41:07 ERROR E-1107 stream closed\n\nDoes that help?\n\nOlivia\n",
         ),
         (
-            False,
             4,
             "Hi Olivia,\n\nit does: the proxy asks for authentication (407) on the streaming "
             "endpoint. 4.2\nmoved sync to a long-lived stream. Could you ask your IT whether the "
@@ -484,94 +634,66 @@ def _long_thread(b: _DemoBuilder) -> None:
             "Best regards,\nAlex\n",
         ),
         (
-            True,
             20,
             "Hi Alex,\n\nIT added an exception for sync.example.test. It worked all morning, but "
             "now two\ncolleagues get the error again. Mine is fine.\n\nOlivia\n",
         ),
         (
-            False,
             21,
             "Hi Olivia,\n\ngood progress. For the two colleagues: are they on laptops that switch "
             "between\nWi-Fi and the office LAN? The app keeps the old route for a while after a\n"
             "network change.\n\nAlex\n",
         ),
         (
-            True,
             22.5,
             "Yes, both are on laptops and they move between meeting rooms all the time.\n\n"
             "Olivia\n",
         ),
         (
-            False,
             23,
             'Thanks. Please have them try Settings > Network > "Reconnect on network change".'
             "\nIt is off by default in 4.2 (it was on in 4.1, which is a mistake on our side).\n\n"
             "Alex\n",
         ),
         (
-            True,
             26,
             "That option fixed it for one of them. The other one still sees E-1107, about\n"
             "once an hour.\n\nOlivia\n",
         ),
         (
-            False,
             27,
             "Could you send us that colleague's sync.log, zipped? It should be small enough "
             "then.\nYou can also upload it at https://files.example.test/upload/ref-7731 if "
             "email\nrefuses it.\n\nAlex\n",
         ),
         (
-            True,
             44,
             "Uploaded it this morning under ref-7731.\n\nOlivia\n",
         ),
         (
-            False,
             46,
             "Thank you. The log shows his laptop still uses an old proxy PAC file cached by\n"
             'Windows. Running "ipconfig /flushdns" and restarting the app should clear it.\n'
             "Our developers are also making 4.2.1 retry the stream instead of giving up.\n\nAlex\n",
         ),
         (
-            True,
             49,
             "Flushing helped, no error since. When is 4.2.1 out? We would like to roll it out\n"
             "before the end of the month.\n\nOlivia\n",
         ),
         (
-            False,
             50,
             "4.2.1 is planned for next Tuesday. I will write to you as soon as it is\n"
             "published.\n\nAlex\n",
         ),
         (
-            True,
             118,
             "Hi Alex,\n\njust checking: is 4.2.1 still on track? One colleague saw E-1107 again\n"
             "today after a Windows update.\n\nThanks,\nOlivia\n",
         ),
     ]
-    start = 140.0
-    parent: _Mail | None = None
-    last_inbound = max(i for i, turn in enumerate(turns) if turn[0])
-    for index, (inbound, offset, text) in enumerate(turns):
-        when = b.ago(start - offset)
-        body = text if parent is None else text + "\n" + _quoted(parent)
-        if inbound:
-            subj = subject if parent is None else _reply_subject(subject)
-            msg, mail = b.compose(olivia, [SUPPORT_ADDRESS], subj, when, parent=parent, text=text)
-            msg.set_content(body)
-            flags = () if index == last_inbound else (SEEN, ANSWERED)
-            b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, flags)
-        else:
-            msg, mail = b.compose(
-                _SUPPORT, [olivia.address], _reply_subject(subject), when, parent=parent, text=text
-            )
-            msg.set_content(body)
-            b.file_sent(SUPPORT_ADDRESS, b.serialize(msg), when)
-        parent = mail
+    subject = "Sync keeps failing after upgrading to 4.2"
+    _exchange(b, _SUPPORT, olivia, subject, [(140 - after, text) for after, text in turns])
 
 
 JAPANESE_SUBJECT = "請求書の再発行について"
@@ -584,7 +706,7 @@ def _japanese(b: _DemoBuilder) -> None:
         "taro.yamada@example.jp",
         _tz(9),
         (("X-Mailer", "Becky! ver. 2.81.04"),),
-        name_charset="ISO-2022-JP",
+        charset="ISO-2022-JP",
     )
     text = (
         "Example サポート御中\n\n"
@@ -596,12 +718,9 @@ def _japanese(b: _DemoBuilder) -> None:
         "お手数をおかけしますが、よろしくお願いいたします。\n\n"
         "--\n山田 太郎 (Taro Yamada)\n株式会社サンプル 経理部\nTEL: 03-0000-0000\n"
     )
-    when = b.ago(95)
-    msg, first = b.compose(
-        taro, [SUPPORT_ADDRESS], JAPANESE_SUBJECT, when, subject_charset="ISO-2022-JP", text=text
+    first = b.receive(
+        SUPPORT_ADDRESS, taro, JAPANESE_SUBJECT, b.ago(95), text, flags=(SEEN, ANSWERED), cte="7bit"
     )
-    msg.set_content(text, charset="ISO-2022-JP", cte="7bit")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
 
     reply = (
         "山田様\n\nお問い合わせありがとうございます。Example サポートの佐藤です。\n\n"
@@ -609,12 +728,7 @@ def _japanese(b: _DemoBuilder) -> None:
         "管理画面の「請求」ページからダウンロードいただけます。\n\n"
         "よろしくお願いいたします。\n"
     )
-    when = b.ago(90)
-    msg, ours = b.compose(
-        _SUPPORT, [taro.address], "Re: " + JAPANESE_SUBJECT, when, parent=first, text=reply
-    )
-    msg.set_content(reply + "\n" + _quoted(first), cte="base64")
-    b.file_sent(SUPPORT_ADDRESS, b.serialize(msg), when)
+    ours = b.answer(_SUPPORT, first, b.ago(90), reply, cte="base64")
 
     thanks = (
         "佐藤様\n\n早速のご対応ありがとうございます。\n"
@@ -622,18 +736,16 @@ def _japanese(b: _DemoBuilder) -> None:
         "もう一点、来月から支払方法を銀行振込に変更したいのですが、\n"
         "手続きを教えていただけますでしょうか。\n\n山田\n"
     )
-    when = b.ago(70)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         taro,
-        [SUPPORT_ADDRESS],
         "Re: " + JAPANESE_SUBJECT,
-        when,
+        b.ago(70),
+        thanks,
         parent=ours,
-        subject_charset="ISO-2022-JP",
-        text=thanks,
+        quote=None,
+        cte="7bit",
     )
-    msg.set_content(thanks, charset="ISO-2022-JP", cte="7bit")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
 
 
 CHINESE_SUBJECT = "无法登录账户，请帮忙处理"
@@ -645,7 +757,7 @@ def _chinese(b: _DemoBuilder) -> None:
         "wang.wei@example.cn",
         _tz(8),
         (("X-Mailer", "Foxmail 7.2.25.228[cn]"),),
-        name_charset="GB2312",
+        charset="GB2312",
     )
     text = (
         "您好，\n\n"
@@ -655,12 +767,7 @@ def _chinese(b: _DemoBuilder) -> None:
         "公司名称：示例科技有限公司\n\n"
         "请尽快帮忙处理，谢谢！\n\n王伟\n"
     )
-    when = b.ago(30)
-    msg, _ = b.compose(
-        wang, [SUPPORT_ADDRESS], CHINESE_SUBJECT, when, subject_charset="GB2312", text=text
-    )
-    msg.set_content(text, charset="GB2312", cte="base64")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    b.receive(SUPPORT_ADDRESS, wang, CHINESE_SUBJECT, b.ago(30), text, cte="base64")
 
 
 GERMAN_SUBJECT = "Rückfrage zur Bestellung 55821: Lieferadresse ändern"
@@ -672,7 +779,7 @@ def _german(b: _DemoBuilder) -> None:
         "j.mueller@example.de",
         _tz(1),
         (("X-Mailer", "Claws Mail 3.17.8 (GTK+ 2.24.33; x86_64-pc-linux-gnu)"),),
-        name_charset="ISO-8859-1",
+        charset="ISO-8859-1",
     )
     text = (
         "Sehr geehrte Damen und Herren,\n\n"
@@ -687,18 +794,15 @@ def _german(b: _DemoBuilder) -> None:
         "Jürgen Müller\n"
         "Einkauf, Müller & Söhne GmbH\n"
     )
-    when = b.ago(52)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         juergen,
-        [SUPPORT_ADDRESS],
         GERMAN_SUBJECT,
-        when,
-        subject_charset="ISO-8859-1",
+        b.ago(52),
+        text,
         subject_q=True,
-        text=text,
+        cte="quoted-printable",
     )
-    msg.set_content(text, charset="ISO-8859-1", cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
 
 
 FRENCH_SUBJECT = "Problème de facturation – TVA intracommunautaire"
@@ -710,7 +814,7 @@ def _french(b: _DemoBuilder) -> None:
         "amelie.laurent@example.fr",
         _tz(1),
         (("X-Mailer", "Microsoft Outlook 16.0"), ("Content-Language", "fr")),
-        name_charset="windows-1252",
+        charset="windows-1252",
     )
     text = (
         "Bonjour,\n\n"
@@ -724,19 +828,16 @@ def _french(b: _DemoBuilder) -> None:
         "Amélie Laurent\n"
         "Responsable administrative – Œuvres & Cie\n"
     )
-    when = b.ago(75)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         amelie,
-        [SUPPORT_ADDRESS],
         FRENCH_SUBJECT,
-        when,
-        subject_charset="windows-1252",
+        b.ago(75),
+        text,
         subject_q=True,
         extra=_outlook(_encoded_words(FRENCH_SUBJECT, "windows-1252", q=True), "amelie"),
-        text=text,
+        cte="quoted-printable",
     )
-    msg.set_content(text, charset="windows-1252", cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
 
 
 EMOJI_SUBJECT = "Love the new dashboard 🎉 one quick question"
@@ -751,12 +852,15 @@ def _emoji(b: _DemoBuilder) -> None:
         "below the graphs on my phone 📱.\n\n"
         "Thanks a lot 🙏\nPriya\n\nSent from my iPhone\n"
     )
-    when = b.ago(6)
-    msg, _ = b.compose(
-        priya, [SUPPORT_ADDRESS], EMOJI_SUBJECT, when, subject_charset="UTF-8", text=text
+    b.receive(
+        SUPPORT_ADDRESS,
+        priya,
+        EMOJI_SUBJECT,
+        b.ago(6),
+        text,
+        subject_charset="UTF-8",
+        cte="quoted-printable",
     )
-    msg.set_content(text, cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
 
 
 RUSSIAN_SUBJECT = "Не приходят уведомления на почту"
@@ -768,7 +872,7 @@ def _russian(b: _DemoBuilder) -> None:
         "d.smirnov@example.org",
         _tz(3),
         (("X-Mailer", "The Bat! (v9.1.18) Professional"),),
-        name_charset="KOI8-R",
+        charset="KOI8-R",
     )
     text = (
         "Здравствуйте!\n\n"
@@ -777,12 +881,7 @@ def _russian(b: _DemoBuilder) -> None:
         "Подскажите, пожалуйста, в чём может быть проблема?\n\n"
         "С уважением,\nДмитрий Смирнов\n"
     )
-    when = b.ago(41)
-    msg, _ = b.compose(
-        dmitry, [SUPPORT_ADDRESS], RUSSIAN_SUBJECT, when, subject_charset="KOI8-R", text=text
-    )
-    msg.set_content(text, charset="KOI8-R", cte="8bit")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    b.receive(SUPPORT_ADDRESS, dmitry, RUSSIAN_SUBJECT, b.ago(41), text, cte="8bit")
 
 
 _OUTLOOK_HTML = """<html xmlns:v="urn:schemas-microsoft-com:vml" \
@@ -857,18 +956,17 @@ def _outlook_html(b: _DemoBuilder) -> None:
         "Michael O'Brien\n"
         "IT Operations | Contoso Example Ltd.\n"
     )
-    when = b.ago(28)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         michael,
-        [SUPPORT_ADDRESS],
         subject,
-        when,
+        b.ago(28),
+        text,
         extra=(*_outlook(subject, "obrien"), ("X-MS-Has-Attach", ""), ("X-MS-TNEF-Correlator", "")),
-        text=text,
+        charset="us-ascii",
+        cte="quoted-printable",
+        html=_OUTLOOK_HTML,
     )
-    msg.set_content(text, charset="us-ascii", cte="quoted-printable")
-    msg.add_alternative(_OUTLOOK_HTML, subtype="html", charset="us-ascii", cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
 
 
 INLINE_IMAGE_CID = "ii_lx3k9q0b0"
@@ -894,9 +992,7 @@ def _gmail_inline_image(b: _DemoBuilder) -> None:
         "<div><br></div><div>Thanks,</div><div>Sofia</div></div>\n"
     )
     when = b.ago(17)
-    msg, _ = b.compose(sofia, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    msg, _ = b.write(sofia, [SUPPORT_ADDRESS], subject, when, text, html=html)
     html_part = msg.get_body(("html",))
     assert html_part is not None
     html_part.add_related(
@@ -933,11 +1029,8 @@ def _invoice_pdf(b: _DemoBuilder) -> None:
             "Paid by card ending 4242",
         ]
     )
-    when = b.ago(46)
-    msg, _ = b.compose(daniel, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    msg.add_attachment(pdf, "application", "pdf", filename=INVOICE_PDF)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    attachment = _Attachment(INVOICE_PDF, "application/pdf", pdf)
+    b.receive(SUPPORT_ADDRESS, daniel, subject, b.ago(46), text, attachments=[attachment])
 
 
 def _csv_import(b: _DemoBuilder) -> None:
@@ -950,11 +1043,8 @@ def _csv_import(b: _DemoBuilder) -> None:
         "rows, or at least see what is wrong with that row?\n\n"
         "Regards,\nHannah Fischer\n"
     )
-    when = b.ago(66)
-    msg, _ = b.compose(hannah, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    msg.add_attachment(_users_csv(), "text", "csv", filename="users-import.csv")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    attachment = _Attachment("users-import.csv", "text/csv", _users_csv())
+    b.receive(SUPPORT_ADDRESS, hannah, subject, b.ago(66), text, attachments=[attachment])
 
 
 def _winmail(b: _DemoBuilder) -> None:
@@ -967,23 +1057,21 @@ def _winmail(b: _DemoBuilder) -> None:
         "Kind regards,\n\nRobert Clarke\nHead of Procurement\n"
     )
     order_form = _pdf(["Order form - renewal", "25 seats, 36 months", "Signed: R. Clarke"])
-    when = b.ago(100)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         robert,
-        [SUPPORT_ADDRESS],
         subject,
-        when,
+        b.ago(100),
+        text,
+        flags=(SEEN,),
         extra=(*_outlook(subject, "clarke"), ("X-MS-Has-Attach", "yes")),
-        text=text,
+        charset="us-ascii",
+        attachments=[
+            _Attachment(
+                "winmail.dat", "application/ms-tnef", _tnef("Signed order form.pdf", order_form)
+            )
+        ],
     )
-    msg.set_content(text, charset="us-ascii")
-    msg.add_attachment(
-        _tnef("Signed order form.pdf", order_form),
-        "application",
-        "ms-tnef",
-        filename="winmail.dat",
-    )
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN,))
 
 
 OUTLOOK_STRIPPED_SUBJECT = "Password reset link expired"
@@ -996,12 +1084,15 @@ def _outlook_stripped(b: _DemoBuilder) -> None:
         "Hi,\n\nthe password reset link you send expires before I can click it. I requested\n"
         'three of them this morning and every one says "link expired".\n\nJames\n'
     )
-    when = b.ago(60)
-    msg, first = b.compose(
-        james, [SUPPORT_ADDRESS], subject, when, extra=_outlook(subject, "wilson"), text=text
+    first = b.receive(
+        SUPPORT_ADDRESS,
+        james,
+        subject,
+        b.ago(60),
+        text,
+        flags=(SEEN, ANSWERED),
+        extra=_outlook(subject, "wilson"),
     )
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
 
     reply = (
         "Hi James,\n\nreset links are valid for 30 minutes. If your company mail filter\n"
@@ -1009,31 +1100,24 @@ def _outlook_stripped(b: _DemoBuilder) -> None:
         "new link that can only be used after you log in with the code 482 913.\n\n"
         "Best regards,\nSam\nExample Support\n"
     )
-    when = b.ago(58)
-    msg, ours = b.compose(
-        _SUPPORT, [james.address], "Re: " + subject, when, parent=first, text=reply
-    )
-    msg.set_content(reply + "\n" + _quoted(first))
-    b.file_sent(SUPPORT_ADDRESS, b.serialize(msg), when)
+    ours = b.answer(_SUPPORT, first, b.ago(58), reply)
 
     # Outlook answered without In-Reply-To/References but kept "RE: " and the Thread-Topic.
     again = (
         "Hi Sam,\n\nthat worked, thank you! Our IT says the scanner is Safe Links; maybe worth\n"
-        "adding to your help pages.\n\nJames\n\n"
+        "adding to your help pages.\n\nJames\n"
     )
-    when = b.ago(35)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         james,
-        [SUPPORT_ADDRESS],
         "RE: " + subject,
-        when,
+        b.ago(35),
+        again,
         parent=ours,
+        quote="outlook",
         thread_headers=False,
         extra=_outlook(subject, "wilson-2"),
-        text=again,
     )
-    msg.set_content(again + _quoted(ours, outlook=True))
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
 
 
 CROSS_BOX_SUBJECT = "Reseller partnership and an SSO question"
@@ -1050,98 +1134,75 @@ def _cross_box(b: _DemoBuilder) -> None:
         "   mapping?\n\n"
         "Best regards,\nThomas Wagner\nWagner IT Services\n"
     )
-    when = b.ago(26)
-    msg, first = b.compose(
-        thomas, [SUPPORT_ADDRESS], CROSS_BOX_SUBJECT, when, cc=[INFO_ADDRESS], text=text
+    first = b.receive(
+        SUPPORT_ADDRESS, thomas, CROSS_BOX_SUBJECT, b.ago(26), text, cc=[INFO_ADDRESS]
     )
-    msg.set_content(text)
-    raw = b.serialize(msg)
-    b.deliver(SUPPORT_ADDRESS, raw, when)
-    b.deliver(INFO_ADDRESS, raw, when)
-
-    again = "Hello again,\n\nany news on either question? A short answer would be enough.\n\n"
-    when = b.ago(3)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         thomas,
-        [SUPPORT_ADDRESS],
         "Re: " + CROSS_BOX_SUBJECT,
-        when,
+        b.ago(3),
+        "Hello again,\n\nany news on either question? A short answer would be enough.\n\nThomas\n",
         cc=[INFO_ADDRESS],
         parent=first,
-        text=again,
     )
-    msg.set_content(again + "Thomas\n\n" + _quoted(first))
-    raw = b.serialize(msg)
-    b.deliver(SUPPORT_ADDRESS, raw, when)
-    b.deliver(INFO_ADDRESS, raw, when)
 
 
 def _auto_reply(b: _DemoBuilder) -> None:
     karen = _Person("Karen Lee", "karen.lee@example.com", _tz(-8), _GMAIL)
     subject = "API returns 429 Too Many Requests"
-    text = (
-        "Hi,\n\nour nightly sync job gets HTTP 429 after about 300 requests. The docs say the\n"
-        "limit is 1000 per minute. Did something change?\n\nKaren Lee\nLead Engineer\n"
-    )
-    when = b.ago(22)
-    msg, first = b.compose(karen, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
-
-    reply = (
-        "Hi Karen,\n\nthe limit is 1000 requests per minute per account, but at most 5 per\n"
-        "second. Your job sends bursts of ~20 per second. Please spread the requests or\n"
-        "honour the Retry-After header we send with the 429.\n\nBest regards,\nAlex\n"
-    )
-    when = b.ago(20)
-    msg, ours = b.compose(
-        _SUPPORT, [karen.address], "Re: " + subject, when, parent=first, text=reply
-    )
-    msg.set_content(reply + "\n" + _quoted(first))
-    b.file_sent(SUPPORT_ADDRESS, b.serialize(msg), when)
+    turns = [
+        (
+            22,
+            "Hi,\n\nour nightly sync job gets HTTP 429 after about 300 requests. The docs say the"
+            "\nlimit is 1000 per minute. Did something change?\n\nKaren Lee\nLead Engineer\n",
+        ),
+        (
+            20,
+            "Hi Karen,\n\nthe limit is 1000 requests per minute per account, but at most 5 per\n"
+            "second. Your job sends bursts of ~20 per second. Please spread the requests or\n"
+            "honour the Retry-After header we send with the 429.\n\nBest regards,\nAlex\n",
+        ),
+    ]
+    ours = _exchange(b, _SUPPORT, karen, subject, turns)
 
     away = (
         "Thank you for your email. I am out of the office until Monday with limited access\n"
         "to email. For urgent matters please contact engineering@example.com.\n\nKaren\n"
     )
-    when = b.ago(20) + timedelta(seconds=40)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         karen,
-        [SUPPORT_ADDRESS],
         "Out of office: Re: " + subject,
-        when,
+        b.ago(20) + timedelta(seconds=40),
+        away,
         parent=ours,
+        quote=None,
+        envelope_from="",
         extra=(("Auto-Submitted", "auto-replied"), ("X-Auto-Response-Suppress", "All")),
-        text=away,
     )
-    msg.set_content(away)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, envelope_from="")
 
 
 def _bounce(b: _DemoBuilder) -> None:
     marek = _Person("Marek Nowak", "marek.nowak@example.org", _tz(1), _THUNDERBIRD)
     subject = "Change of billing address"
-    text = (
-        "Hello,\n\nplease change our billing address to ul. Przykładowa 7, 00-001 Warszawa,\n"
-        "starting with the next invoice.\n\nThank you,\nMarek Nowak\n"
-    )
-    when = b.ago(130)
-    msg, first = b.compose(marek, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text, cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
+    turns = [
+        (
+            130,
+            "Hello,\n\nplease change our billing address to ul. Przykładowa 7, 00-001 Warszawa,"
+            "\nstarting with the next invoice.\n\nThank you,\nMarek Nowak\n",
+        ),
+        (
+            12,
+            "Hello Marek,\n\nwe have updated the billing address; the next invoice will show\n"
+            "it. Please note that invoices already issued cannot be changed.\n\nKind regards,\n"
+            "Example Support\n",
+        ),
+    ]
+    ours = _exchange(b, _SUPPORT, marek, subject, turns, cte="quoted-printable")
+    sent_raw = b.last_filed(SUPPORT_ADDRESS)
 
-    reply = (
-        "Hello Marek,\n\nwe have updated the billing address; the next invoice will show\n"
-        "it. Please note that invoices already issued cannot be changed.\n\nKind regards,\n"
-        "Example Support\n"
-    )
-    when = b.ago(12)
-    msg, _ = b.compose(_SUPPORT, [marek.address], "Re: " + subject, when, parent=first, text=reply)
-    msg.set_content(reply + "\n" + _quoted(first), cte="quoted-printable")
-    sent_raw = b.serialize(msg)
-    b.file_sent(SUPPORT_ADDRESS, sent_raw, when)
-
-    when = when + timedelta(seconds=3)
+    when = ours.date + timedelta(seconds=3)
     daemon = _Person("Mail Delivery System", "MAILER-DAEMON@smtp.example.test", _tz(0))
     report, _ = b.compose(
         daemon,
@@ -1203,12 +1264,14 @@ def _mailing_list(b: _DemoBuilder) -> None:
         "You are receiving this because support@example.test subscribed to status updates.\n"
         "Unsubscribe: https://lists.example.net/unsubscribe/status/4f2a9c\n"
     )
-    when = b.ago(36)
-    msg, _ = b.compose(
+    b.receive(
+        SUPPORT_ADDRESS,
         status,
-        ["status-subscribers@lists.example.net"],
         subject,
-        when,
+        b.ago(36),
+        text,
+        to=["status-subscribers@lists.example.net"],
+        envelope_from="status-bounces@lists.example.net",
         extra=(
             ("Sender", "status-bounces@lists.example.net"),
             ("List-Id", "Example Cloud status updates <status.lists.example.net>"),
@@ -1217,70 +1280,51 @@ def _mailing_list(b: _DemoBuilder) -> None:
             ("List-Archive", "<https://lists.example.net/archive/status>"),
             ("Precedence", "list"),
         ),
-        text=text,
-    )
-    msg.set_content(text)
-    b.deliver(
-        SUPPORT_ADDRESS, b.serialize(msg), when, envelope_from="status-bounces@lists.example.net"
     )
 
 
 def _simple_threads(b: _DemoBuilder) -> None:
     """Ordinary conversations: a question, sometimes our answer and their reply."""
     maria = _Person("María García", "maria.garcia@example.com", _tz(-6), _GMAIL)
+    maria_turns = [
+        (
+            120,
+            "Hello,\n\nI was charged twice for my March subscription (order 88120 and 88121).\n"
+            "Could you refund one of them?\n\nThanks,\nMaría\n",
+        ),
+        (
+            117,
+            "Hello María,\n\nyou are right, order 88121 was a duplicate. We have refunded it;\n"
+            "the money should be back on your card within 5 business days.\n\nBest regards,\n"
+            "Sam\n",
+        ),
+        (110, "Great, thank you for the quick help!\n\nMaría\n"),
+    ]
     subject = "Refund for duplicate charge"
-    text = (
-        "Hello,\n\nI was charged twice for my March subscription (order 88120 and 88121).\n"
-        "Could you refund one of them?\n\nThanks,\nMaría\n"
-    )
-    when = b.ago(120)
-    msg, first = b.compose(maria, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text, cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
-    reply = (
-        "Hello María,\n\nyou are right, order 88121 was a duplicate. We have refunded it;\n"
-        "the money should be back on your card within 5 business days.\n\nBest regards,\nSam\n"
-    )
-    when = b.ago(117)
-    msg, ours = b.compose(
-        _SUPPORT, [maria.address], "Re: " + subject, when, parent=first, text=reply
-    )
-    msg.set_content(reply + "\n" + _quoted(first), cte="quoted-printable")
-    b.file_sent(SUPPORT_ADDRESS, b.serialize(msg), when)
-    thanks = "Great, thank you for the quick help!\n\nMaría\n\n"
-    when = b.ago(110)
-    msg, _ = b.compose(maria, [SUPPORT_ADDRESS], "Re: " + subject, when, parent=ours, text=thanks)
-    msg.set_content(thanks + _quoted(ours), cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    _exchange(b, _SUPPORT, maria, subject, maria_turns, cte="quoted-printable")
 
     noah = _Person("Noah Thompson", "noah.thompson@example.net", _tz(-5), _APPLE_IPHONE)
     text = (
         "Hi there,\n\nany plans for a dark mode in the agent inbox? We work night shifts and\n"
         "the white background is painful at 3 am. Happy to test a beta.\n\nNoah\n"
     )
-    when = b.ago(80)
-    msg, _ = b.compose(noah, [SUPPORT_ADDRESS], "Feature request: dark mode", when, text=text)
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, FLAGGED))
+    subject = "Feature request: dark mode"
+    b.receive(SUPPORT_ADDRESS, noah, subject, b.ago(80), text, flags=(SEEN, FLAGGED))
 
     liam = _Person("Liam Murphy", "liam.murphy@example.org", _tz(0), _THUNDERBIRD)
-    subject = "How do I add a second admin?"
-    text = (
-        "Hello,\n\nI am the only admin on our account and I am going on parental leave.\n"
-        "How do I give admin rights to a colleague?\n\nThanks,\nLiam\n"
-    )
-    when = b.ago(110)
-    msg, first = b.compose(liam, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
-    reply = (
-        "Hi Liam,\n\ngo to Settings > Team, open your colleague's profile and choose the role\n"
-        '"Administrator". Congratulations, and enjoy the time off!\n\nAlex\n'
-    )
-    when = b.ago(108)
-    msg, _ = b.compose(_SUPPORT, [liam.address], "Re: " + subject, when, parent=first, text=reply)
-    msg.set_content(reply + "\n" + _quoted(first))
-    b.file_sent(SUPPORT_ADDRESS, b.serialize(msg), when)
+    liam_turns = [
+        (
+            110,
+            "Hello,\n\nI am the only admin on our account and I am going on parental leave.\n"
+            "How do I give admin rights to a colleague?\n\nThanks,\nLiam\n",
+        ),
+        (
+            108,
+            "Hi Liam,\n\ngo to Settings > Team, open your colleague's profile and choose the role"
+            '\n"Administrator". Congratulations, and enjoy the time off!\n\nAlex\n',
+        ),
+    ]
+    _exchange(b, _SUPPORT, liam, "How do I add a second admin?", liam_turns)
 
     ava = _Person("Ava Patel", "ava.patel@example.com", _tz(-5), _GMAIL)
     subject = "URGENT: dashboard shows 502 Bad Gateway"
@@ -1288,26 +1332,23 @@ def _simple_threads(b: _DemoBuilder) -> None:
         'Hi,\n\nour whole team gets "502 Bad Gateway" when opening the dashboard. Is there\n'
         "an outage? We have customers waiting.\n\nAva Patel\n"
     )
-    when = b.ago(2)
-    msg, first = b.compose(ava, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
-    more = "Screenshot attached. Still happening, 10 minutes later.\n\nAva\n\n"
-    when = b.ago(2) + timedelta(minutes=10)
-    msg, _ = b.compose(ava, [SUPPORT_ADDRESS], "Re: " + subject, when, parent=first, text=more)
-    msg.set_content(more + _quoted(first))
-    msg.add_attachment(_gateway_png(), "image", "png", filename="screenshot-502.png")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    first = b.receive(SUPPORT_ADDRESS, ava, subject, b.ago(2), text)
+    b.receive(
+        SUPPORT_ADDRESS,
+        ava,
+        "Re: " + subject,
+        b.ago(2) + timedelta(minutes=10),
+        "Screenshot attached. Still happening, 10 minutes later.\n\nAva\n",
+        parent=first,
+        attachments=[_Attachment("screenshot-502.png", "image/png", _gateway_png())],
+    )
 
     ethan = _Person("Ethan Brown", "ethan.brown@example.net", _tz(-7), _GMAIL)
     text = (
         "Hello,\n\nplease cancel our subscription at the end of the current billing period.\n"
         "We are merging with another company that uses a different tool.\n\nEthan Brown\n"
     )
-    when = b.ago(14)
-    msg, _ = b.compose(ethan, [SUPPORT_ADDRESS], "Cancel my subscription", when, text=text)
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    b.receive(SUPPORT_ADDRESS, ethan, "Cancel my subscription", b.ago(14), text)
 
     isabella = _Person("Isabella Moore", "isabella.moore@example.com", _tz(10), _APPLE_IPHONE)
     text = (
@@ -1315,12 +1356,7 @@ def _simple_threads(b: _DemoBuilder) -> None:
         "I still have access to this email address. What can I do?\n\n"
         "Isabella\n\nSent from my iPad\n"
     )
-    when = b.ago(9)
-    msg, _ = b.compose(
-        isabella, [SUPPORT_ADDRESS], "Lost phone - can't log in (2FA)", when, text=text
-    )
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    b.receive(SUPPORT_ADDRESS, isabella, "Lost phone - can't log in (2FA)", b.ago(9), text)
 
     lucas = _Person("Lucas Silva", "lucas.silva@example.com", _tz(-3), _GMAIL)
     subject = "Webhook signature verification always fails"
@@ -1340,11 +1376,7 @@ def _simple_threads(b: _DemoBuilder) -> None:
         "matches. Is the signature computed over the raw body or the parsed JSON?</div>"
         "<div><br></div><div>Thanks,</div><div>Lucas</div></div>\n"
     )
-    when = b.ago(50)
-    msg, _ = b.compose(lucas, [SUPPORT_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html", cte="quoted-printable")
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    b.receive(SUPPORT_ADDRESS, lucas, subject, b.ago(50), text, html=html)
 
     femke = _Person("Femke de Vries", "femke.devries@example.org", _tz(1), _THUNDERBIRD)
     text = (
@@ -1352,10 +1384,7 @@ def _simple_threads(b: _DemoBuilder) -> None:
         "hold about me (femke.devries@example.org), including the data of my former\n"
         "employer's account where I was an agent.\n\nKind regards,\nFemke de Vries\n"
     )
-    when = b.ago(85)
-    msg, _ = b.compose(femke, [SUPPORT_ADDRESS], "GDPR data access request", when, text=text)
-    msg.set_content(text)
-    b.deliver(SUPPORT_ADDRESS, b.serialize(msg), when)
+    b.receive(SUPPORT_ADDRESS, femke, "GDPR data access request", b.ago(85), text)
 
 
 # ---- the conversations of info@
@@ -1396,12 +1425,13 @@ def _info_box(b: _DemoBuilder) -> None:
         "Read the article: https://blog.example.net/faster\n\n"
         "Unsubscribe: https://news.example.net/unsubscribe/8f2a91\n"
     )
-    when = b.ago(48)
-    msg, _ = b.compose(
+    b.receive(
+        INFO_ADDRESS,
         news,
-        [INFO_ADDRESS],
         "5 ways to answer customers faster ✉️",
-        when,
+        b.ago(48),
+        text,
+        envelope_from="bounce-8f2a91@news.example.net",
         extra=(
             ("List-Id", "Example Weekly <weekly.news.example.net>"),
             ("List-Unsubscribe", "<https://news.example.net/unsubscribe/8f2a91>"),
@@ -1409,54 +1439,36 @@ def _info_box(b: _DemoBuilder) -> None:
             ("Precedence", "bulk"),
             ("X-Campaign-Id", "weekly-2024-24"),
         ),
-        text=text,
+        cte="quoted-printable",
+        html=_NEWSLETTER_HTML,
     )
-    msg.set_content(text, cte="quoted-printable")
-    msg.add_alternative(_NEWSLETTER_HTML, subtype="html", cte="quoted-printable")
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when, envelope_from="bounce-8f2a91@news.example.net")
 
     claire = _Person("Claire Dubois", "claire.dubois@example.fr", _tz(1), _APPLE_IPHONE)
+    subject = "Demande d'interview – article sur le support client"
     text = (
         "Bonjour,\n\nje suis journaliste pour « Le Quotidien Numérique » et je prépare un\n"
         "article sur les outils de support client. Seriez-vous disponible pour un court\n"
         "entretien téléphonique cette semaine ?\n\nBien à vous,\nClaire Dubois\n"
     )
-    when = b.ago(54)
-    msg, _ = b.compose(
-        claire,
-        [INFO_ADDRESS],
-        "Demande d'interview – article sur le support client",
-        when,
-        text=text,
-    )
-    msg.set_content(text, cte="quoted-printable")
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when, (SEEN,))
+    b.receive(INFO_ADDRESS, claire, subject, b.ago(54), text, flags=(SEEN,), cte="quoted-printable")
 
     sarah = _Person("Sarah Johnson", "sarah.johnson@example.org", _tz(-5), _GMAIL)
-    subject = "Discount for a nonprofit?"
-    text = (
-        "Hello,\n\nwe are a small animal shelter run by volunteers (registered charity).\n"
-        "Do you offer discounts for nonprofits? We would need 4 agent seats.\n\n"
-        "Sarah Johnson\nHappy Paws Rescue\n"
-    )
-    when = b.ago(100)
-    msg, first = b.compose(sarah, [INFO_ADDRESS], subject, when, text=text)
-    msg.set_content(text)
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when, (SEEN, ANSWERED))
-    reply = (
-        "Hi Sarah,\n\nyes: registered charities get 50% off every plan. Just reply with your\n"
-        "registration number and we will apply the discount to your account.\n\n"
-        "Warm regards,\nJordan\nExample Team\n"
-    )
-    when = b.ago(97)
-    msg, ours = b.compose(_INFO, [sarah.address], "Re: " + subject, when, parent=first, text=reply)
-    msg.set_content(reply + "\n" + _quoted(first))
-    b.file_sent(INFO_ADDRESS, b.serialize(msg), when)
-    follow = "Wonderful! Our registration number is CH-1187342.\n\nSarah\n\n"
-    when = b.ago(72)
-    msg, _ = b.compose(sarah, [INFO_ADDRESS], "Re: " + subject, when, parent=ours, text=follow)
-    msg.set_content(follow + _quoted(ours))
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when)
+    sarah_turns = [
+        (
+            100,
+            "Hello,\n\nwe are a small animal shelter run by volunteers (registered charity).\n"
+            "Do you offer discounts for nonprofits? We would need 4 agent seats.\n\n"
+            "Sarah Johnson\nHappy Paws Rescue\n",
+        ),
+        (
+            97,
+            "Hi Sarah,\n\nyes: registered charities get 50% off every plan. Just reply with your\n"
+            "registration number and we will apply the discount to your account.\n\n"
+            "Warm regards,\nJordan\nExample Team\n",
+        ),
+        (72, "Wonderful! Our registration number is CH-1187342.\n\nSarah\n"),
+    ]
+    _exchange(b, _INFO, sarah, "Discount for a nonprofit?", sarah_turns)
 
     li = _Person("李娜", "li.na@example.cn", _tz(8), _GMAIL)
     text = (
@@ -1465,10 +1477,8 @@ def _info_box(b: _DemoBuilder) -> None:
         "Chinese market, including localisation. Could we schedule a call?\n\n"
         "Best regards,\n李娜 (Li Na)\n"
     )
-    when = b.ago(40)
-    msg, _ = b.compose(li, [INFO_ADDRESS], "Partnership opportunity in China", when, text=text)
-    msg.set_content(text, cte="base64")
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when)
+    subject = "Partnership opportunity in China"
+    b.receive(INFO_ADDRESS, li, subject, b.ago(40), text, cte="base64")
 
     markus = _Person("Markus Weber", "markus.weber@example.de", _tz(1), _THUNDERBIRD)
     text = (
@@ -1476,10 +1486,8 @@ def _info_box(b: _DemoBuilder) -> None:
         "gegen 14 Uhr in Ihrem Büro besuchen? Wie ist die genaue Adresse?\n\n"
         "Viele Grüße\nMarkus Weber\n"
     )
-    when = b.ago(24)
-    msg, _ = b.compose(markus, [INFO_ADDRESS], "Besuch in Ihrem Büro", when, text=text)
-    msg.set_content(text)  # 8bit UTF-8, as Thunderbird sends it
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when)
+    # 8bit UTF-8, as Thunderbird sends it
+    b.receive(INFO_ADDRESS, markus, "Besuch in Ihrem Büro", b.ago(24), text)
 
     mateo = _Person("Mateo Fernández", "mateo.fernandez@example.com", _tz(1), _GMAIL)
     text = (
@@ -1487,12 +1495,16 @@ def _info_box(b: _DemoBuilder) -> None:
         "website. My CV is attached. I have five years of experience with TypeScript\n"
         "and accessible UI design.\n\nBest regards,\nMateo Fernández\n"
     )
-    when = b.ago(64)
-    msg, _ = b.compose(mateo, [INFO_ADDRESS], "Application: Frontend Developer", when, text=text)
-    msg.set_content(text, cte="quoted-printable")
     cv = _pdf(["Mateo Fernandez - Curriculum Vitae", "Frontend Developer, 5 years"])
-    msg.add_attachment(cv, "application", "pdf", filename="CV-Mateo-Fernández.pdf")
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when)
+    b.receive(
+        INFO_ADDRESS,
+        mateo,
+        "Application: Frontend Developer",
+        b.ago(64),
+        text,
+        cte="quoted-printable",
+        attachments=[_Attachment("CV-Mateo-Fernández.pdf", "application/pdf", cv)],
+    )
 
     events = _Person("HelpCon Europe", "speakers@events.example.net", _tz(1), _GMAIL)
     text = (
@@ -1500,12 +1512,8 @@ def _info_box(b: _DemoBuilder) -> None:
         "(Berlin, 14-15 November) about running support on open standards. Talks are 25\n"
         "minutes. Please let us know by the end of the month.\n\nThe HelpCon team\n"
     )
-    when = b.ago(90)
-    msg, _ = b.compose(
-        events, [INFO_ADDRESS], "Speaking invitation: HelpCon Europe", when, text=text
-    )
-    msg.set_content(text)
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when, (SEEN,))
+    subject = "Speaking invitation: HelpCon Europe"
+    b.receive(INFO_ADDRESS, events, subject, b.ago(90), text, flags=(SEEN,))
 
     seo = _Person("Rank Experts", "offers@seo-rank.example.net", _tz(5))
     text = (
@@ -1513,30 +1521,17 @@ def _info_box(b: _DemoBuilder) -> None:
         "of Google!!! Our team can guarantee #1 ranking in 30 days. Reply now for a FREE\n"
         "audit.\n\nBest Regards\nSEO Team\n"
     )
-    when = b.ago(8)
-    msg, _ = b.compose(
-        seo, [INFO_ADDRESS], "Get your website on Google page 1 - guaranteed", when, text=text
-    )
-    msg.set_content(text)
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when)
+    subject = "Get your website on Google page 1 - guaranteed"
+    b.receive(INFO_ADDRESS, seo, subject, b.ago(8), text)
 
     anna = _Person("Anna Kowalska", "anna.kowalska@example.org", _tz(1), _OUTLOOK)
+    subject = "Data residency in the EU"
     text = (
         "Hello,\n\nbefore we sign up: where is our data stored? We need all customer data,\n"
         "including attachments and backups, to stay within the EU.\n\nKind regards,\n"
         "Anna Kowalska\nData Protection Officer\n"
     )
-    when = b.ago(18)
-    msg, _ = b.compose(
-        anna,
-        [INFO_ADDRESS],
-        "Data residency in the EU",
-        when,
-        extra=_outlook("Data residency in the EU", "kowalska"),
-        text=text,
-    )
-    msg.set_content(text)
-    b.deliver(INFO_ADDRESS, b.serialize(msg), when)
+    b.receive(INFO_ADDRESS, anna, subject, b.ago(18), text, extra=_outlook(subject, "kowalska"))
 
 
 def demo_mailboxes(now: datetime | None = None) -> list[DemoMailbox]:
