@@ -37,9 +37,9 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bench.arrival_latency import api_server
 from bench.common import (
     ThreadWorker,
+    api_server,
     bench_settings,
     command_line,
     connect_imaps,
