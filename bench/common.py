@@ -309,20 +309,28 @@ def seeded_box(
             say(f"{label}stopping Dovecot...")
 
 
-def add_bench_mailbox(engine: Engine, settings: Settings, account: MailAccount) -> int:
-    """The shared box as an admin adds it: IMAPS, the server's CA, INBOX and Sent watched."""
+def add_bench_mailbox(
+    engine: Engine,
+    settings: Settings,
+    account: MailAccount,
+    address: str = SUPPORT_ADDRESS,
+    **smtp: Any,
+) -> int:
+    """The shared box as an admin adds it: IMAPS, the server's CA, INBOX and Sent watched;
+    `smtp`: add_mailbox's smtp_* settings, for a box that sends."""
     with unit_of_work(engine) as db:
         mailbox = add_mailbox(
             db,
             settings,
             name=MAILBOX_NAME,
-            address=SUPPORT_ADDRESS,
+            address=address,
             imap_host="localhost",
             imap_port=account.imaps_port,
             imap_security=ImapSecurity.ssl,
             username=account.user,
             password=account.password,
             ca_file=str(account.ca_file),
+            **smtp,
         )
         assert mailbox.id is not None
         return mailbox.id
