@@ -1,6 +1,6 @@
 """What the benchmarks share: the command line, a fresh Dovecot, a fresh database, a mailbox row,
-the worker in a thread or a subprocess, the API under uvicorn, percentiles and plain-text
-tables.
+the worker in a thread or a subprocess, the API under uvicorn, signing in to the web pages,
+percentiles and plain-text tables.
 
 Run the benchmarks from the repository root (`python -m bench.ingest`); see bench/README.md.
 """
@@ -39,7 +39,16 @@ from core.agents import create_agent, create_api_token
 from core.db import make_engine, unit_of_work, upgrade_database
 from core.mailboxes import add_mailbox
 from core.mailserver import LocalMailServer, LocalMailServerError, MailAccount, free_port
-from core.models import Conversation, Folder, FolderRole, FolderState, ImapSecurity, Message
+from core.models import (
+    Agent,
+    Conversation,
+    Folder,
+    FolderRole,
+    FolderState,
+    ImapSecurity,
+    Mailbox,
+    Message,
+)
 from core.settings import Settings
 
 log = logging.getLogger("bench")
@@ -587,7 +596,9 @@ def wait_until(
     return False
 
 
-# --- the API --------------------------------------------------------------------------------
+# --- the API and the web pages --------------------------------------------------------------
+
+WEB_PASSWORD = "bench password 123"
 
 
 @contextlib.contextmanager
@@ -635,6 +646,38 @@ def bench_api_token(engine: Engine, purpose: str) -> str:
         agent = create_agent(db, email="bench@example.test", name="Bench", password="bench-pw")
         token = create_api_token(db, agent, name=purpose)
     return token
+
+
+def add_web_agent_and_box(db: Session) -> tuple[Agent, Mailbox]:
+    """An admin who signs in with WEB_PASSWORD, and a mailbox row no worker connects to."""
+    agent = create_agent(db, "bench@example.com", "Bench", WEB_PASSWORD, is_admin=True)
+    box = Mailbox(
+        name="support", address="support@example.test", imap_host="localhost",
+        username="support", password_encrypted="x",
+    )  # fmt: skip
+    db.add(box)
+    db.flush()
+    return agent, box
+
+
+def sign_in(http: httpx.Client, email: str, password: str, wait: float = 0) -> httpx.Response:
+    """The login form, as a browser posts it (with its CSRF token); the response is not
+    followed (303 on success). `wait`: seconds to retry while the server is not up yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            page = http.get("/login").text
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    return http.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
 
 
 # --- figures --------------------------------------------------------------------------------
