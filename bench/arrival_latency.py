@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from pathlib import Path
 
 import httpx
-import uvicorn
 from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -40,32 +36,32 @@ from sqlmodel import Session, col, select
 from bench.common import (
     MAILBOX_NAME,
     SUPPORT_ADDRESS,
-    SubprocessWorker,
-    ThreadWorker,
+    SeededBox,
     add_bench_mailbox,
-    bench_settings,
+    add_run_arguments,
+    api_client,
+    bench_api_token,
     command_line,
     connect_imaps,
-    folder_snapshot,
-    fresh_database,
-    mail_server,
-    new_secret_key,
+    latency_parser,
+    ms,
+    p50_so_far,
     percentile,
-    print_table,
+    print_failure,
+    print_stats,
     say,
-    scratch_dir,
-    seed_messages,
+    seeded_box,
     setup_logging,
+    started_worker,
+    stat_row,
     verdict,
-    wait_until,
+    wait_caught_up,
+    wall_seconds,
     watched_folders_caught_up,
 )
-from core.agents import create_agent, create_api_token
-from core.db import make_engine, unit_of_work
 from core.demo_data import synthetic_corpus
-from core.mailserver import MailAccount, free_port
+from core.mailserver import MailAccount
 from core.models import Message
-from core.settings import Settings
 
 POLL_INTERVAL = 0.005
 TRIAL_GAP = 0.1
@@ -128,32 +124,6 @@ class IdleWatcher:
         self._thread.join(timeout=5)
         with contextlib.suppress(Exception):
             self.client.logout()
-
-
-@contextlib.contextmanager
-def api_server(settings: Settings, engine: Engine) -> Iterator[str]:
-    """The app under uvicorn in a thread on a free port; yields its base URL."""
-    from api.app import create_app
-
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings=settings, engine=engine),
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    if not wait_until(lambda: server.started, timeout=20, alive=thread.is_alive):
-        raise RuntimeError("uvicorn did not start")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def probe_message(trial: int, run_id: str) -> tuple[bytes, str, str]:
@@ -270,16 +240,7 @@ def worker_row_delays(engine: Engine, trials: list[Trial]) -> list[float]:
                 col(Message.message_id).in_(list(by_id))
             )
         ).all()
-    delays = []
-    for message_id, created_at in rows:
-        created = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
-        delays.append(created.timestamp() - by_id[message_id].t0_wall)
-    return delays
-
-
-def _ms(value: float) -> str:
-    text = f"{value * 1000:.0f}"
-    return "0" if text == "-0" else text
+    return [wall_seconds(created) - by_id[message_id].t0_wall for message_id, created in rows]
 
 
 def report(args: argparse.Namespace, results: Results, worker_mode: str) -> bool:
@@ -300,30 +261,15 @@ def report(args: argparse.Namespace, results: Results, worker_mode: str) -> bool
         f"{TRIAL_GAP * 1000:.0f} ms apart"
     )
     print()
-
-    def row(name: str, values: list[float]) -> list[object]:
-        if not values:
-            return [name, 0, "-", "-", "-", "-", "-", "-"]
-        return [
-            name,
-            len(values),
-            _ms(min(values)),
-            _ms(percentile(values, 50)),
-            _ms(percentile(values, 95)),
-            _ms(percentile(values, 99)),
-            _ms(max(values)),
-            _ms(statistics.fmean(values)),
-        ]
-
-    print_table(
-        ["ms from APPEND", "n", "min", "p50", "p95", "p99", "max", "mean"],
+    print_stats(
+        "ms from APPEND",
         [
-            row("raw IDLE client: EXISTS", raw),
-            row("ours: visible in GET /conversations", ours),
-            row("ours minus raw, per trial", diffs),
-            row("worker built the row (Message.created_at)", results.row_created),
-            row("APPEND command itself", append),
-            row("one API poll request", results.request_seconds),
+            stat_row("raw IDLE client: EXISTS", raw),
+            stat_row("ours: visible in GET /conversations", ours),
+            stat_row("ours minus raw, per trial", diffs),
+            stat_row("worker built the row (Message.created_at)", results.row_created),
+            stat_row("APPEND command itself", append),
+            stat_row("one API poll request", results.request_seconds),
         ],
     )
     print()
@@ -334,24 +280,19 @@ def report(args: argparse.Namespace, results: Results, worker_mode: str) -> bool
             percentile(ours, 50),
             percentile(ours, 99),
         )
-        print(f"p50 difference (ours - raw): {_ms(ours_p50 - raw_p50)} ms")
+        print(f"p50 difference (ours - raw): {ms(ours_p50 - raw_p50)} ms")
         print("targets:")
         print(
-            f"  ours p50 {_ms(ours_p50)} ms <= raw p50 {_ms(raw_p50)} ms + "
-            f"{_ms(P50_MARGIN)} ms: {verdict(ours_p50 <= raw_p50 + P50_MARGIN)}"
+            f"  ours p50 {ms(ours_p50)} ms <= raw p50 {ms(raw_p50)} ms + "
+            f"{ms(P50_MARGIN)} ms: {verdict(ours_p50 <= raw_p50 + P50_MARGIN)}"
         )
         print(
-            f"  ours p99 {_ms(ours_p99)} ms <= {_ms(P99_TARGET)} ms: "
+            f"  ours p99 {ms(ours_p99)} ms <= {ms(P99_TARGET)} ms: "
             f"{verdict(ours_p99 <= P99_TARGET)}"
         )
     if results.problems:
         ok = False
-        print()
-        print("!" * 78)
-        print(f"CORRECTNESS FAILURE ({len(results.problems)})")
-        for problem in results.problems[:20]:
-            print(f"  {problem}")
-        print("!" * 78)
+        print_failure(f"CORRECTNESS FAILURE ({len(results.problems)})", results.problems[:20])
     else:
         print(
             "correctness: every probe reached the API in its own conversation with its Message-ID"
@@ -360,24 +301,11 @@ def report(args: argparse.Namespace, results: Results, worker_mode: str) -> bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.arrival_latency", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--trials", type=int, default=200, help="measured trials (default 200)")
-    parser.add_argument("--warmup", type=int, default=3, help="trials not counted (default 3)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--worker",
-        choices=("subprocess", "thread"),
-        default="subprocess",
-        help="our worker as `python -m core.cli worker` (default) or in a thread of this process",
-    )
-    parser.add_argument("--seed-count", type=int, default=300, help="messages in the box first")
+    parser = latency_parser(__doc__, "python -m bench.arrival_latency", warmup=3)
     parser.add_argument(
         "--page-size", type=int, default=1, help="`limit` of each poll request (default 1)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the worker's INFO")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error("--trials must be positive")
@@ -387,105 +315,59 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.001)
     run_id = uuid.uuid4().hex[:8]
 
-    with (
-        scratch_dir("imapdesk-bench-latency-", args.keep) as work_dir,
-        mail_server(work_dir) as server,
-    ):
-        account = server.create_account()
-        corpus = synthetic_corpus(args.seed_count, seed=7)
-        seeded, _bytes, seconds = seed_messages(server, account, corpus)
-        say(f"seeded {seeded} messages in {seconds:.1f} s")
-        data_dir = work_dir / "data"
-        data_dir.mkdir()
-        with fresh_database(args.db, data_dir) as db_url:
-            settings = bench_settings(db_url, data_dir, new_secret_key())
-            engine = make_engine(db_url)
-            try:
-                results = _measure(args, run_id, account, settings, engine, seeded, data_dir)
-            finally:
-                engine.dispose()
-        say("stopping Dovecot...")
+    corpus = synthetic_corpus(args.seed_count, seed=7)
+    with seeded_box("imapdesk-bench-latency-", args.keep, args.db, corpus) as box:
+        results = _measure(args, run_id, box)
     ok = report(args, results, args.worker)
     return 0 if ok else 1
 
 
-def _measure(
-    args: argparse.Namespace,
-    run_id: str,
-    account: MailAccount,
-    settings: Settings,
-    engine: Engine,
-    seeded: int,
-    data_dir: Path,
-) -> Results:
+def _measure(args: argparse.Namespace, run_id: str, box: SeededBox) -> Results:
     results = Results()
-    mailbox_id = add_bench_mailbox(engine, settings, account)
-    with unit_of_work(engine) as db:
-        agent = create_agent(db, email="bench@example.test", name="Bench", password="bench-pw")
-        token = create_api_token(db, agent, name="arrival latency benchmark")
-
-    worker: ThreadWorker | SubprocessWorker
-    if args.worker == "thread":
-        worker = ThreadWorker(settings, engine)
-    else:
-        worker = SubprocessWorker(settings, data_dir / "worker.log")
-    worker.start()
-    if isinstance(worker, SubprocessWorker):
-        say(f"worker pid {worker.pid} (for py-spy)")
+    engine, settings, seeded = box.engine, box.settings, box.seeded
+    mailbox_id = add_bench_mailbox(engine, settings, box.account)
+    token = bench_api_token(engine, "arrival latency benchmark")
     watcher: IdleWatcher | None = None
     appender: IMAPClient | None = None
-    try:
-        caught_up = wait_until(
-            lambda: (
-                watched_folders_caught_up(engine, mailbox_id)
-                and folder_snapshot(engine, mailbox_id).message_count == seeded
-            ),
-            timeout=120,
-            interval=0.05,
-            alive=worker.alive,
-        )
-        if not caught_up:
-            tail = worker.log_tail() if isinstance(worker, SubprocessWorker) else ""
-            raise RuntimeError(f"the worker did not catch up with {seeded} messages\n{tail}")
-        say("worker caught up; starting the API, the raw IDLE client and the appender")
-        watcher = IdleWatcher(account)
-        watcher.start()
-        appender = connect_imaps(account)
-        time.sleep(1.0)  # let the worker settle into IDLE
-        headers = {"Authorization": f"Bearer {token}"}
-        with (
-            api_server(settings, engine) as base_url,
-            httpx.Client(base_url=base_url, headers=headers, timeout=10) as http,
-        ):
-            check = http.get("/api/v1/conversations", params={"limit": 1})
-            check.raise_for_status()
-            if check.json()["items"] and check.json()["items"][0].get("mailbox") != MAILBOX_NAME:
-                raise RuntimeError(f"unexpected first page: {check.text[:300]}")
-            exists = seeded
-            total = args.warmup + args.trials
-            for i in range(total):
-                trial = run_trial(
-                    i, run_id, appender, watcher, http, exists, args.page_size, results
-                )
-                exists += 1
-                (results.warmup if i < args.warmup else results.trials).append(trial)
-                if (i + 1) % 25 == 0 or i + 1 == total:
-                    done = [t.ours for t in results.trials if t.ours is not None]
-                    say(
-                        f"{i + 1}/{total} trials; ours p50 so far "
-                        + (f"{percentile(done, 50) * 1000:.0f} ms" if done else "-")
+    with started_worker(args.worker, settings, engine, box.data_dir / "worker.log") as worker:
+        try:
+            wait_caught_up(
+                worker, engine, mailbox_id, seeded, 120, folders_done=watched_folders_caught_up
+            )
+            say("worker caught up; starting the API, the raw IDLE client and the appender")
+            watcher = IdleWatcher(box.account)
+            watcher.start()
+            appender = connect_imaps(box.account)
+            time.sleep(1.0)  # let the worker settle into IDLE
+            with api_client(settings, engine, token) as http:
+                check = http.get("/api/v1/conversations", params={"limit": 1})
+                check.raise_for_status()
+                if (
+                    check.json()["items"]
+                    and check.json()["items"][0].get("mailbox") != MAILBOX_NAME
+                ):
+                    raise RuntimeError(f"unexpected first page: {check.text[:300]}")
+                exists = seeded
+                total = args.warmup + args.trials
+                for i in range(total):
+                    trial = run_trial(
+                        i, run_id, appender, watcher, http, exists, args.page_size, results
                     )
-                if watcher.error is not None:
-                    raise RuntimeError(f"the raw IDLE client failed: {watcher.error!r}")
-                time.sleep(TRIAL_GAP)
-        results.row_created = worker_row_delays(engine, results.trials)
-    finally:
-        if appender is not None:
-            with contextlib.suppress(Exception):
-                appender.logout()
-        if watcher is not None:
-            watcher.stop()
-        worker.stop()
+                    exists += 1
+                    (results.warmup if i < args.warmup else results.trials).append(trial)
+                    if (i + 1) % 25 == 0 or i + 1 == total:
+                        done = [t.ours for t in results.trials if t.ours is not None]
+                        say(f"{i + 1}/{total} trials; ours p50 so far {p50_so_far(done)}")
+                    if watcher.error is not None:
+                        raise RuntimeError(f"the raw IDLE client failed: {watcher.error!r}")
+                    time.sleep(TRIAL_GAP)
+            results.row_created = worker_row_delays(engine, results.trials)
+        finally:
+            if appender is not None:
+                with contextlib.suppress(Exception):
+                    appender.logout()
+            if watcher is not None:
+                watcher.stop()
     return results
 
 

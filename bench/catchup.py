@@ -32,35 +32,34 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bench.common import (
-    SubprocessWorker,
-    ThreadWorker,
+    FOLLOWED_ROLES,
+    SeededBox,
     add_bench_mailbox,
-    bench_settings,
+    add_db_argument,
+    add_run_arguments,
+    add_worker_argument,
+    bench_parser,
     command_line,
     connect_imaps,
-    fresh_database,
-    new_secret_key,
+    followed_folders_caught_up,
+    print_failure,
     print_table,
     say,
-    scratch_dir,
-    seed_messages,
+    seeded_box,
     setup_logging,
+    start_worker,
     wait_until,
+    wall_seconds,
 )
-from bench.writeback_latency import FOLLOWED_ROLES, followed_folders_caught_up
-from core.db import make_engine
 from core.demo_data import synthetic_corpus
-from core.mailserver import LocalMailServer, LocalMailServerError, MailAccount, free_port
 from core.models import (
     Conversation,
     ConversationStatus,
@@ -71,7 +70,6 @@ from core.models import (
     Message,
     MessageLocation,
 )
-from core.settings import Settings
 
 TRIMMED = ("CONDSTORE", "QRESYNC")
 POLL_GATE = 0.05  # cheap checks (folders synced since the restart)
@@ -82,35 +80,6 @@ Snapshot = dict[str, dict[int, frozenset[str]]]  # folder -> UID -> flags
 
 
 # --- the server ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def mail_server(base_dir: Path, trim: tuple[str, ...]) -> Iterator[LocalMailServer]:
-    """bench.common.mail_server with trimmed capabilities."""
-    last_error: LocalMailServerError | None = None
-    for attempt in range(3):
-        path = base_dir / f"dovecot-{attempt}"
-        path.mkdir(mode=0o755)
-        server = LocalMailServer(
-            path,
-            imap_port=free_port(),
-            imaps_port=free_port(),
-            storage="maildir",
-            trim_capabilities=trim,
-        )
-        try:
-            server.start()
-        except LocalMailServerError as exc:
-            last_error = exc
-            continue
-        break
-    else:
-        assert last_error is not None
-        raise last_error
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def server_snapshot(client: IMAPClient, folders: list[str]) -> Snapshot:
@@ -253,9 +222,7 @@ def helpdesk_mismatches(engine: Engine, mailbox_id: int, limit: int = 10) -> tup
 
 
 def wall_after(value: datetime | None, t: float) -> bool:
-    if value is None:
-        return False
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp() >= t
+    return value is not None and wall_seconds(value) >= t
 
 
 def folders_synced_since(engine: Engine, mailbox_id: int, t_wall: float) -> bool:
@@ -296,54 +263,24 @@ class Outcome:
     leftovers: list[str] = field(default_factory=list)
 
 
-def start_worker(
-    mode: str, settings: Settings, engine: Engine, log_path: Path
-) -> ThreadWorker | SubprocessWorker:
-    worker: ThreadWorker | SubprocessWorker
-    if mode == "subprocess":
-        worker = SubprocessWorker(settings, log_path)
-    else:
-        worker = ThreadWorker(settings, engine)
-    worker.start()
-    if isinstance(worker, SubprocessWorker):
-        say(f"worker pid {worker.pid} (for py-spy)")
-    return worker
-
-
 def run_server(args: argparse.Namespace, name: str) -> Outcome:
     outcome = Outcome(server=name, count=args.count)
-    trim = TRIMMED if name == "trimmed" else ()
-    with (
-        scratch_dir(f"imapdesk-bench-catchup-{name}-", args.keep) as work_dir,
-        mail_server(work_dir, trim) as server,
-    ):
-        account = server.create_account()
-        seeded, _bytes, outcome.seed_seconds = seed_messages(
-            server, account, synthetic_corpus(args.count, seed=args.seed)
-        )
-        say(f"[{name}] seeded {seeded} messages in {outcome.seed_seconds:.1f} s")
-        data_dir = work_dir / "data"
-        data_dir.mkdir()
-        with fresh_database(args.db, data_dir) as db_url:
-            settings = bench_settings(db_url, data_dir, new_secret_key())
-            engine = make_engine(db_url)
-            try:
-                _measure(args, outcome, account, settings, engine, data_dir)
-            finally:
-                engine.dispose()
-        say(f"[{name}] stopping Dovecot...")
+    with seeded_box(
+        f"imapdesk-bench-catchup-{name}-",
+        args.keep,
+        args.db,
+        synthetic_corpus(args.count, seed=args.seed),
+        label=f"[{name}] ",
+        trim=TRIMMED if name == "trimmed" else (),
+    ) as box:
+        outcome.seed_seconds = box.seed_seconds
+        _measure(args, outcome, box)
     return outcome
 
 
-def _measure(
-    args: argparse.Namespace,
-    outcome: Outcome,
-    account: MailAccount,
-    settings: Settings,
-    engine: Engine,
-    data_dir: Path,
-) -> None:
+def _measure(args: argparse.Namespace, outcome: Outcome, box: SeededBox) -> None:
     name = outcome.server
+    account, settings, engine, data_dir = box.account, box.settings, box.engine, box.data_dir
     mailbox_id = add_bench_mailbox(engine, settings, account)
     timeout = args.count / 20 + 120
 
@@ -361,8 +298,9 @@ def _measure(
             alive=worker.alive,
         )
         if not done:
-            tail = worker.log_tail() if isinstance(worker, SubprocessWorker) else ""
-            raise RuntimeError(f"[{name}] the worker did not take in {args.count} messages\n{tail}")
+            raise RuntimeError(
+                f"[{name}] the worker did not take in {args.count} messages\n{worker.log_tail()}"
+            )
         outcome.initial_sync = time.perf_counter() - started
         say(f"[{name}] initial sync done in {outcome.initial_sync:.1f} s; stopping the worker")
     finally:
@@ -467,8 +405,7 @@ def _measure(
             )
             outcome.problems.extend(f"  {s}" for s in h_shown)
         if not worker.alive():
-            tail = worker.log_tail() if isinstance(worker, SubprocessWorker) else ""
-            outcome.problems.append(f"the worker died\n{tail}")
+            outcome.problems.append(f"the worker died\n{worker.log_tail()}")
     finally:
         worker.stop()
 
@@ -554,12 +491,7 @@ def report(args: argparse.Namespace, outcomes: list[Outcome]) -> bool:
     for o in outcomes:
         if o.problems:
             ok = False
-            print()
-            print("!" * 78)
-            print(f"CORRECTNESS FAILURE [{o.server}]")
-            for problem in o.problems[:30]:
-                print(f"  {problem}")
-            print("!" * 78)
+            print_failure(f"CORRECTNESS FAILURE [{o.server}]", o.problems[:30])
     if ok:
         print(
             "correctness: every location matches a fresh FETCH of the server, and the helpdesk "
@@ -569,20 +501,17 @@ def report(args: argparse.Namespace, outcomes: list[Outcome]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.catchup", description=__doc__.split("\n\n")[0]
-    )
+    parser = bench_parser(__doc__, "python -m bench.catchup")
     parser.add_argument("--count", type=int, default=10_000, help="messages (default 10000)")
     parser.add_argument("--flag-changes", type=int, default=1000, help="default 1000")
     parser.add_argument("--moves", type=int, default=200, help="default 200")
     parser.add_argument(
         "--server", choices=("both", "normal", "trimmed"), default="both", help="default both"
     )
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--worker", choices=("subprocess", "thread"), default="subprocess")
+    add_db_argument(parser)
+    add_worker_argument(parser, help=None)
     parser.add_argument("--seed", type=int, default=1, help="the corpus and the changes")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the worker's INFO")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if args.count < 1 or args.flag_changes < 0 or args.moves < 0:
         parser.error("--count must be positive, the changes not negative")

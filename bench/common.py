@@ -1,11 +1,13 @@
-"""What the benchmarks share: a fresh Dovecot, a fresh database, a mailbox row, the worker in a
-thread or a subprocess, percentiles and plain-text tables.
+"""What the benchmarks share: the command line, a fresh Dovecot, a fresh database, a mailbox row,
+the worker in a thread or a subprocess, the API under uvicorn, signing in to the web pages,
+percentiles and plain-text tables.
 
 Run the benchmarks from the repository root (`python -m bench.ingest`); see bench/README.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import math
@@ -14,6 +16,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,18 +24,31 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
+import uvicorn
 from imapclient import IMAPClient
 from sqlalchemy import Engine, create_engine, func, text
 from sqlmodel import Session, col, select
 
-from core.db import unit_of_work, upgrade_database
+from core.agents import create_agent, create_api_token
+from core.db import make_engine, unit_of_work, upgrade_database
 from core.mailboxes import add_mailbox
 from core.mailserver import LocalMailServer, LocalMailServerError, MailAccount, free_port
-from core.models import Conversation, Folder, FolderState, ImapSecurity, Message
+from core.models import (
+    Agent,
+    Conversation,
+    Folder,
+    FolderRole,
+    FolderState,
+    ImapSecurity,
+    Mailbox,
+    Message,
+)
 from core.settings import Settings
 
 log = logging.getLogger("bench")
@@ -43,6 +59,17 @@ PG_ADMIN_URL = os.environ.get(
 # The synthetic corpus writes its support replies from this address: the box's own address.
 SUPPORT_ADDRESS = "support@example.test"
 MAILBOX_NAME = "support"
+# the folders the worker follows (supervisor: watched ones plus those of the mapping)
+FOLLOWED_ROLES = (
+    FolderRole.inbox,
+    FolderRole.sent,
+    FolderRole.archive,
+    FolderRole.junk,
+    FolderRole.trash,
+    FolderRole.pending,
+    FolderRole.notes,
+)
+WORKER_HELP = "our worker as `python -m core.cli worker` (default) or in a thread of this process"
 
 
 def setup_logging(verbose: bool) -> None:
@@ -73,6 +100,62 @@ def _module_name() -> str:
     return Path(sys.argv[0]).stem
 
 
+# --- the command line -----------------------------------------------------------------------
+
+
+def bench_parser(doc: str, prog: str | None = None) -> argparse.ArgumentParser:
+    """A parser described by the first paragraph of the benchmark's docstring."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+
+
+def add_worker_argument(parser: argparse.ArgumentParser, help: str | None = WORKER_HELP) -> None:
+    parser.add_argument(
+        "--worker", choices=("subprocess", "thread"), default="subprocess", help=help
+    )
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    keep_help: str | None = "keep the temporary directories",
+    verbose_help: str | None = "log the worker's INFO",
+) -> None:
+    """`--keep` and `-v/--verbose`, which every benchmark takes last."""
+    parser.add_argument("--keep", action="store_true", help=keep_help)
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+
+
+def latency_parser(
+    doc: str,
+    prog: str,
+    *,
+    warmup: int,
+    trials_help: str = "measured trials (default 200)",
+    warmup_help: str | None = None,
+    worker: dict[str, Any] | None = None,
+) -> argparse.ArgumentParser:
+    """The options the latency benchmarks start with: `--trials`, `--warmup`, `--db`,
+    `--worker` (subprocess or thread unless `worker` gives its own) and `--seed-count`."""
+    parser = bench_parser(doc, prog)
+    parser.add_argument("--trials", type=int, default=200, help=trials_help)
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=warmup,
+        help=warmup_help or f"trials not counted (default {warmup})",
+    )
+    add_db_argument(parser)
+    if worker is None:
+        add_worker_argument(parser)
+    else:
+        parser.add_argument("--worker", **worker)
+    parser.add_argument("--seed-count", type=int, default=300, help="messages in the box first")
+    return parser
+
+
 # --- the scratch directory ------------------------------------------------------------------
 
 
@@ -96,14 +179,19 @@ def scratch_dir(prefix: str, keep: bool) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def mail_server(base_dir: Path) -> Iterator[LocalMailServer]:
-    """A fresh Maildir Dovecot on free ports (retried on a port race), stopped at the end."""
+def mail_server(base_dir: Path, trim: Sequence[str] = ()) -> Iterator[LocalMailServer]:
+    """A fresh Maildir Dovecot on free ports (retried on a port race), stopped at the end;
+    `trim`: capabilities it does not announce (`trim_capabilities`)."""
     last_error: LocalMailServerError | None = None
     for attempt in range(3):
         path = base_dir / f"dovecot-{attempt}"
         path.mkdir(mode=0o755)
         server = LocalMailServer(
-            path, imap_port=free_port(), imaps_port=free_port(), storage="maildir"
+            path,
+            imap_port=free_port(),
+            imaps_port=free_port(),
+            storage="maildir",
+            trim_capabilities=trim,
         )
         try:
             server.start()
@@ -186,20 +274,72 @@ def new_secret_key() -> str:
     return secrets.token_urlsafe(32)
 
 
-def add_bench_mailbox(engine: Engine, settings: Settings, account: MailAccount) -> int:
-    """The shared box as an admin adds it: IMAPS, the server's CA, INBOX and Sent watched."""
+@dataclass(frozen=True)
+class SeededBox:
+    """A fresh Dovecot with one account holding the corpus, and a fresh database beside it."""
+
+    server: LocalMailServer
+    account: MailAccount
+    seeded: int  # messages in INBOX
+    seed_seconds: float
+    data_dir: Path
+    settings: Settings
+    engine: Engine
+
+
+@contextlib.contextmanager
+def seeded_box(
+    prefix: str,
+    keep: bool,
+    db_kind: str,
+    corpus: Iterable[bytes],
+    *,
+    label: str = "",
+    trim: Sequence[str] = (),
+    stopping_note: bool = True,
+) -> Iterator[SeededBox]:
+    """The set-up of the benchmarks on one box: a scratch directory (`prefix`, kept if
+    `keep`), a fresh Dovecot, the corpus in INBOX of a new account (not timed), a fresh
+    database and the benchmark's settings; progress on stderr prefixed with `label`."""
+    with scratch_dir(prefix, keep) as work_dir, mail_server(work_dir, trim) as server:
+        account = server.create_account()
+        seeded, _bytes, seconds = seed_messages(server, account, corpus)
+        say(f"{label}seeded {seeded} messages in {seconds:.1f} s")
+        data_dir = work_dir / "data"
+        data_dir.mkdir()
+        with fresh_database(db_kind, data_dir) as db_url:
+            settings = bench_settings(db_url, data_dir, new_secret_key())
+            engine = make_engine(db_url)
+            try:
+                yield SeededBox(server, account, seeded, seconds, data_dir, settings, engine)
+            finally:
+                engine.dispose()
+        if stopping_note:
+            say(f"{label}stopping Dovecot...")
+
+
+def add_bench_mailbox(
+    engine: Engine,
+    settings: Settings,
+    account: MailAccount,
+    address: str = SUPPORT_ADDRESS,
+    **smtp: Any,
+) -> int:
+    """The shared box as an admin adds it: IMAPS, the server's CA, INBOX and Sent watched;
+    `smtp`: add_mailbox's smtp_* settings, for a box that sends."""
     with unit_of_work(engine) as db:
         mailbox = add_mailbox(
             db,
             settings,
             name=MAILBOX_NAME,
-            address=SUPPORT_ADDRESS,
+            address=address,
             imap_host="localhost",
             imap_port=account.imaps_port,
             imap_security=ImapSecurity.ssl,
             username=account.user,
             password=account.password,
             ca_file=str(account.ca_file),
+            **smtp,
         )
         assert mailbox.id is not None
         return mailbox.id
@@ -231,6 +371,21 @@ def watched_folders_caught_up(engine: Engine, mailbox_id: int) -> bool:
             select(Folder.state).where(Folder.mailbox_id == mailbox_id, col(Folder.watched))
         ).all()
     return bool(states) and all(FolderState(s) == FolderState.poll for s in states)
+
+
+def followed_folders_caught_up(engine: Engine, mailbox_id: int) -> bool:
+    """Every folder the worker follows has finished its first catch-up (state `poll`)."""
+    with Session(engine) as db:
+        rows = db.exec(
+            select(Folder.role, Folder.state).where(Folder.mailbox_id == mailbox_id)
+        ).all()
+    followed = [FolderState(s) for r, s in rows if FolderRole(r) in FOLLOWED_ROLES]
+    return len(followed) >= len(FOLLOWED_ROLES) and all(s == FolderState.poll for s in followed)
+
+
+def wall_seconds(value: datetime) -> float:
+    """A database timestamp as time.time() seconds (a naive one is UTC)."""
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 @dataclass(frozen=True)
@@ -276,6 +431,9 @@ class ThreadWorker:
         self.thread.join(timeout=20)
         if self.thread.is_alive():
             say("warning: the worker thread did not stop within 20 s")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return ""  # it logs to this process's stderr
 
 
 class SubprocessWorker:
@@ -335,6 +493,60 @@ class SubprocessWorker:
         return ""
 
 
+Worker = ThreadWorker | SubprocessWorker
+
+
+def new_worker(mode: str, settings: Settings, engine: Engine, log_path: Path) -> Worker:
+    """`subprocess`: `python -m core.cli worker` logging to `log_path`; otherwise a thread."""
+    if mode == "subprocess":
+        return SubprocessWorker(settings, log_path)
+    return ThreadWorker(settings, engine)
+
+
+def start_worker(mode: str, settings: Settings, engine: Engine, log_path: Path) -> Worker:
+    worker = new_worker(mode, settings, engine, log_path)
+    worker.start()
+    if isinstance(worker, SubprocessWorker):
+        say(f"worker pid {worker.pid} (for py-spy)")
+    return worker
+
+
+@contextlib.contextmanager
+def started_worker(
+    mode: str, settings: Settings, engine: Engine, log_path: Path
+) -> Iterator[Worker]:
+    worker = start_worker(mode, settings, engine, log_path)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def wait_caught_up(
+    worker: Worker,
+    engine: Engine,
+    mailbox_id: int,
+    seeded: int,
+    timeout: float,
+    folders_done: Callable[[Engine, int], bool] = followed_folders_caught_up,
+) -> None:
+    """Until `folders_done` and INBOX holds the `seeded` messages (polled every 50 ms); a
+    RuntimeError with the worker's log if that takes longer than `timeout` or it dies."""
+    caught_up = wait_until(
+        lambda: (
+            folders_done(engine, mailbox_id)
+            and folder_snapshot(engine, mailbox_id).message_count == seeded
+        ),
+        timeout=timeout,
+        interval=0.05,
+        alive=worker.alive,
+    )
+    if not caught_up:
+        raise RuntimeError(
+            f"the worker did not catch up with {seeded} messages\n{worker.log_tail()}"
+        )
+
+
 class RssSampler:
     """Samples the RSS of a process (and any children) every `interval` seconds in a thread."""
 
@@ -384,6 +596,90 @@ def wait_until(
     return False
 
 
+# --- the API and the web pages --------------------------------------------------------------
+
+WEB_PASSWORD = "bench password 123"
+
+
+@contextlib.contextmanager
+def api_server(settings: Settings, engine: Engine) -> Iterator[str]:
+    """The app under uvicorn in a thread on a free port; yields its base URL."""
+    from api.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings=settings, engine=engine),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    if not wait_until(lambda: server.started, timeout=20, alive=thread.is_alive):
+        raise RuntimeError("uvicorn did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def api_client(
+    settings: Settings, engine: Engine, token: str, timeout: float = 10
+) -> Iterator[httpx.Client]:
+    """An httpx client with the bearer `token`, on the API served by `api_server`."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        api_server(settings, engine) as base_url,
+        httpx.Client(base_url=base_url, headers=headers, timeout=timeout) as http,
+    ):
+        yield http
+
+
+def bench_api_token(engine: Engine, purpose: str) -> str:
+    """A new agent's API token, named after the benchmark (`purpose`)."""
+    with unit_of_work(engine) as db:
+        agent = create_agent(db, email="bench@example.test", name="Bench", password="bench-pw")
+        token = create_api_token(db, agent, name=purpose)
+    return token
+
+
+def add_web_agent_and_box(db: Session) -> tuple[Agent, Mailbox]:
+    """An admin who signs in with WEB_PASSWORD, and a mailbox row no worker connects to."""
+    agent = create_agent(db, "bench@example.com", "Bench", WEB_PASSWORD, is_admin=True)
+    box = Mailbox(
+        name="support", address="support@example.test", imap_host="localhost",
+        username="support", password_encrypted="x",
+    )  # fmt: skip
+    db.add(box)
+    db.flush()
+    return agent, box
+
+
+def sign_in(http: httpx.Client, email: str, password: str, wait: float = 0) -> httpx.Response:
+    """The login form, as a browser posts it (with its CSRF token); the response is not
+    followed (303 on success). `wait`: seconds to retry while the server is not up yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            page = http.get("/login").text
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    return http.post(
+        "/login",
+        data={"email": email, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
+
+
 # --- figures --------------------------------------------------------------------------------
 
 
@@ -415,3 +711,49 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Non
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+def ms(value: float) -> str:
+    """Seconds as whole milliseconds (never "-0")."""
+    text = f"{value * 1000:.0f}"
+    return "0" if text == "-0" else text
+
+
+STAT_COLUMNS = ("n", "min", "p50", "p95", "p99", "max", "mean")
+
+
+def stat_row(name: str, values: Sequence[float | None]) -> list[object]:
+    """A row under STAT_COLUMNS, in ms; the Nones (not seen) are left out."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return [name, 0, "-", "-", "-", "-", "-", "-"]
+    return [
+        name,
+        len(vals),
+        ms(min(vals)),
+        ms(percentile(vals, 50)),
+        ms(percentile(vals, 95)),
+        ms(percentile(vals, 99)),
+        ms(max(vals)),
+        ms(statistics.fmean(vals)),
+    ]
+
+
+def print_stats(title: str, rows: Sequence[Sequence[object]]) -> None:
+    """A table of stat_row rows, `title` heading its first column."""
+    print_table([title, *STAT_COLUMNS], rows)
+
+
+def p50_so_far(values: Sequence[float]) -> str:
+    """For progress lines: the p50 in ms, or "-" while there is nothing yet."""
+    return f"{percentile(values, 50) * 1000:.0f} ms" if values else "-"
+
+
+def print_failure(title: str, problems: Iterable[str]) -> None:
+    """The block that marks a correctness failure, after a blank line."""
+    print()
+    print("!" * 78)
+    print(title)
+    for problem in problems:
+        print(f"  {problem}")
+    print("!" * 78)

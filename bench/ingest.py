@@ -29,8 +29,10 @@ from pathlib import Path
 from bench.common import (
     RssSampler,
     SubprocessWorker,
-    ThreadWorker,
     add_bench_mailbox,
+    add_db_argument,
+    add_run_arguments,
+    bench_parser,
     bench_settings,
     command_line,
     connect_imaps,
@@ -38,6 +40,8 @@ from bench.common import (
     fresh_database,
     mail_server,
     new_secret_key,
+    new_worker,
+    print_failure,
     print_table,
     say,
     scratch_dir,
@@ -200,12 +204,8 @@ def run_worker(
         engine = make_engine(db_url)
         try:
             mailbox_id = add_bench_mailbox(engine, settings, account)
-            worker: ThreadWorker | SubprocessWorker
             sampler: RssSampler | None = None
-            if mode == "thread":
-                worker = ThreadWorker(settings, engine)
-            else:
-                worker = SubprocessWorker(settings, data_dir / "worker.log")
+            worker = new_worker(mode, settings, engine, data_dir / "worker.log")
             started = time.perf_counter()
             worker.start()
             if isinstance(worker, SubprocessWorker):
@@ -345,23 +345,18 @@ def report(
             print(f"  peak RSS: {mb:.0f} MB (< {RSS_TARGET_MB} MB): {verdict(mb < RSS_TARGET_MB)}")
     failed = [run for run in runs if not run.ok]
     if failed:
-        print()
-        print("!" * 78)
-        print("CORRECTNESS FAILURE")
-        for run in failed:
-            for problem in run.problems:
-                print(f"  worker in a {run.mode}: {problem}")
-        print("!" * 78)
+        print_failure(
+            "CORRECTNESS FAILURE",
+            (f"worker in a {run.mode}: {problem}" for run in failed for problem in run.problems),
+        )
     else:
         print("correctness: every run stored exactly N messages in the expected conversations")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.ingest", description=__doc__.split("\n\n")[0]
-    )
+    parser = bench_parser(__doc__, "python -m bench.ingest")
     parser.add_argument("--count", type=int, default=10_000, help="messages (default 10000)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    add_db_argument(parser)
     parser.add_argument(
         "--worker",
         choices=("both", "thread", "subprocess"),
@@ -372,8 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per worker run (default: N/20 + 60)"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the worker's INFO")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be positive")

@@ -33,50 +33,48 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from bench.arrival_latency import api_server
 from bench.common import (
-    SubprocessWorker,
+    SeededBox,
     add_bench_mailbox,
-    bench_settings,
+    add_run_arguments,
+    api_client,
+    bench_api_token,
     command_line,
-    folder_snapshot,
-    fresh_database,
-    mail_server,
-    new_secret_key,
+    latency_parser,
+    ms,
+    p50_so_far,
     percentile,
+    print_failure,
+    print_stats,
     print_table,
     say,
-    scratch_dir,
-    seed_messages,
+    seeded_box,
     setup_logging,
+    started_worker,
+    stat_row,
     verdict,
+    wait_caught_up,
     wait_until,
+    wall_seconds,
 )
 from bench.writeback_latency import (
     FLAGGED,
     Colleague,
     FolderWatcher,
     Pick,
-    followed_folders_caught_up,
-    ms,
+    add_pool_argument,
     pick_conversations,
+    print_notes,
+    raw_clients,
     since,
-    started_worker,
-    stat_row,
-    wall_seconds,
 )
-from core.agents import create_agent, create_api_token
-from core.db import make_engine, unit_of_work
 from core.demo_data import synthetic_corpus
-from core.mailserver import MailAccount
 from core.models import Activity, ActivitySource, PendingImapAction
-from core.settings import Settings
 
 POLL_INTERVAL = 0.005
 TRIAL_GAP = 0.1
@@ -165,29 +163,35 @@ class Trials:
         return min(times) if times else None
 
     # -- the changes ------------------------------------------------------------------------
-    def flag(self, pick: Pick, timeout: float = TRIAL_TIMEOUT) -> Trial:
-        flag = not pick.state
-        uids = self.colleague.uids("INBOX", pick.message_ids)
-        self.colleague.prepare("INBOX")
+    def _timed_flag(
+        self, conversation_id: int, uids: list[int], flag: bool, timeout: float
+    ) -> tuple[Trial, float | None]:
+        """The colleague flags (unflags) `uids`, timed until the API shows the conversation
+        claimed (not claimed) and the raw IDLE client saw it; (the trial, when raw saw it)."""
         t0_wall = time.time()
         t0 = time.perf_counter()
         self.colleague.flag(uids, flag)
         command = time.perf_counter() - t0
-        seen, requests = self._poll(pick.conversation_id, "claimed", flag, t0 + timeout)
+        seen, requests = self._poll(conversation_id, "claimed", flag, t0 + timeout)
         raw = self.watchers["INBOX"].wait_flag(uids, FLAGGED, flag, t0, 2.0)
-        pick.state = flag
         trial = Trial(
             kind="claim" if flag else "release",
-            conversation_id=pick.conversation_id,
+            conversation_id=conversation_id,
             uids=len(uids),
             command=command,
             raw=since(raw, t0),
             ours=since(seen, t0),
             requests=requests,
         )
-        trial.recorded = self._recorded(
-            pick.conversation_id, t0_wall, "claimed" if flag else "released"
-        )
+        trial.recorded = self._recorded(conversation_id, t0_wall, "claimed" if flag else "released")
+        return trial, raw
+
+    def flag(self, pick: Pick, timeout: float = TRIAL_TIMEOUT) -> Trial:
+        flag = not pick.state
+        uids = self.colleague.uids("INBOX", pick.message_ids)
+        self.colleague.prepare("INBOX")
+        trial, raw = self._timed_flag(pick.conversation_id, uids, flag, timeout)
+        pick.state = flag
         if raw is None:
             self.results.problems.append(
                 f"{trial.kind} of conversation {pick.conversation_id}: the raw IDLE client saw "
@@ -246,27 +250,10 @@ class Trials:
             time.sleep(max(0.0, seen_first + offset - time.perf_counter()))
         # the second change, timed; the colleague's UIDs were found before the first
         flag2 = not second.state
-        t0_wall = time.time()
-        t0 = time.perf_counter()
-        self.colleague.flag(second_uids, flag2)
-        command = time.perf_counter() - t0
+        trial, _raw = self._timed_flag(second.conversation_id, second_uids, flag2, TRIAL_TIMEOUT)
         second.state = flag2
-        seen, requests = self._poll(second.conversation_id, "claimed", flag2, t0 + TRIAL_TIMEOUT)
-        raw = self.watchers["INBOX"].wait_flag(second_uids, FLAGGED, flag2, t0, 2.0)
-        trial = Trial(
-            kind="claim" if flag2 else "release",
-            conversation_id=second.conversation_id,
-            uids=len(second_uids),
-            command=command,
-            raw=since(raw, t0),
-            ours=since(seen, t0),
-            requests=requests,
-            offset=offset * 1000,
-        )
-        trial.recorded = self._recorded(
-            second.conversation_id, t0_wall, "claimed" if flag2 else "released"
-        )
-        if seen is None:
+        trial.offset = offset * 1000
+        if trial.ours is None:
             self.results.late.append(
                 f"conversation {second.conversation_id} ({trial.kind}, {offset * 1000:.0f} ms "
                 f"after the previous change was seen): not in the API after {TRIAL_TIMEOUT:.0f} s"
@@ -329,54 +316,25 @@ class Trials:
             )
 
 
-def _measure(
-    args: argparse.Namespace,
-    account: MailAccount,
-    settings: Settings,
-    engine: Engine,
-    seeded: int,
-    data_dir: Path,
-) -> Results:
+def _measure(args: argparse.Namespace, box: SeededBox) -> Results:
     results = Results()
-    mailbox_id = add_bench_mailbox(engine, settings, account)
-    with unit_of_work(engine) as db:
-        agent = create_agent(db, email="bench@example.test", name="Bench", password="bench-pw")
-        token = create_api_token(db, agent, name="read-back latency benchmark")
+    engine, settings = box.engine, box.settings
+    mailbox_id = add_bench_mailbox(engine, settings, box.account)
+    token = bench_api_token(engine, "read-back latency benchmark")
     rng = random.Random(args.seed)
     offsets = [float(x) / 1000 for x in args.burst_offsets.split(",") if x.strip()]
-    watchers: dict[str, FolderWatcher] = {}
-    colleague: Colleague | None = None
-    with started_worker(args.worker, settings, engine, data_dir) as worker:
-        try:
-            caught_up = wait_until(
-                lambda: (
-                    followed_folders_caught_up(engine, mailbox_id)
-                    and folder_snapshot(engine, mailbox_id).message_count == seeded
-                ),
-                timeout=180,
-                interval=0.05,
-                alive=worker.alive,
-            )
-            if not caught_up:
-                tail = worker.log_tail() if isinstance(worker, SubprocessWorker) else ""
-                raise RuntimeError(f"the worker did not catch up with {seeded} messages\n{tail}")
-            burst_pool = 2 * args.pool if args.burst_trials else 0
-            pools = pick_conversations(engine, mailbox_id, 2 * args.pool + burst_pool, rng)
-            flag_pool, move_pool = pools[: args.pool], pools[args.pool : 2 * args.pool]
-            burst_picks = pools[2 * args.pool :]
-            say("worker caught up; starting the API, the raw IDLE clients and the colleague")
-            for folder in ("INBOX", "Archive"):
-                watchers[folder] = FolderWatcher(account, folder)
-                watchers[folder].start()
-            colleague = Colleague(account)
+    with started_worker(args.worker, settings, engine, box.data_dir / "worker.log") as worker:
+        wait_caught_up(worker, engine, mailbox_id, box.seeded, 180)
+        burst_pool = 2 * args.pool if args.burst_trials else 0
+        pools = pick_conversations(engine, mailbox_id, 2 * args.pool + burst_pool, rng)
+        flag_pool, move_pool = pools[: args.pool], pools[args.pool : 2 * args.pool]
+        burst_picks = pools[2 * args.pool :]
+        say("worker caught up; starting the API, the raw IDLE clients and the colleague")
+        with raw_clients(box.account) as raw:
             time.sleep(1.0)  # let the worker settle into IDLE
-            headers = {"Authorization": f"Bearer {token}"}
             made: dict[str, int] = {}
-            with (
-                api_server(settings, engine) as base_url,
-                httpx.Client(base_url=base_url, headers=headers, timeout=10) as http,
-            ):
-                trials = Trials(engine, http, watchers, colleague, results)
+            with api_client(settings, engine, token) as http:
+                trials = Trials(engine, http, raw.watchers, raw.colleague, results)
                 total = args.warmup + args.trials
                 for i in range(total):
                     pool = flag_pool if i % 2 == 0 else move_pool
@@ -394,13 +352,8 @@ def _measure(
                     (results.warmup if i < args.warmup else results.trials).append(trial)
                     if (i + 1) % 25 == 0 or i + 1 == total:
                         done = [t.ours for t in results.trials if t.ours is not None]
-                        say(
-                            f"{i + 1}/{total} trials; ours p50 so far "
-                            + (f"{percentile(done, 50) * 1000:.0f} ms" if done else "-")
-                        )
-                    for w in watchers.values():
-                        if w.error is not None:
-                            raise RuntimeError(f"the raw IDLE client failed: {w.error!r}")
+                        say(f"{i + 1}/{total} trials; ours p50 so far {p50_so_far(done)}")
+                    raw.check()
                     time.sleep(TRIAL_GAP)
                 for i in range(args.burst_trials):
                     first = burst_picks[(2 * i) % len(burst_picks)]
@@ -414,12 +367,7 @@ def _measure(
                         say(f"{i + 1}/{args.burst_trials} back-to-back pairs")
                     time.sleep(TRIAL_GAP)
                 trials.check_no_write_back(made, flag_pool + move_pool + burst_picks)
-        finally:
-            for w in watchers.values():
-                results.buffered += w.buffered
-                w.stop()
-            if colleague is not None:
-                colleague.close()
+        results.buffered += raw.buffered
     return results
 
 
@@ -442,7 +390,6 @@ def report(args: argparse.Namespace, results: Results) -> bool:
         "conversations per kind (1-4 messages each)"
     )
     print()
-    headers = ["ms from the colleague's command", "n", "min", "p50", "p95", "p99", "max", "mean"]
     rows: list[list[object]] = []
     names = {
         "claim": "STORE +FLAGS \\Flagged -> claimed",
@@ -462,12 +409,12 @@ def report(args: argparse.Namespace, results: Results) -> bool:
             [t.ours - t.raw for t in trials if t.ours is not None and t.raw is not None],
         )
     )
-    print_table(headers, rows)
+    print_stats("ms from the colleague's command", rows)
     print()
     flags = [t for t in trials if t.kind in ("claim", "release")]
     moves = [t for t in trials if t.kind in ("close", "open")]
-    print_table(
-        ["where the time goes (ms from t0)", "n", "min", "p50", "p95", "p99", "max", "mean"],
+    print_stats(
+        "where the time goes (ms from t0)",
         [
             stat_row("flags: worker recorded it (Activity)", [t.recorded for t in flags]),
             stat_row("moves: worker recorded it (Activity)", [t.recorded for t in moves]),
@@ -528,43 +475,18 @@ def report(args: argparse.Namespace, results: Results) -> bool:
             ["Y after X seen", "n", "ours p50", "ours max", "> 1 s", "not in 10 s", "raw p50"],
             rows,
         )
-    for note in results.notes:
-        print(note)
-    if results.buffered:
-        print(
-            f"note: {results.buffered} times the raw IDLE clients found changes sent right "
-            "behind `+ idling` (made while they were out of IDLE)"
-        )
+    print_notes(results.notes, results.buffered)
     problems = results.problems + results.late
     if problems:
-        print()
-        print("!" * 78)
-        print(f"CORRECTNESS FAILURE ({len(problems)})")
-        for problem in problems[:20]:
-            print(f"  {problem}")
-        print("!" * 78)
+        print_failure(f"CORRECTNESS FAILURE ({len(problems)})", problems[:20])
         return False
     print("correctness: every change reached the API, nothing was written back")
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.readback_latency", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--trials", type=int, default=200, help="measured trials (default 200)")
-    parser.add_argument("--warmup", type=int, default=4, help="trials not counted (default 4)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--worker",
-        choices=("subprocess", "thread"),
-        default="subprocess",
-        help="our worker as `python -m core.cli worker` (default) or in a thread of this process",
-    )
-    parser.add_argument("--seed-count", type=int, default=300, help="messages in the box first")
-    parser.add_argument(
-        "--pool", type=int, default=10, help="conversations per kind of change (default 10)"
-    )
+    parser = latency_parser(__doc__, "python -m bench.readback_latency", warmup=4)
+    add_pool_argument(parser)
     parser.add_argument(
         "--burst-trials",
         type=int,
@@ -577,8 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"ms after X was seen when Y is made, cycled (default {DEFAULT_BURST_OFFSETS})",
     )
     parser.add_argument("--seed", type=int, default=1, help="picks the conversations")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the worker's INFO")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if args.trials < 2 or args.pool < 1:
         parser.error("--trials must be at least 2 and --pool positive")
@@ -586,25 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     # the raw IDLE clients share this process with uvicorn and the poller: a short GIL switch
     # interval keeps their wake-up timestamps from waiting behind them
     sys.setswitchinterval(0.001)
-    with (
-        scratch_dir("imapdesk-bench-readback-", args.keep) as work_dir,
-        mail_server(work_dir) as server,
-    ):
-        account = server.create_account()
-        seeded, _bytes, seconds = seed_messages(
-            server, account, synthetic_corpus(args.seed_count, seed=7)
-        )
-        say(f"seeded {seeded} messages in {seconds:.1f} s")
-        data_dir = work_dir / "data"
-        data_dir.mkdir()
-        with fresh_database(args.db, data_dir) as db_url:
-            settings = bench_settings(db_url, data_dir, new_secret_key())
-            engine = make_engine(db_url)
-            try:
-                results = _measure(args, account, settings, engine, seeded, data_dir)
-            finally:
-                engine.dispose()
-        say("stopping Dovecot...")
+    corpus = synthetic_corpus(args.seed_count, seed=7)
+    with seeded_box("imapdesk-bench-readback-", args.keep, args.db, corpus) as box:
+        results = _measure(args, box)
     ok = report(args, results)
     return 0 if ok else 1
 

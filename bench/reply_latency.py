@@ -21,7 +21,6 @@ customer box is checked to hold exactly one message per trial (every reply deliv
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import email.policy
 import smtplib
@@ -32,14 +31,16 @@ import uuid
 from email.message import EmailMessage
 from email.utils import formatdate
 
-import httpx
 from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bench.arrival_latency import api_server
 from bench.common import (
     ThreadWorker,
+    add_bench_mailbox,
+    add_db_argument,
+    api_client,
+    bench_parser,
     bench_settings,
     command_line,
     connect_imaps,
@@ -56,7 +57,6 @@ from bench.common import (
 )
 from core.agents import create_agent, create_api_token
 from core.db import make_engine, unit_of_work
-from core.mailboxes import add_mailbox
 from core.mailserver import LocalMailServer, MailAccount
 from core.models import ImapSecurity, Message
 from core.settings import Settings
@@ -180,26 +180,18 @@ def _run(
     server.seed(support.user, support.password, "INBOX", [raw for raw, _ in questions])
     for account in (support, plain):
         server.seed(account.user, account.password, "Sent", [])
+    mailbox_id = add_bench_mailbox(
+        engine,
+        settings,
+        support,
+        address=support.user,
+        smtp_host="localhost",
+        smtp_port=relay.port,
+        smtp_security=ImapSecurity.starttls,
+    )
     with unit_of_work(engine) as db:
-        box = add_mailbox(
-            db,
-            settings,
-            name="support",
-            address=support.user,
-            imap_host="localhost",
-            imap_port=support.imaps_port,
-            imap_security=ImapSecurity.ssl,
-            username=support.user,
-            password=support.password,
-            ca_file=str(support.ca_file),
-            smtp_host="localhost",
-            smtp_port=relay.port,
-            smtp_security=ImapSecurity.starttls,
-        )
-        mailbox_id = box.id
         agent = create_agent(db, "alice@example.test", "Alice", "correct horse battery")
         token = create_api_token(db, agent, name="bench")
-    assert mailbox_id is not None
     worker = ThreadWorker(settings, engine)
     worker.start()
     poller: StatusPoller | None = None
@@ -219,12 +211,7 @@ def _run(
         ours_sent: list[float] = []
         ours_api: list[float] = []
         baseline: list[float] = []
-        with (
-            api_server(settings, engine) as base_url,
-            httpx.Client(
-                base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-            ) as http,
-        ):
+        with api_client(settings, engine, token, timeout=30) as http:
             say(f"{total} trials ({WARMUP} warm-up)")
             for n, cid in enumerate(conversations):
                 # imapdesk
@@ -326,9 +313,9 @@ def _run(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    add_db_argument(parser)
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args()

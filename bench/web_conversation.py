@@ -12,7 +12,6 @@ permission checks, queries, templates.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import random
 import time
@@ -27,6 +26,11 @@ from starlette.types import Message as AsgiMessage
 
 from api.app import create_app
 from bench.common import (
+    WEB_PASSWORD,
+    add_db_argument,
+    add_run_arguments,
+    add_web_agent_and_box,
+    bench_parser,
     command_line,
     fresh_database,
     new_secret_key,
@@ -35,14 +39,13 @@ from bench.common import (
     say,
     scratch_dir,
     setup_logging,
+    sign_in,
 )
 from core import queries
-from core.agents import create_agent
 from core.db import make_engine, unit_of_work
-from core.models import Activity, Agent, Conversation, ConversationTag, Mailbox, Message
+from core.models import Activity, Agent, Conversation, ConversationTag, Message
 from core.settings import Settings
 
-PASSWORD = "bench password 123"
 TARGET_P99_MS = 100.0
 BATCH = 5000
 TEXT = (
@@ -58,13 +61,7 @@ def _table(model: type[SQLModel]) -> Any:
 def seed(engine: Engine, conversations: int) -> int:
     """The rows, in batches of executemany; returns the agent's id."""
     with unit_of_work(engine) as s:
-        agent = create_agent(s, "bench@example.com", "Bench", PASSWORD, is_admin=True)
-        box = Mailbox(
-            name="support", address="support@example.test", imap_host="localhost",
-            username="support", password_encrypted="x",
-        )  # fmt: skip
-        s.add(box)
-        s.flush()
+        agent, box = add_web_agent_and_box(s)
         assert box.id is not None and agent.id is not None
         box_id, agent_id = box.id, agent.id
     start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -142,22 +139,12 @@ class ServerTimer:
         await self.app(scope, receive, timed)
 
 
-def _login(client: TestClient) -> None:
-    page = client.get("/login").text
-    token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-    r = client.post(
-        "/login", data={"email": "bench@example.com", "password": PASSWORD, "csrf_token": token}
-    )
-    assert r.status_code == 303, r.text
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser = bench_parser(__doc__)
+    add_db_argument(parser)
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_arguments(parser, keep_help=None, verbose_help=None)
     args = parser.parse_args()
     setup_logging(args.verbose)
     with scratch_dir("imapdesk-bench-conv-", args.keep) as tmp, fresh_database(args.db, tmp) as url:
@@ -173,7 +160,8 @@ def main() -> None:
         page_ms: list[float] = []
         bare_ms: list[float] = []
         with TestClient(app, follow_redirects=False) as client:
-            _login(client)
+            r = sign_in(client, "bench@example.com", WEB_PASSWORD)
+            assert r.status_code == 303, r.text
             for cid in sample[:20]:  # warm up both paths
                 client.get(f"/conversations/{cid}")
             for cid in sample:

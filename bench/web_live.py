@@ -11,7 +11,6 @@ same interval in this process (what the SSE path cannot beat: the poll interval 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -27,6 +26,11 @@ from sqlmodel import Session
 
 from api.web.live import POLL_SECONDS
 from bench.common import (
+    WEB_PASSWORD,
+    add_db_argument,
+    add_run_arguments,
+    add_web_agent_and_box,
+    bench_parser,
     command_line,
     fresh_database,
     new_secret_key,
@@ -35,27 +39,19 @@ from bench.common import (
     say,
     scratch_dir,
     setup_logging,
+    sign_in,
 )
 from core import operations
-from core.agents import create_agent
 from core.db import make_engine, unit_of_work
 from core.live import ChangeFeed
 from core.mailserver import free_port
-from core.models import ActivitySource, Conversation, ConversationStatus, Mailbox
-
-PASSWORD = "bench password 123"
+from core.models import ActivitySource, Conversation, ConversationStatus
 
 
 def _seed(url: str) -> int:
     engine = make_engine(url)
     with unit_of_work(engine) as s:
-        create_agent(s, "bench@example.com", "Bench", PASSWORD, is_admin=True)
-        box = Mailbox(
-            name="support", address="support@example.test", imap_host="localhost",
-            username="support", password_encrypted="x",
-        )  # fmt: skip
-        s.add(box)
-        s.flush()
+        _agent, box = add_web_agent_and_box(s)
         assert box.id is not None
         conv = Conversation(mailbox_id=box.id, subject="Live", customer_email="c@example.com")
         s.add(conv)
@@ -84,21 +80,9 @@ def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Pop
 
 
 def _login(base: str) -> httpx.Cookies:
-    deadline = time.monotonic() + 30
+    """Signed in once the API process is up (within 30 s)."""
     with httpx.Client(base_url=base) as http:
-        while True:
-            try:
-                page = http.get("/login").text
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-        r = http.post(
-            "/login",
-            data={"email": "bench@example.com", "password": PASSWORD, "csrf_token": token},
-        )
+        r = sign_in(http, "bench@example.com", WEB_PASSWORD, wait=30)
         if r.status_code != 303:
             raise SystemExit(f"could not sign in: {r.status_code}")
         return http.cookies
@@ -198,12 +182,11 @@ async def _run(base: str, url: str, cid: int, clients: int, changes: int) -> tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser = bench_parser(__doc__)
+    add_db_argument(parser)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--changes", type=int, default=60)
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_run_arguments(parser, keep_help=None, verbose_help=None)
     args = parser.parse_args()
     setup_logging(args.verbose)
     with scratch_dir("imapdesk-bench-live-", args.keep) as tmp, fresh_database(args.db, tmp) as url:

@@ -26,7 +26,6 @@ plain connection. The ratio says what the page costs over the one query it canno
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from sqlmodel import Session
 
 from api.app import create_app
 from bench.common import (
+    bench_parser,
     command_line,
     fresh_database,
     new_secret_key,
@@ -48,6 +48,7 @@ from bench.common import (
     print_table,
     say,
     scratch_dir,
+    sign_in,
     verdict,
 )
 from core.crypto import hash_password
@@ -283,13 +284,7 @@ def measure(
             )
             timer = ServerTimer(create_app(settings=settings, engine=engine))
             client = TestClient(timer)
-            page = client.get("/login")
-            token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-            r = client.post(
-                "/login",
-                data={"email": "agent0@example.test", "password": PASSWORD, "csrf_token": token},
-                follow_redirects=False,
-            )
+            r = sign_in(client, "agent0@example.test", PASSWORD)
             assert r.status_code == 303, r.text
             for view in views(agent_id):
                 for _ in range(5):  # warm-up
@@ -367,7 +362,7 @@ def report(results: Sequence[Result]) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__)
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=100, help="per view")
     parser.add_argument("--db", choices=["both", "sqlite", "postgresql"], default="both")

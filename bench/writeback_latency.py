@@ -28,14 +28,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from select import select as poll_sockets
 from typing import Any, TypeVar
 
@@ -45,29 +42,30 @@ from imapclient.imapclient import _parse_untagged_response
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from bench.arrival_latency import api_server
 from bench.common import (
-    SubprocessWorker,
-    ThreadWorker,
+    SeededBox,
     add_bench_mailbox,
-    bench_settings,
+    add_run_arguments,
+    api_client,
+    bench_api_token,
     command_line,
     connect_imaps,
-    folder_snapshot,
-    fresh_database,
-    mail_server,
-    new_secret_key,
+    latency_parser,
+    ms,
+    p50_so_far,
     percentile,
-    print_table,
+    print_failure,
+    print_stats,
     say,
-    scratch_dir,
-    seed_messages,
+    seeded_box,
     setup_logging,
+    started_worker,
+    stat_row,
     verdict,
+    wait_caught_up,
     wait_until,
+    wall_seconds,
 )
-from core.agents import create_agent, create_api_token
-from core.db import make_engine, unit_of_work
 from core.demo_data import synthetic_corpus
 from core.mailserver import MailAccount
 from core.models import (
@@ -76,8 +74,6 @@ from core.models import (
     Conversation,
     ConversationStatus,
     Folder,
-    FolderRole,
-    FolderState,
     ImapActionState,
     Message,
     MessageLocation,
@@ -95,16 +91,6 @@ READBACK_TIMEOUT = 5.0
 P99_TARGET = 1.0
 FLAGGED = "\\Flagged"
 WORKER_MODES = ("subprocess", "thread", "thread-notify")
-# the folders the worker follows (supervisor: watched ones plus those of the mapping)
-FOLLOWED_ROLES = (
-    FolderRole.inbox,
-    FolderRole.sent,
-    FolderRole.archive,
-    FolderRole.junk,
-    FolderRole.trash,
-    FolderRole.pending,
-    FolderRole.notes,
-)
 
 T = TypeVar("T")
 
@@ -350,17 +336,7 @@ class FolderWatcher:
         return self.wait(probe, timeout)
 
 
-# --- the mailbox, the conversations and the colleague ----------------------------------------
-
-
-def followed_folders_caught_up(engine: Engine, mailbox_id: int) -> bool:
-    """Every folder the worker follows has finished its first catch-up (state `poll`)."""
-    with Session(engine) as db:
-        rows = db.exec(
-            select(Folder.role, Folder.state).where(Folder.mailbox_id == mailbox_id)
-        ).all()
-    followed = [FolderState(s) for r, s in rows if FolderRole(r) in FOLLOWED_ROLES]
-    return len(followed) >= len(FOLLOWED_ROLES) and all(s == FolderState.poll for s in followed)
+# --- the conversations and the colleague -----------------------------------------------------
 
 
 @dataclass
@@ -460,6 +436,41 @@ class Colleague:
         for client in (self.lookup, *self.writers.values()):
             with contextlib.suppress(Exception):
                 client.logout()
+
+
+@dataclass
+class RawClients:
+    """The IDLE clients (one per folder) and the colleague, all on their own connections."""
+
+    watchers: dict[str, FolderWatcher]
+    colleague: Colleague
+    buffered: int = 0  # summed up when they stop
+
+    def check(self) -> None:
+        """A failed IDLE client fails the run (its trials could only time out)."""
+        for w in self.watchers.values():
+            if w.error is not None:
+                raise RuntimeError(f"the raw IDLE client failed: {w.error!r}")
+
+
+@contextlib.contextmanager
+def raw_clients(account: MailAccount) -> Iterator[RawClients]:
+    """IDLE clients on INBOX and Archive, started, and the colleague; closed at the end."""
+    watchers: dict[str, FolderWatcher] = {}
+    clients: RawClients | None = None
+    try:
+        for folder in ("INBOX", "Archive"):
+            watchers[folder] = FolderWatcher(account, folder)
+            watchers[folder].start()
+        clients = RawClients(watchers, Colleague(account))
+        yield clients
+    finally:
+        for w in watchers.values():
+            if clients is not None:
+                clients.buffered += w.buffered
+            w.stop()
+        if clients is not None:
+            clients.colleague.close()
 
 
 # --- one run: samples ------------------------------------------------------------------------
@@ -787,104 +798,57 @@ class Run:
         self.result.notes.append(f"read back from the colleague's changes: {counts or 'nothing'}")
 
 
-def wall_seconds(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-
-
 def since(at: float | None, t0: float) -> float | None:
     return None if at is None else at - t0
+
+
+def add_pool_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pool", type=int, default=10, help="conversations per kind of change (default 10)"
+    )
 
 
 # --- one worker mode, on its own Dovecot and database ----------------------------------------
 
 
-@contextlib.contextmanager
-def started_worker(
-    mode: str, settings: Settings, engine: Engine, data_dir: Path
-) -> Iterator[ThreadWorker | SubprocessWorker]:
-    worker: ThreadWorker | SubprocessWorker
-    if mode == "subprocess":
-        worker = SubprocessWorker(settings, data_dir / "worker.log")
-    else:
-        worker = ThreadWorker(settings, engine)
-    worker.start()
-    if isinstance(worker, SubprocessWorker):
-        say(f"worker pid {worker.pid} (for py-spy)")
-    try:
-        yield worker
-    finally:
-        worker.stop()
-
-
 def run_mode(args: argparse.Namespace, mode: str) -> RunResult:
-    with (
-        scratch_dir(f"imapdesk-bench-writeback-{mode}-", args.keep) as work_dir,
-        mail_server(work_dir) as server,
-    ):
-        account = server.create_account()
-        seeded, _bytes, seconds = seed_messages(
-            server, account, synthetic_corpus(args.seed_count, seed=7)
-        )
-        say(f"[{mode}] seeded {seeded} messages in {seconds:.1f} s")
-        data_dir = work_dir / "data"
-        data_dir.mkdir()
-        with fresh_database(args.db, data_dir) as db_url:
-            settings = bench_settings(db_url, data_dir, new_secret_key())
-            engine = make_engine(db_url)
-            try:
-                return _measure(args, mode, account, settings, engine, seeded, data_dir)
-            finally:
-                engine.dispose()
+    with seeded_box(
+        f"imapdesk-bench-writeback-{mode}-",
+        args.keep,
+        args.db,
+        synthetic_corpus(args.seed_count, seed=7),
+        label=f"[{mode}] ",
+        stopping_note=False,
+    ) as box:
+        return _measure(args, mode, box)
 
 
-def _measure(
-    args: argparse.Namespace,
-    mode: str,
-    account: MailAccount,
-    settings: Settings,
-    engine: Engine,
-    seeded: int,
-    data_dir: Path,
-) -> RunResult:
+def _measure(args: argparse.Namespace, mode: str, box: SeededBox) -> RunResult:
+    engine, settings = box.engine, box.settings
     result = RunResult(mode=mode, poll_seconds=settings.writeback_poll_seconds)
-    mailbox_id = add_bench_mailbox(engine, settings, account)
-    with unit_of_work(engine) as db:
-        agent = create_agent(db, email="bench@example.test", name="Bench", password="bench-pw")
-        token = create_api_token(db, agent, name="write-back latency benchmark")
+    mailbox_id = add_bench_mailbox(engine, settings, box.account)
+    token = bench_api_token(engine, "write-back latency benchmark")
     rng = random.Random(args.seed)
-    watchers: dict[str, FolderWatcher] = {}
-    colleague: Colleague | None = None
-    with started_worker(mode, settings, engine, data_dir) as worker:
-        try:
-            caught_up = wait_until(
-                lambda: (
-                    followed_folders_caught_up(engine, mailbox_id)
-                    and folder_snapshot(engine, mailbox_id).message_count == seeded
-                ),
-                timeout=180,
-                interval=0.05,
-                alive=worker.alive,
-            )
-            if not caught_up:
-                tail = worker.log_tail() if isinstance(worker, SubprocessWorker) else ""
-                raise RuntimeError(f"the worker did not catch up with {seeded} messages\n{tail}")
-            pools = pick_conversations(engine, mailbox_id, 4 * args.pool, rng)
-            ours_flag, raw_flag, ours_move, raw_move = (
-                pools[i * args.pool : (i + 1) * args.pool] for i in range(4)
-            )
-            say(f"[{mode}] worker caught up; starting the API, the IDLE clients, the colleague")
-            for folder in ("INBOX", "Archive"):
-                watchers[folder] = FolderWatcher(account, folder)
-                watchers[folder].start()
-            colleague = Colleague(account)
+    with started_worker(mode, settings, engine, box.data_dir / "worker.log") as worker:
+        wait_caught_up(worker, engine, mailbox_id, box.seeded, 180)
+        pools = pick_conversations(engine, mailbox_id, 4 * args.pool, rng)
+        ours_flag, raw_flag, ours_move, raw_move = (
+            pools[i * args.pool : (i + 1) * args.pool] for i in range(4)
+        )
+        say(f"[{mode}] worker caught up; starting the API, the IDLE clients, the colleague")
+        with raw_clients(box.account) as raw:
             time.sleep(1.0)  # let the worker settle into IDLE
-            headers = {"Authorization": f"Bearer {token}"}
-            with (
-                api_server(settings, engine) as base_url,
-                httpx.Client(base_url=base_url, headers=headers, timeout=10) as http,
-            ):
+            with api_client(settings, engine, token) as http:
                 run = Run(
-                    args, mode, settings, engine, mailbox_id, http, watchers, colleague, result
+                    args,
+                    mode,
+                    settings,
+                    engine,
+                    mailbox_id,
+                    http,
+                    raw.watchers,
+                    raw.colleague,
+                    result,
                 )
                 rounds = args.warmup + (args.trials + 1) // 2
                 for r in range(rounds):
@@ -900,47 +864,27 @@ def _measure(
                             result.samples.append(sample)
                         # jitter wider than the outbox poll, so trials do not lock onto its phase
                         time.sleep(TRIAL_GAP + rng.uniform(0, TRIAL_JITTER))
-                    for w in watchers.values():
-                        if w.error is not None:
-                            raise RuntimeError(f"the raw IDLE client failed: {w.error!r}")
+                    raw.check()
                     if (r + 1) % 10 == 0 or r + 1 == rounds:
                         done = [s.seen for s in result.samples if s.side == "ours" and s.seen]
-                        say(
-                            f"[{mode}] {r + 1}/{rounds} rounds; ours p50 so far "
-                            + (f"{percentile(done, 50) * 1000:.0f} ms" if done else "-")
-                        )
+                        say(f"[{mode}] {r + 1}/{rounds} rounds; ours p50 so far {p50_so_far(done)}")
                 run.check_echo(ours_flag + ours_move, raw_flag + raw_move)
-        finally:
-            for w in watchers.values():
-                result.buffered += w.buffered
-                w.stop()
-            if colleague is not None:
-                colleague.close()
+        result.buffered += raw.buffered
     return result
 
 
 # --- the report ------------------------------------------------------------------------------
 
 
-def ms(value: float) -> str:
-    text = f"{value * 1000:.0f}"
-    return "0" if text == "-0" else text
-
-
-def stat_row(name: str, values: Sequence[float | None]) -> list[object]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return [name, 0, "-", "-", "-", "-", "-", "-"]
-    return [
-        name,
-        len(vals),
-        ms(min(vals)),
-        ms(percentile(vals, 50)),
-        ms(percentile(vals, 95)),
-        ms(percentile(vals, 99)),
-        ms(max(vals)),
-        ms(statistics.fmean(vals)),
-    ]
+def print_notes(notes: Sequence[str], buffered: int) -> None:
+    """The run's notes, and how often the IDLE clients found changes behind `+ idling`."""
+    for note in notes:
+        print(note)
+    if buffered:
+        print(
+            f"note: {buffered} times the raw IDLE clients found changes sent right "
+            "behind `+ idling` (made while they were out of IDLE)"
+        )
 
 
 CHANGES = {
@@ -971,11 +915,11 @@ def report(args: argparse.Namespace, result: RunResult) -> bool:
         rows.append(stat_row(f"ours {ours_name}", [s.seen for s in ours if s.kind == kind]))
     rows.append(stat_row("raw, all changes", [s.seen for s in raw]))
     rows.append(stat_row("ours, all changes", [s.seen for s in ours]))
-    print_table(["ms from t0 until seen", "n", "min", "p50", "p95", "p99", "max", "mean"], rows)
+    print_stats("ms from t0 until seen", rows)
     print()
     moves = [s for s in ss if s.kind in ("close", "open")]
-    print_table(
-        ["moves: ms until the IDLE client saw", "n", "min", "p50", "p95", "p99", "max", "mean"],
+    print_stats(
+        "moves: ms until the IDLE client saw",
         [
             stat_row("raw: EXPUNGE in the source", [s.expunge for s in moves if s.side == "raw"]),
             stat_row("raw: EXISTS in the target", [s.exists for s in moves if s.side == "raw"]),
@@ -986,8 +930,8 @@ def report(args: argparse.Namespace, result: RunResult) -> bool:
     print()
     flags = [s for s in ours if s.kind in ("claim", "release")]
     ours_moves = [s for s in ours if s.kind in ("close", "open")]
-    print_table(
-        ["ours, where the time goes (ms from t0)", "n", "min", "p50", "p95", "p99", "max", "mean"],
+    print_stats(
+        "ours, where the time goes (ms from t0)",
         [
             stat_row("the HTTP request (claim/release)", [s.command for s in flags]),
             stat_row("the HTTP request (PATCH status)", [s.command for s in ours_moves]),
@@ -1016,25 +960,14 @@ def report(args: argparse.Namespace, result: RunResult) -> bool:
             f"target: ours p99 {ms(ours_p99)} ms <= {ms(P99_TARGET)} ms: "
             f"{verdict(ours_p99 <= P99_TARGET)}"
         )
-    for note in result.notes:
-        print(note)
-    if result.buffered:
-        print(
-            f"note: {result.buffered} times the raw IDLE clients found changes sent right "
-            "behind `+ idling` (made while they were out of IDLE)"
-        )
+    print_notes(result.notes, result.buffered)
     if result.readback_misses:
         print()
         print(f"SUSPICIOUS, read side ({len(result.readback_misses)} of {len(raw)} raw changes):")
         for miss in result.readback_misses[:10]:
             print(f"  {miss}")
     if result.problems:
-        print()
-        print("!" * 78)
-        print(f"CORRECTNESS FAILURE ({len(result.problems)})")
-        for problem in result.problems[:20]:
-            print(f"  {problem}")
-        print("!" * 78)
+        print_failure(f"CORRECTNESS FAILURE ({len(result.problems)})", result.problems[:20])
         return False
     print(
         "correctness: every change reached the server on exactly the conversation's UIDs, the "
@@ -1044,27 +977,21 @@ def report(args: argparse.Namespace, result: RunResult) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.writeback_latency", description=__doc__.split("\n\n")[0]
+    parser = latency_parser(
+        __doc__,
+        "python -m bench.writeback_latency",
+        trials_help="measured changes of ours (default 200)",
+        warmup=1,
+        warmup_help="rounds not counted (default 1)",
+        worker={
+            "default": "subprocess,thread-notify",
+            "help": "comma-separated worker modes, each on a fresh Dovecot and database: "
+            f"{', '.join(WORKER_MODES)} or all (default subprocess,thread-notify)",
+        },
     )
-    parser.add_argument(
-        "--trials", type=int, default=200, help="measured changes of ours (default 200)"
-    )
-    parser.add_argument("--warmup", type=int, default=1, help="rounds not counted (default 1)")
-    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--worker",
-        default="subprocess,thread-notify",
-        help="comma-separated worker modes, each on a fresh Dovecot and database: "
-        f"{', '.join(WORKER_MODES)} or all (default subprocess,thread-notify)",
-    )
-    parser.add_argument("--seed-count", type=int, default=300, help="messages in the box first")
-    parser.add_argument(
-        "--pool", type=int, default=10, help="conversations per kind of change (default 10)"
-    )
+    add_pool_argument(parser)
     parser.add_argument("--seed", type=int, default=1, help="picks the conversations")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log the worker's INFO")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     modes = list(WORKER_MODES) if args.worker == "all" else args.worker.split(",")
     if any(m not in WORKER_MODES for m in modes):
@@ -1102,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 stat_row(f"ours, worker {r.mode}", [s.seen for s in r.samples if s.side == "ours"])
             )
-        print_table(["", "n", "min", "p50", "p95", "p99", "max", "mean"], rows)
+        print_stats("", rows)
     return 0 if ok else 1
 
 
