@@ -3,10 +3,18 @@ clients of an API process) have it, against the bare database poll in the same r
 
 The API runs as its own process (uvicorn, as `imapdesk serve` does); this process commits
 status changes at random moments (as the worker or another API process would) and holds 50
-`GET /live?conversation=ID` streams. Baseline: a `ChangeFeed` polling the same database at the
-same interval in this process (what the SSE path cannot beat: the poll interval plus a read).
+pages' streams. Baseline: a `ChangeFeed` polling the same database at the same interval in this
+process (what the SSE path cannot beat: the poll interval plus a read).
+
+`--pages conversation` (the default): 50 `GET /live?conversation=ID` streams; a page has the
+change when its event arrives (the conversation page then fetches its parts, one request).
+`--pages list`: 50 list pages of 10 agents (5 tabs each) over `--conversations` conversations
+(100,000 by default, seeded as bench.web_queue seeds them); each does what queues.js does on an
+event, `GET /queue-parts` (rows and sidebar counts of its view, one request in flight per page),
+and has the change when a response shows the new version: the event plus 50 agents' refetch.
 
     .venv/bin/python -m bench.web_live [--db sqlite|postgresql] [--clients 50] [--changes 60]
+                                       [--pages conversation|list] [--conversations 100000]
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
 from api.web.live import POLL_SECONDS
 from bench.common import (
@@ -41,11 +51,15 @@ from bench.common import (
     setup_logging,
     sign_in,
 )
+from bench.web_queue import PASSWORD as QUEUE_PASSWORD
+from bench.web_queue import seed
 from core import operations
 from core.db import make_engine, unit_of_work
 from core.live import ChangeFeed
 from core.mailserver import free_port
 from core.models import ActivitySource, Conversation, ConversationStatus
+
+LIST_AGENTS = 10
 
 
 def _seed(url: str) -> int:
@@ -60,6 +74,21 @@ def _seed(url: str) -> int:
         cid = conv.id
     engine.dispose()
     return cid
+
+
+def _seed_list(url: str, conversations: int) -> int:
+    """A big database as bench.web_queue seeds it; the conversation that changes is the newest
+    open one, so it heads every agent's default view."""
+    engine = make_engine(url)
+    seed(engine, conversations, random.Random(1))
+    with engine.begin() as conn:
+        conn.execute(
+            update(Conversation)
+            .where(col(Conversation.id) == 1)
+            .values(status=ConversationStatus.open, last_message_at=datetime.now(UTC))
+        )
+    engine.dispose()
+    return 1
 
 
 def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -79,10 +108,12 @@ def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Pop
     )  # fmt: skip
 
 
-def _login(base: str) -> httpx.Cookies:
+def _login(
+    base: str, email: str = "bench@example.com", password: str = WEB_PASSWORD
+) -> httpx.Cookies:
     """Signed in once the API process is up (within 30 s)."""
     with httpx.Client(base_url=base) as http:
-        r = sign_in(http, "bench@example.com", WEB_PASSWORD, wait=30)
+        r = sign_in(http, email, password, wait=30)
         if r.status_code != 303:
             raise SystemExit(f"could not sign in: {r.status_code}")
         return http.cookies
@@ -114,37 +145,68 @@ def _baseline(url: str, stop: threading.Event, seen: dict[int, float]) -> None:
 
 async def _client(
     base: str, cookies: httpx.Cookies, cid: int, ready: asyncio.Event,
-    counter: list[int], clients: int, got: dict[int, float],
+    counter: list[int], clients: int, got: dict[int, float], list_page: bool,
 ) -> None:  # fmt: skip
+    """One page: its event stream, and for a list page the refetch of its parts."""
+    wanted = asyncio.Event()
+
+    async def refetch(http: httpx.AsyncClient) -> None:
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            r = await http.get("/queue-parts")
+            now = time.monotonic()
+            r.raise_for_status()
+            version = r.json()["versions"].get(str(cid))
+            if version is not None:
+                got.setdefault(version, now)
+
+    stream = "/live" if list_page else f"/live?conversation={cid}"
     async with (
         httpx.AsyncClient(base_url=base, cookies=cookies, timeout=None) as http,
-        http.stream("GET", f"/live?conversation={cid}") as response,
+        http.stream("GET", stream) as response,
     ):
+        refetcher = asyncio.create_task(refetch(http)) if list_page else None
         kind = ""
-        async for line in response.aiter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                now = time.monotonic()
-                if kind == "hello":
-                    counter[0] += 1
-                    if counter[0] == clients:
-                        ready.set()
-                elif kind == "conversation":
-                    got.setdefault(json.loads(line[6:])["version"], now)
+        try:
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    now = time.monotonic()
+                    if kind == "hello":
+                        counter[0] += 1
+                        if counter[0] == clients:
+                            ready.set()
+                    elif kind == "conversation":
+                        if list_page:
+                            wanted.set()
+                        else:
+                            got.setdefault(json.loads(line[6:])["version"], now)
+        finally:
+            if refetcher is not None:
+                refetcher.cancel()
 
 
-async def _run(base: str, url: str, cid: int, clients: int, changes: int) -> tuple[
-    list[float], list[float], int
-]:  # fmt: skip
-    cookies = await asyncio.to_thread(_login, base)
+async def _run(
+    base: str, url: str, cid: int, clients: int, changes: int, list_page: bool
+) -> tuple[list[float], list[float], int]:
+    if list_page:
+        # ten agents (bench.web_queue's), each with clients / 10 tabs
+        sessions = [
+            await asyncio.to_thread(_login, base, f"agent{i}@example.test", QUEUE_PASSWORD)
+            for i in range(LIST_AGENTS)
+        ]
+    else:
+        sessions = [await asyncio.to_thread(_login, base)]
     ready = asyncio.Event()
     counter = [0]
     received: list[dict[int, float]] = [{} for _ in range(clients)]
-    tasks = [
-        asyncio.create_task(_client(base, cookies, cid, ready, counter, clients, received[i]))
+    pages = [
+        (sessions[i % len(sessions)], ready, counter, clients, received[i], list_page)
         for i in range(clients)
     ]
+    tasks = [asyncio.create_task(_client(base, cookies, cid, *rest)) for cookies, *rest in pages]
     await asyncio.wait_for(ready.wait(), 30)
     await asyncio.sleep(1.0)  # the API's poller takes stock on its first poll
     say(f"{clients} pages connected; committing {changes} changes")
@@ -186,27 +248,41 @@ def main() -> None:
     add_db_argument(parser)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--changes", type=int, default=60)
+    parser.add_argument("--pages", choices=("conversation", "list"), default="conversation")
+    parser.add_argument("--conversations", type=int, default=100_000, help="with --pages list")
     add_run_arguments(parser, keep_help=None, verbose_help=None)
     args = parser.parse_args()
     setup_logging(args.verbose)
     with scratch_dir("imapdesk-bench-live-", args.keep) as tmp, fresh_database(args.db, tmp) as url:
-        cid = _seed(url)
+        list_page = args.pages == "list"
+        if list_page:
+            say(f"seeding {args.conversations:,} conversations")
+            cid = _seed_list(url, args.conversations)
+        else:
+            cid = _seed(url)
         port = free_port()
         api = _start_api(url, tmp / "data", port, tmp / "api.log")
         try:
             live, baseline, missing = asyncio.run(
-                _run(f"http://127.0.0.1:{port}", url, cid, args.clients, args.changes)
+                _run(f"http://127.0.0.1:{port}", url, cid, args.clients, args.changes, list_page)
             )
         finally:
             api.terminate()
             api.wait(20)
     print(f"# {command_line()}")
+    what = (
+        f"{args.clients} list pages of {LIST_AGENTS} agents refetching their parts, "
+        f"{args.conversations:,} conversations"
+        if list_page
+        else f"{args.clients} conversation pages' SSE streams"
+    )
     print(
-        f"# {args.changes} status changes committed by another process, {args.clients} SSE "
-        f"pages, {args.db}; poll interval {POLL_SECONDS * 1000:.0f} ms"
+        f"# {args.changes} status changes committed by another process, {what}, {args.db}; "
+        f"poll interval {POLL_SECONDS * 1000:.0f} ms"
     )
     rows = []
-    for name, values in (("SSE to 50 pages", live), ("bare DB poll (baseline)", baseline)):
+    ours = f"{'SSE + /queue-parts' if list_page else 'SSE'} to {args.clients} pages"
+    for name, values in ((ours, live), ("bare DB poll (baseline)", baseline)):
         rows.append(
             [name, len(values), f"{percentile(values, 50):.0f}", f"{percentile(values, 99):.0f}",
              f"{max(values):.0f}"]
