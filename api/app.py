@@ -20,7 +20,7 @@ from api.web import conversation as web_conversation
 from api.web import live as web_live
 from api.web.templating import STATIC_DIR
 from core.db import get_engine, make_engine
-from core.queues import CountsCache
+from core.queues import ChangeCache
 from core.settings import Settings, get_settings
 
 SESSION_COOKIE = "imapdesk_session"
@@ -112,7 +112,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     # the list pages' sidebar counts, reused while nothing changed (core/queues.py)
-    app.state.queue_counts = CountsCache()
+    app.state.queue_counts = ChangeCache()
+    # the list pages' live parts, per agent and view (api/web/queues.py)
+    app.state.queue_parts = ChangeCache(max_entries=1024)
 
     install_error_handlers(app)
     app.include_router(health.router)

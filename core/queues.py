@@ -4,7 +4,7 @@ their counts, within the mailboxes the agent may see.
 Mine is what the agent holds that is still open or pending; per mailbox and per tag count the
 open conversations. A count is a handful of indexed COUNT queries, whatever the table's size.
 
-The counts are asked for on every list page and every live refresh of one, so a `CountsCache`
+The counts are asked for on every list page and every live refresh of one, so a `ChangeCache`
 keeps them per agent while nothing changed: every change to a conversation bumps its `version`
 and `updated_at` (core/live.py relies on the same), so a cheap `change_stamp` (the newest id and
 `updated_at`, and the count and version sum of the rows changed within `LOOKBACK`, which catches
@@ -135,12 +135,13 @@ def change_stamp(session: Session, *, now: datetime | None = None) -> tuple[obje
     return tuple(row)
 
 
-class CountsCache:
-    """Counts reused while `change_stamp` says nothing changed and they are younger than
-    `max_age` seconds (a bound on how stale they can get should a change ever slip past the
-    stamp); at most `max_entries`, least recently used first out. Shared by the threads of one
-    API process: when a change invalidates what fifty open pages show, one thread counts
-    afresh and the others wait for its result instead of counting too."""
+class ChangeCache:
+    """Values made from the conversations (counts, a list's rendered parts) reused while
+    `change_stamp` says nothing changed and they are younger than `max_age` seconds (a bound
+    on how stale they can get should a change ever slip past the stamp); at most
+    `max_entries`, least recently used first out. Shared by the threads of one API process:
+    when a change invalidates what fifty open pages show, one thread makes the value afresh
+    and the others wait for its result instead of making it too."""
 
     def __init__(self, *, max_entries: int = 512, max_age: float = 60.0) -> None:
         self.max_entries = max_entries
@@ -183,7 +184,7 @@ class CountsCache:
             return computed
 
 
-def queue_counts(session: Session, agent: Agent, cache: CountsCache | None = None) -> QueueCounts:
+def queue_counts(session: Session, agent: Agent, cache: ChangeCache | None = None) -> QueueCounts:
     """How many conversations each queue holds for this agent (up to COUNT_CAP); from `cache`
     when nothing changed since it counted them."""
     names = {

@@ -161,7 +161,21 @@ def queue_parts(
     request: Request, session: SessionDep, agent: WebAgent, params: ListParamsDep
 ) -> Response:
     """The list page's changing parts (sidebar counts, rows, pager) as HTML in JSON, for the
-    same parameters as the page: what its live updates put in place."""
+    same parameters as the page: what its live updates put in place.
+
+    Every open list refetches them on every change, so one agent's tabs on the same view
+    share one rendering per change (keyed by the mailboxes the agent may see, so a change of
+    access is never served from before it)."""
+    visible = tuple(queries.visible_mailbox_ids(session, agent))
+    body = request.app.state.queue_parts.get(
+        (agent.id, visible, params),
+        queues.change_stamp(session),
+        lambda: _parts(request, session, agent, params),
+    )
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def _parts(request: Request, session: Session, agent: Agent, params: ListParams) -> dict[str, Any]:
     context = list_context(request, session, agent, params) | {"request": request}
     body: dict[str, Any] = {
         name: templates.get_template(tpl).render(context) for name, tpl in LIST_PARTS.items()
@@ -170,7 +184,7 @@ def queue_parts(
     body["ids"] = [row.conversation.id for row in items]
     body["versions"] = {str(row.conversation.id): row.conversation.version for row in items}
     body["paged"] = context["paged"]
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return body
 
 
 def _bulk_one(

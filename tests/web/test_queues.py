@@ -356,16 +356,36 @@ def test_queue_parts_cost_no_more_than_the_page(
             alice.get(f"/?{query}")
             page_statements = len(statements)
             statements.clear()
-            parts(alice, query)
-            parts_statements = len(statements)
+            parts(alice, query)  # made afresh: the page's statements, the stamp and access
+            fresh = len(statements)
+            statements.clear()
+            parts(alice, query)  # nothing changed: the same agent's same view is reused
+            reused = len(statements)
             statements.clear()
         finally:
             event.remove(engine, "before_cursor_execute", count)
-        assert 0 < parts_statements <= page_statements, query
+        assert 0 < fresh <= page_statements + 2, query
+        assert 0 < reused < page_statements, query
+
+
+def test_queue_parts_reused_only_for_the_same_access(
+    alice: TestClient, engine: Engine, scene: Scene
+) -> None:
+    before = parts(alice, "queue=open")
+    assert scene.s5 in before["ids"] and scene.s1 in before["ids"]
+    # no conversation changes: only alice's access does
+    with unit_of_work(engine) as s:
+        me = s.exec(select(Agent).where(col(Agent.email) == "alice@example.com")).one()
+        support = s.exec(select(Mailbox).where(col(Mailbox.name) == "support")).one()
+        assert support.id is not None
+        access.set_mailbox_access(s, me, all_mailboxes=False, mailbox_ids=[support.id])
+    after = parts(alice, "queue=open")
+    assert scene.s1 in after["ids"] and scene.s5 not in after["ids"]
+    assert "billing" not in after["sidebar"]
 
 
 def test_a_count_is_made_once_for_threads_that_ask_at_the_same_time() -> None:
-    cache = queues.CountsCache()
+    cache = queues.ChangeCache()
     calls: list[int] = []
     started = threading.Event()
 
