@@ -9,9 +9,9 @@ process (what the SSE path cannot beat: the poll interval plus a read).
 `--pages conversation` (the default): 50 `GET /live?conversation=ID` streams; a page has the
 change when its event arrives (the conversation page then fetches its parts, one request).
 `--pages list`: 50 list pages of 10 agents (5 tabs each) over `--conversations` conversations
-(100,000 by default, seeded as bench.web_queue seeds them); each does what queues.js does on an
-event, `GET /queue-parts` (rows and sidebar counts of its view, one request in flight per page),
-and has the change when a response shows the new version: the event plus 50 agents' refetch.
+(100,000 by default, seeded as bench.web_queue seeds them), each with the stream a list page
+opens (`/live?parts=1`): a page has the change when the rows and sidebar counts pushed on its
+stream (what queues.js puts in place) show the new version.
 
     .venv/bin/python -m bench.web_live [--db sqlite|postgresql] [--clients 50] [--changes 60]
                                        [--pages conversation|list] [--conversations 100000]
@@ -147,45 +147,28 @@ async def _client(
     base: str, cookies: httpx.Cookies, cid: int, ready: asyncio.Event,
     counter: list[int], clients: int, got: dict[int, float], list_page: bool,
 ) -> None:  # fmt: skip
-    """One page: its event stream, and for a list page the refetch of its parts."""
-    wanted = asyncio.Event()
-
-    async def refetch(http: httpx.AsyncClient) -> None:
-        while True:
-            await wanted.wait()
-            wanted.clear()
-            r = await http.get("/queue-parts")
-            now = time.monotonic()
-            r.raise_for_status()
-            version = r.json()["versions"].get(str(cid))
-            if version is not None:
-                got.setdefault(version, now)
-
-    stream = "/live" if list_page else f"/live?conversation={cid}"
+    """One page's event stream: a conversation page's, or a list page's with its parts."""
+    stream = "/live?parts=1" if list_page else f"/live?conversation={cid}"
     async with (
         httpx.AsyncClient(base_url=base, cookies=cookies, timeout=None) as http,
         http.stream("GET", stream) as response,
     ):
-        refetcher = asyncio.create_task(refetch(http)) if list_page else None
         kind = ""
-        try:
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    now = time.monotonic()
-                    if kind == "hello":
-                        counter[0] += 1
-                        if counter[0] == clients:
-                            ready.set()
-                    elif kind == "conversation":
-                        if list_page:
-                            wanted.set()
-                        else:
-                            got.setdefault(json.loads(line[6:])["version"], now)
-        finally:
-            if refetcher is not None:
-                refetcher.cancel()
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                now = time.monotonic()
+                if kind == "hello":
+                    counter[0] += 1
+                    if counter[0] == clients:
+                        ready.set()
+                elif kind == "conversation" and not list_page:
+                    got.setdefault(json.loads(line[6:])["version"], now)
+                elif kind == "parts":
+                    version = json.loads(line[6:])["versions"].get(str(cid))
+                    if version is not None:
+                        got.setdefault(version, now)
 
 
 async def _run(
@@ -271,7 +254,7 @@ def main() -> None:
             api.wait(20)
     print(f"# {command_line()}")
     what = (
-        f"{args.clients} list pages of {LIST_AGENTS} agents refetching their parts, "
+        f"{args.clients} list pages of {LIST_AGENTS} agents with their pushed parts, "
         f"{args.conversations:,} conversations"
         if list_page
         else f"{args.clients} conversation pages' SSE streams"
@@ -281,7 +264,7 @@ def main() -> None:
         f"poll interval {POLL_SECONDS * 1000:.0f} ms"
     )
     rows = []
-    ours = f"{'SSE + /queue-parts' if list_page else 'SSE'} to {args.clients} pages"
+    ours = f"{'SSE with list parts' if list_page else 'SSE'} to {args.clients} pages"
     for name, values in ((ours, live), ("bare DB poll (baseline)", baseline)):
         rows.append(
             [name, len(values), f"{percentile(values, 50):.0f}", f"{percentile(values, 99):.0f}",

@@ -1,12 +1,17 @@
 """Live updates for open pages: server-sent events fed by one database poller per process.
 
 `GET /live` (optionally `?conversation=ID`) streams:
-- `event: hello`, when connected (and after every reconnect): refetch what may have changed;
+- `event: hello`, `data: {"conversation", "parts"}`, when connected (and after every
+  reconnect): refetch what may have changed;
 - `event: conversation`, `data: {"id", "mailbox_id", "version"}`: it changed;
 - `event: presence`, `data: {"id", "mailbox_id", "agents": [{"id","name","email","state"}]}`;
-- `event: resync`: this client fell behind; refetch everything.
+- `event: parts` (with `?parts=1` and the list page's parameters): that list's changing parts
+  (`GET /queue-parts`'s JSON) after every batch of changes the agent may see, made once per
+  agent and view for all its pages instead of fetched by each;
+- `event: resync`: this client fell behind (or its parts could not be made); refetch everything.
 In the browser, `live.js` turns them into DOM events on `document`: `imapdesk:conversation`,
-`imapdesk:presence`, `imapdesk:live` (connected/resync), each with the data as `detail`.
+`imapdesk:presence`, `imapdesk:parts`, `imapdesk:live` (connected/resync), each with the data as
+`detail`.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from sqlmodel import Session
 
 from api.deps import SessionDep
 from api.web.auth import WebAgent
+from api.web.queues import ListParamsDep, parts_body
 from core import queries
 from core.live import Change, ChangeFeed
+from core.models import Agent
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -100,15 +107,26 @@ async def live_events(
     request: Request,
     session: SessionDep,
     agent: WebAgent,
+    params: ListParamsDep,
     conversation: Annotated[int | None, Query(ge=1)] = None,
+    parts: Annotated[bool, Query()] = False,
 ) -> StreamingResponse:
     visible = set(queries.visible_mailbox_ids(session, agent))
     hub = hub_for(request)
+    agent_id = agent.id
+    engine: Engine = request.app.state.engine
+
+    def make_parts() -> str | None:
+        with Session(engine) as db:
+            me = db.get(Agent, agent_id)
+            if me is None or not me.is_active:
+                return None
+            return _event("parts", parts_body(request, db, me, params))
 
     async def stream() -> AsyncIterator[str]:
         queue = hub.subscribe()
         try:
-            yield "retry: 1000\n" + _event("hello", {"conversation": conversation})
+            yield "retry: 1000\n" + _event("hello", {"conversation": conversation, "parts": parts})
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
@@ -119,14 +137,35 @@ async def live_events(
                     yield _event(RESYNC, {})
                     continue
                 assert isinstance(item, list)
+                if parts:
+                    # what is already waiting too: one rendering for the whole burst
+                    while not queue.empty():
+                        more = queue.get_nowait()
+                        if more == RESYNC:
+                            yield _event(RESYNC, {})
+                            continue
+                        assert isinstance(more, list)
+                        item = item + more
                 out = [
                     _event(change.kind, change.payload())
                     for change in item
                     if change.mailbox_id in visible
                     and (conversation is None or change.conversation_id == conversation)
                 ]
-                if out:
-                    yield "".join(out)
+                if not out:
+                    continue
+                if parts and any(
+                    c.kind == "conversation" and c.mailbox_id in visible for c in item
+                ):
+                    try:
+                        pushed = await asyncio.to_thread(make_parts)
+                    except Exception:
+                        log.exception("live updates: making the list's parts failed")
+                        pushed = _event(RESYNC, {})
+                    if pushed is None:
+                        return  # signed out or deactivated meanwhile
+                    out.append(pushed)
+                yield "".join(out)
         finally:
             hub.unsubscribe(queue)
 

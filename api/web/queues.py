@@ -149,7 +149,8 @@ def conversations_page(
     context |= {
         "agents": agents,
         "flash": pop_flash(request),
-        "live_url": request.url_for("live").path,
+        # the stream pushes this view's parts after every change (api/web/live.py)
+        "live_url": request.url_for("live").path + "?" + urlencode({"parts": 1} | shown),
         "parts_url": request.url_for("queue_parts").path
         + (f"?{urlencode(shown)}" if shown else ""),
     }
@@ -163,16 +164,26 @@ def queue_parts(
     """The list page's changing parts (sidebar counts, rows, pager) as HTML in JSON, for the
     same parameters as the page: what its live updates put in place.
 
-    Every open list refetches them on every change, so one agent's tabs on the same view
-    share one rendering per change (keyed by the mailboxes the agent may see, so a change of
-    access is never served from before it)."""
+    Every open list needs them after every change (pushed on its event stream, or fetched
+    here after a reconnect), so one agent's tabs on the same view share one rendering per
+    change (keyed by the mailboxes the agent may see, so a change of access is never served
+    from before it)."""
+    return JSONResponse(
+        parts_body(request, session, agent, params), headers={"Cache-Control": "no-store"}
+    )
+
+
+def parts_body(
+    request: Request, session: Session, agent: Agent, params: ListParams
+) -> dict[str, Any]:
+    """The parts, from the app's cache while nothing changed (see `queue_parts`)."""
     visible = tuple(queries.visible_mailbox_ids(session, agent))
-    body = request.app.state.queue_parts.get(
+    body: dict[str, Any] = request.app.state.queue_parts.get(
         (agent.id, visible, params),
         queues.change_stamp(session),
         lambda: _parts(request, session, agent, params),
     )
-    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+    return body
 
 
 def _parts(request: Request, session: Session, agent: Agent, params: ListParams) -> dict[str, Any]:

@@ -4,7 +4,9 @@
  * may see) or `data-live="/live?conversation=ID"` on the page, load this script, and listen:
  *   document.addEventListener("imapdesk:conversation", e => e.detail)  // {id, mailbox_id, version}
  *   document.addEventListener("imapdesk:presence", e => e.detail)      // {id, mailbox_id, agents}
+ *   document.addEventListener("imapdesk:parts", e => e.detail)         // with ?parts=1: a list's parts
  *   document.addEventListener("imapdesk:live", e => e.detail.state)    // connected|resync|reconnecting
+ * ("connected" carries `parts: true` when the stream pushes a list's parts.)
  * "connected" also comes after every reconnect: refetch what may have changed meanwhile.
  */
 (function () {
@@ -29,10 +31,13 @@
 
   function connect() {
     source = new EventSource(holder.getAttribute("data-live"));
-    source.addEventListener("hello", function () { emit("imapdesk:live", { state: "connected" }); });
+    source.addEventListener("hello", function (e) {
+      emit("imapdesk:live", { state: "connected", parts: !!parse(e).parts });
+    });
     source.addEventListener("resync", function () { emit("imapdesk:live", { state: "resync" }); });
     source.addEventListener("conversation", function (e) { emit("imapdesk:conversation", parse(e)); });
     source.addEventListener("presence", function (e) { emit("imapdesk:presence", parse(e)); });
+    source.addEventListener("parts", function (e) { emit("imapdesk:parts", parse(e)); });
     source.onerror = function () {
       emit("imapdesk:live", { state: source.readyState === 2 ? "closed" : "reconnecting" });
     };

@@ -262,6 +262,14 @@
     }
   }
 
+  // The stream pushes this view's parts after every change (the page's data-live asks for
+  // them): no request per change then, only after a (re)connect or a resync.
+  var pushed = false;
+  document.addEventListener("imapdesk:parts", function (event) {
+    pushed = true;
+    apply(event.detail || {});
+  });
+
   document.addEventListener("imapdesk:conversation", function (event) {
     var detail = event.detail || {};
     var tr = tbody.querySelector('tr[data-id="' + Number(detail.id) + '"]');
@@ -271,7 +279,9 @@
     if (paged) {
       showChanged();
     }
-    schedule();
+    if (!pushed) {
+      schedule(); // else its parts follow on the stream
+    }
   });
 
   function liveState(state) {
@@ -282,10 +292,16 @@
       schedule(); // what changed while not connected
     }
   }
-  document.addEventListener("imapdesk:live", function (event) { liveState(event.detail.state); });
+  document.addEventListener("imapdesk:live", function (event) {
+    if (event.detail.state === "connected") {
+      pushed = !!event.detail.parts;
+    }
+    liveState(event.detail.state);
+  });
   // live.js runs first and may have connected before this script was loaded
   var stream = window.imapdeskLive && window.imapdeskLive.source();
   if (stream && stream.readyState === 1) {
+    pushed = /[?&]parts=1(&|$)/.test(stream.url);
     liveState("connected");
   }
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.app import SESSION_COOKIE
-from core import operations, presence
+from core import access, operations, presence
 from core.db import unit_of_work
 from core.live import ChangeFeed
 from core.models import ActivitySource, Agent, Conversation, utcnow
@@ -154,3 +154,55 @@ def test_sse_stream_delivers_changes_within_a_second(
     # only this conversation's events reach a client that asked for it
     assert {d["id"] for k, d in events if k != "hello"} == {cid}
     assert [d["agents"][0]["name"] for k, d in events if k == "presence"] == ["Bob Builder"]
+
+
+def test_a_list_stream_pushes_its_parts_after_each_change_it_may_see(
+    live_server: LiveServer, settings: Settings, engine: Engine, agents: dict[str, int]
+) -> None:
+    cid, bob_id, box_id = _setup(engine, agents)
+    with unit_of_work(engine) as s:
+        hidden = f.conversation(s, f.mailbox(s, "info"), "Not for Bob", minutes=2)
+        bob = s.get(Agent, bob_id)
+        assert bob is not None
+        access.set_mailbox_access(s, bob, all_mailboxes=False, mailbox_ids=[box_id])
+    streams = {}
+    for who in ("alice", "bob"):
+        cookies = httpx.Cookies()
+        cookies.set(SESSION_COOKIE, session_cookie(settings, engine, agents[who]))
+        events: list[tuple[str, Any]] = []
+        stop = threading.Event()
+        url = f"{live_server.url}/live?parts=1&queue=open"
+        threading.Thread(
+            target=_read_events, args=(url, cookies, events, stop), daemon=True
+        ).start()
+        streams[who] = (events, stop)
+    for events, _ in streams.values():
+        _wait(lambda events=events: any(k == "hello" and d["parts"] for k, d in events))
+    time.sleep(0.3)  # the shared poller takes stock on its first poll
+
+    # a change in a mailbox Bob may not see: parts for Alice only
+    with unit_of_work(engine) as s:
+        operations.set_status(s, hidden.id or 0, "closed", source=ActivitySource.system)
+    alice_events, bob_events = streams["alice"][0], streams["bob"][0]
+    _wait(lambda: any(k == "parts" for k, _ in alice_events), timeout=3)
+    [alice_parts] = [d for k, d in alice_events if k == "parts"]
+    assert alice_parts["ids"] == [cid] and "Not for Bob" not in alice_parts["rows"]
+
+    # a change both see: the new version in both lists' parts, within a second
+    started = time.monotonic()
+    with unit_of_work(engine) as s:
+        operations.claim(s, cid, s.get(Agent, bob_id), source=ActivitySource.api)
+        version = s.get(Conversation, cid).version  # type: ignore[union-attr]
+    for events in (alice_events, bob_events):
+        _wait(
+            lambda events=events: any(
+                k == "parts" and d["versions"].get(str(cid)) == version for k, d in events
+            ),
+            timeout=3,
+        )
+    assert time.monotonic() - started < 1.0
+    for _, stop in streams.values():
+        stop.set()
+    bob_parts = [d for k, d in bob_events if k == "parts"]
+    assert len(bob_parts) == 1 and all("Not for Bob" not in d["rows"] for d in bob_parts)
+    assert not any(d.get("id") == hidden.id for k, d in bob_events if k == "conversation")
