@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 from importlib.metadata import PackageNotFoundError, version
@@ -91,6 +92,15 @@ class SecurityHeadersMiddleware:
 def _session_signing_key(secret_key: str) -> str:
     # a key of its own for cookies, so the signer never sees the key that encrypts secrets
     return hmac.new(secret_key.encode(), b"imapdesk-session-cookie", hashlib.sha256).hexdigest()
+
+
+def settle_after_start() -> None:
+    """Move what start-up made (modules, the app, its routes, templates and mappers: about a
+    million objects) out of the cyclic garbage collector's way, so that its full collections
+    walk only what requests make. Without it a full collection, every few hundred requests,
+    stalls a request by 30-120 ms. Call once, after the app is made, before serving."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:

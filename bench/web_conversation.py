@@ -24,7 +24,7 @@ from sqlmodel import Session, SQLModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from api.app import create_app
+from api.app import create_app, settle_after_start
 from bench.common import (
     WEB_PASSWORD,
     add_db_argument,
@@ -155,6 +155,7 @@ def main() -> None:
             environment="development",
         )  # fmt: skip
         app = ServerTimer(create_app(settings=settings, engine=engine))
+        settle_after_start()  # as `imapdesk serve` does
         rng = random.Random(7)
         sample = [rng.randint(1, args.conversations) for _ in range(args.requests)]
         page_ms: list[float] = []

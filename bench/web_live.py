@@ -98,12 +98,13 @@ def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Pop
         IMAPDESK_DATA_DIR=str(data_dir),
         IMAPDESK_SECRET_KEY=new_secret_key(),
         IMAPDESK_ENVIRONMENT="development",
+        IMAPDESK_HOST="127.0.0.1",
+        IMAPDESK_PORT=str(port),
     )
     out = log.open("wb")
+    # `imapdesk serve`, as an install runs it
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--timeout-graceful-shutdown", "1"],
+        [sys.executable, "-m", "core.cli", "serve"],
         env=env, cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
 

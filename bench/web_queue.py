@@ -38,7 +38,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, text
 from sqlmodel import Session
 
-from api.app import create_app
+from api.app import create_app, settle_after_start
 from bench.common import (
     bench_parser,
     command_line,
@@ -283,6 +283,7 @@ def measure(
                 database_url=url, data_dir=directory / "data", secret_key=new_secret_key()
             )
             timer = ServerTimer(create_app(settings=settings, engine=engine))
+            settle_after_start()  # as `imapdesk serve` does
             client = TestClient(timer)
             r = sign_in(client, "agent0@example.test", PASSWORD)
             assert r.status_code == 303, r.text
@@ -346,18 +347,24 @@ def report(results: Sequence[Result]) -> bool:
         rows,
     )
     print()
+    # the queue views (the target's subject) and the searches, each summed up on its own
+    groups = (("queue views", False), ("searches", True))
     for db in sorted({r.db for r in results}):
-        every = [x for r in results if r.db == db for x in r.page]
-        every_cpu = [x for r in results if r.db == db for x in r.cpu]
-        p99 = percentile(every, 99)
-        met = p99 * 1000 < TARGET_P99_MS
-        ok = ok and met
-        print(
-            f"{db}: all views, {len(every)} requests: p50 {ms(percentile(every, 50))} ms, "
-            f"p99 {ms(p99)} ms (target < {TARGET_P99_MS:.0f} ms: {verdict(met)}); "
-            f"CPU per request p50 {ms(percentile(every_cpu, 50))} ms, "
-            f"p99 {ms(percentile(every_cpu, 99))} ms"
-        )
+        for group, searching in groups:
+            chosen = [r for r in results if r.db == db and r.view.startswith("Search") == searching]
+            if not chosen:
+                continue
+            every = [x for r in chosen for x in r.page]
+            every_cpu = [x for r in chosen for x in r.cpu]
+            p99 = percentile(every, 99)
+            met = p99 * 1000 < TARGET_P99_MS
+            ok = ok and met
+            print(
+                f"{db}, {group}: {len(every)} requests: p50 {ms(percentile(every, 50))} ms, "
+                f"p99 {ms(p99)} ms (target < {TARGET_P99_MS:.0f} ms: {verdict(met)}); "
+                f"CPU per request p50 {ms(percentile(every_cpu, 50))} ms, "
+                f"p99 {ms(percentile(every_cpu, 99))} ms"
+            )
     return ok
 
 

@@ -373,7 +373,7 @@ def web_server(app: Any, host: str, port: int) -> Any:
 
 
 def _serve(with_worker: bool, verbose: bool) -> None:
-    from api.app import create_app
+    from api.app import create_app, settle_after_start
     from core.db import upgrade_database
 
     setup_logging(verbose)
@@ -382,6 +382,7 @@ def _serve(with_worker: bool, verbose: bool) -> None:
     stop = threading.Event()
     worker_thread = start_worker(stop, progress=True) if with_worker else None
     server = web_server(create_app(), settings.host, settings.port)
+    settle_after_start()
     try:
         server.run()
     finally:

@@ -116,7 +116,7 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
 
 
 def run_demo(*, port: int, console: Console) -> None:
-    from api.app import create_app
+    from api.app import create_app, settle_after_start
     from core.cli import start_worker, web_server
 
     settings = get_settings()
@@ -139,7 +139,9 @@ def run_demo(*, port: int, console: Console) -> None:
     )
     console.print("Ctrl-C stops everything.")
     try:
-        web_server(create_app(), settings.host, port).run()
+        server = web_server(create_app(), settings.host, port)
+        settle_after_start()
+        server.run()
     finally:
         stop.set()
         worker_thread.join(timeout=10)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, column, false, text
+from sqlalchemy import ColumnElement, any_, column, false, func, text
 from sqlmodel import Session, col
 
 from core.models import Conversation
@@ -107,6 +107,10 @@ def matching_conversations(session: Session, query: str) -> ColumnElement[bool] 
             f"SELECT conversation_id FROM message WHERE {PG_MESSAGE_DOCUMENT} "
             "@@ to_tsquery('simple'::regconfig, :search_q) AND conversation_id IS NOT NULL"
         )
-    return col(Conversation.id).in_(
-        matches.bindparams(search_q=q).columns(column("conversation_id"))
-    )
+    ids = matches.bindparams(search_q=q).columns(column("conversation_id"))
+    if session.get_bind().dialect.name == "sqlite":
+        return col(Conversation.id).in_(ids)
+    # = ANY(ARRAY(...)): PostgreSQL finds the matches first, then reads just those rows by
+    # primary key. As a semi-join it guesses 2,000 matches for any word and reads the whole
+    # table to join them (50 ms for a word in ten conversations of 100,000; 3 ms this way).
+    return col(Conversation.id) == any_(func.array(ids.scalar_subquery()))
