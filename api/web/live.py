@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from api.deps import SessionDep
 from api.web.auth import WebAgent
-from api.web.queues import ListParamsDep, parts_body
+from api.web.queues import ListParams, ListParamsDep, parts_body
 from core import queries
 from core.live import Change, ChangeFeed
 from core.models import Agent
@@ -44,6 +44,10 @@ QUEUE_SIZE = 256
 RESYNC = "resync"
 
 
+# an agent and the view of its list
+PartsKey = tuple[int | None, ListParams]
+
+
 class LiveHub:
     """One poller for all of this process's subscribers, running while there are any."""
 
@@ -53,6 +57,26 @@ class LiveHub:
         self.subscribers: set[asyncio.Queue[list[Change] | str]] = set()
         self._task: asyncio.Task[None] | None = None
         self.polls = 0
+        # a list's parts as pushed after a poll, per (agent, view): the first of that agent's
+        # pages to need them makes them, the others (tabs) await the same result
+        self.parts: dict[PartsKey, tuple[int, asyncio.Future[str | None]]] = {}
+
+    async def shared_parts(self, key: PartsKey, make: Callable[[], str | None]) -> str | None:
+        """`make()` (in a thread), once per key and poll. A result made after poll N saw the
+        database as of poll N or later, so it serves every page handling a batch up to N."""
+        entry = self.parts.get(key)
+        if entry is not None and entry[0] == self.polls:
+            return await asyncio.shield(entry[1])
+        made: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.parts[key] = (self.polls, made)
+        try:
+            made.set_result(await asyncio.to_thread(make))
+        except Exception as exc:
+            made.set_exception(exc)
+            made.exception()  # the pages awaiting it get it; none need be
+            self.parts.pop(key, None)
+            raise
+        return made.result()
 
     def subscribe(self) -> asyncio.Queue[list[Change] | str]:
         queue: asyncio.Queue[list[Change] | str] = asyncio.Queue(QUEUE_SIZE)
@@ -63,6 +87,8 @@ class LiveHub:
 
     def unsubscribe(self, queue: asyncio.Queue[list[Change] | str]) -> None:
         self.subscribers.discard(queue)
+        if not self.subscribers:
+            self.parts.clear()
 
     def _poll(self, feed: ChangeFeed) -> list[Change]:
         with Session(self.engine) as session:
@@ -158,7 +184,7 @@ async def live_events(
                     c.kind == "conversation" and c.mailbox_id in visible for c in item
                 ):
                     try:
-                        pushed = await asyncio.to_thread(make_parts)
+                        pushed = await hub.shared_parts((agent_id, params), make_parts)
                     except Exception:
                         log.exception("live updates: making the list's parts failed")
                         pushed = _event(RESYNC, {})

@@ -3,6 +3,7 @@ change and presence in the database; the SSE stream delivers them to a connected
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -14,6 +15,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.app import SESSION_COOKIE
+from api.web.live import LiveHub, PartsKey
+from api.web.queues import ListParams
 from core import access, operations, presence
 from core.db import unit_of_work
 from core.live import ChangeFeed
@@ -206,3 +209,23 @@ def test_a_list_stream_pushes_its_parts_after_each_change_it_may_see(
     bob_parts = [d for k, d in bob_events if k == "parts"]
     assert len(bob_parts) == 1 and all("Not for Bob" not in d["rows"] for d in bob_parts)
     assert not any(d.get("id") == hidden.id for k, d in bob_events if k == "conversation")
+
+
+def test_an_agents_tabs_share_one_making_of_their_lists_parts_per_poll(engine: Engine) -> None:
+    hub = LiveHub(engine)
+    made: list[int] = []
+
+    def make() -> str:
+        time.sleep(0.05)
+        made.append(hub.polls)
+        return f"parts after poll {hub.polls}"
+
+    async def tabs(n: int, key: PartsKey) -> list[str | None]:
+        return list(await asyncio.gather(*(hub.shared_parts(key, make) for _ in range(n))))
+
+    mine, other = (1, ListParams(queue="open")), (2, ListParams(queue="open"))
+    assert asyncio.run(tabs(5, mine)) == ["parts after poll 0"] * 5 and made == [0]
+    asyncio.run(tabs(3, other))  # another agent's list is its own
+    assert made == [0, 0]
+    hub.polls += 1  # a later batch of changes: made afresh
+    assert asyncio.run(tabs(2, mine)) == ["parts after poll 1"] * 2 and made == [0, 0, 1]

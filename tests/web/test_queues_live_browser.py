@@ -41,6 +41,25 @@ def db_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
+@pytest.fixture
+def alice_page(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+) -> Any:
+    """A page signed in as Alice (nothing opened yet)."""
+    return signed_in_context(new_context, live_server, settings, engine, agents["alice"]).new_page()
+
+
+def questions(engine: Engine, n: int) -> list[int]:
+    """N open conversations in mailbox "support", the newest last."""
+    with unit_of_work(engine) as s:
+        box = f.mailbox(s, "support")
+        return [f.conversation(s, box, f"Question {i}", minutes=i).id or 0 for i in range(n)]
+
+
 def row(page: Any, conversation_id: int) -> Any:
     return page.locator(f'#queue-rows tr[data-id="{conversation_id}"]')
 
@@ -141,16 +160,10 @@ def test_another_agents_claim_and_close_show_on_the_open_list(
 
 
 def test_a_later_page_offers_the_newest_instead_of_changing(
-    live_server: LiveServer,
-    new_context: Callable[..., Any],
-    engine: Engine,
-    settings: Settings,
-    agents: dict[str, int],
+    live_server: LiveServer, engine: Engine, alice_page: Any
 ) -> None:
-    with unit_of_work(engine) as s:
-        box = f.mailbox(s, "support")
-        made = [f.conversation(s, box, f"Question {i}", minutes=i).id or 0 for i in range(55)]
-    page = signed_in_context(new_context, live_server, settings, engine, agents["alice"]).new_page()
+    made = questions(engine, 55)
+    page = alice_page
     page.goto(f"{live_server.url}/")
     page.click("text=Next page →")
     page.wait_for_url("**cursor=**")
@@ -215,18 +228,14 @@ def test_new_mail_from_a_plain_imap_client_appears_as_a_row(
 
 
 def test_keyboard_moves_selects_opens_and_helps(
-    live_server: LiveServer,
-    new_context: Callable[..., Any],
-    engine: Engine,
-    settings: Settings,
-    agents: dict[str, int],
+    live_server: LiveServer, engine: Engine, alice_page: Any
 ) -> None:
     with unit_of_work(engine) as s:
         box = f.mailbox(s, "support")
         oldest = f.conversation(s, box, "Oldest", minutes=1)
         middle = f.conversation(s, box, "Middle", minutes=2)
         newest = f.conversation(s, box, "Newest", minutes=3)
-    page = signed_in_context(new_context, live_server, settings, engine, agents["alice"]).new_page()
+    page = alice_page
     page.goto(f"{live_server.url}/")
     expect(page.locator("#queue-rows tr")).to_have_count(3)
     current = page.locator("#queue-rows tr.is-current")
@@ -314,16 +323,10 @@ def test_the_list_on_a_phone(
 
 
 def test_a_burst_of_changes_needs_no_request_but_the_first(
-    live_server: LiveServer,
-    new_context: Callable[..., Any],
-    engine: Engine,
-    settings: Settings,
-    agents: dict[str, int],
+    live_server: LiveServer, engine: Engine, alice_page: Any
 ) -> None:
-    with unit_of_work(engine) as s:
-        box = f.mailbox(s, "support")
-        made = [f.conversation(s, box, f"Question {i}", minutes=i).id or 0 for i in range(20)]
-    page = signed_in_context(new_context, live_server, settings, engine, agents["alice"]).new_page()
+    made = questions(engine, 20)
+    page = alice_page
     seen = {"started": 0, "open": 0, "most": 0}
 
     def started(request: Any) -> None:
