@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import bindparam, func, text
@@ -119,9 +119,14 @@ class _Numbers:
 def change_stamp(session: Session, *, now: datetime | None = None) -> tuple[object, ...]:
     """Changes whenever a conversation is added or changed (see the module's docstring).
 
-    One statement off two indexes: the newest id and `updated_at`, and the rows changed within
-    LOOKBACK (a few, unless the team is very busy)."""
-    since = (now or utcnow()) - LOOKBACK
+    One statement off two indexes: the newest id and `updated_at`, and the rows changed since
+    the start of the previous LOOKBACK-long slot of time (a few, unless the team is very
+    busy). A commit lands at most LOOKBACK after its `updated_at`, so within the window; and
+    the window moves once per slot, not with every request, so rows leaving it do not make
+    every request after a burst of changes count afresh."""
+    moment = (now or utcnow()).timestamp()
+    slot = LOOKBACK.total_seconds()
+    since = datetime.fromtimestamp(moment - moment % slot - slot, UTC)
     recent = col(Conversation.updated_at) > since
     recent_rows = sa_select(col(Conversation.version)).where(recent).subquery()
     row = session.execute(

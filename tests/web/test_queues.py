@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -403,3 +403,29 @@ def test_a_count_is_made_once_for_threads_that_ask_at_the_same_time() -> None:
     assert len(calls) == 1 and cache.misses == 1 and cache.hits == 7
     # a new stamp counts again; the old value is not returned for it
     assert cache.get("k", ("newer",), lambda: 7) == 7 and cache.misses == 2
+
+
+def test_the_change_stamp_holds_still_while_nothing_changes(engine: Engine, scene: Scene) -> None:
+    # a slot of time [start, start + 10 s), and a change made 8 s before it began
+    start = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+    with unit_of_work(engine) as s:
+        s.exec(
+            update(Conversation)
+            .where(col(Conversation.id) == scene.s1)
+            .values(updated_at=start - timedelta(seconds=8))
+        )
+    with Session(engine) as s:
+        early = queues.change_stamp(s, now=start + timedelta(seconds=0.5))
+        # rows grow older, but the window stays: the counts made early still serve
+        assert queues.change_stamp(s, now=start + timedelta(seconds=9.5)) == early
+        # the next slot moves the window once
+        assert queues.change_stamp(s, now=start + timedelta(seconds=10.5)) != early
+    with unit_of_work(engine) as s:
+        # a commit landing late within the slot, dated before it began
+        s.exec(
+            update(Conversation)
+            .where(col(Conversation.id) == scene.s2)
+            .values(version=Conversation.version + 1, updated_at=start - timedelta(seconds=3))
+        )
+    with Session(engine) as s:
+        assert queues.change_stamp(s, now=start + timedelta(seconds=9.5)) != early
