@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -223,9 +224,14 @@ def test_an_agents_tabs_share_one_making_of_their_lists_parts_per_poll(engine: E
     async def tabs(n: int, key: PartsKey) -> list[str | None]:
         return list(await asyncio.gather(*(hub.shared_parts(key, make) for _ in range(n))))
 
+    def _run(coroutine: Any) -> Any:
+        # a thread of its own: a browser test before this one may hold this thread's loop
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
     mine, other = (1, ListParams(queue="open")), (2, ListParams(queue="open"))
-    assert asyncio.run(tabs(5, mine)) == ["parts after poll 0"] * 5 and made == [0]
-    asyncio.run(tabs(3, other))  # another agent's list is its own
+    assert _run(tabs(5, mine)) == ["parts after poll 0"] * 5 and made == [0]
+    _run(tabs(3, other))  # another agent's list is its own
     assert made == [0, 0]
     hub.polls += 1  # a later batch of changes: made afresh
-    assert asyncio.run(tabs(2, mine)) == ["parts after poll 1"] * 2 and made == [0, 0, 1]
+    assert _run(tabs(2, mine)) == ["parts after poll 1"] * 2 and made == [0, 0, 1]
