@@ -139,9 +139,9 @@ def run_demo(*, port: int, console: Console) -> None:
     )
     console.print("Ctrl-C stops everything.")
     try:
-        server = web_server(create_app(), settings.host, port)
+        web = web_server(create_app(), settings.host, port)
         settle_after_start()
-        server.run()
+        web.run()
     finally:
         stop.set()
         worker_thread.join(timeout=10)
