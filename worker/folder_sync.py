@@ -61,10 +61,6 @@ ProgressCallback = Callable[[str, int, int], None]
 # back what was just overwritten: the read side compares the count and reads again.
 _WRITE_EPOCHS: dict[int, int] = {}
 STALE_READ_ATTEMPTS = 3
-# a message that vanished from here is judged after the vanish grace, or, while another folder
-# has arrivals not yet taken in, re-checked this often, up to this many graces
-RECHECK_SECONDS = 0.25
-MAX_GRACES = 10
 
 
 def write_epoch(mailbox_id: int) -> int:
@@ -121,8 +117,7 @@ class FolderSync:
         self._last_rescan = float("-inf")
         self._expunge_hint = True  # look for vanished messages after every (re)connect
         self._flags_hint = True
-        # (when to judge, message ids, the latest moment to judge them at all)
-        self._deferred: list[tuple[float, set[int], float]] = []
+        self._deferred: list[tuple[float, set[int]]] = []
 
     # -- the outer loop: connect, sync, on failure back off and reconnect ----------------------
     def run(self) -> None:
@@ -180,7 +175,7 @@ class FolderSync:
                 next_check = time.monotonic() + settings.folder_check_seconds
                 if self._folder_changed(imap):
                     self._catch_up(imap)
-            self._run_deferred(imap)
+            self._run_deferred()
 
     def _folder_changed(self, imap: ImapSession) -> bool:
         """Select the folder again: True when it has new UIDs or was replaced (new UIDVALIDITY).
@@ -411,9 +406,8 @@ class FolderSync:
                 )
                 waiting = gone - elsewhere
                 if waiting:
-                    grace = self.ctx.settings.vanish_grace_seconds
-                    now = time.monotonic()
-                    self._deferred.append((now + grace, waiting, now + grace * MAX_GRACES))
+                    due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
+                    self._deferred.append((due, waiting))
                 touched -= waiting
             if touched or vanished:
                 self.log.info(
@@ -431,43 +425,17 @@ class FolderSync:
             self.ctx.on_change(conversations)
 
     def _deferred_due(self) -> bool:
-        return bool(self._deferred) and min(t for t, _, _ in self._deferred) <= time.monotonic()
+        return bool(self._deferred) and min(t for t, _ in self._deferred) <= time.monotonic()
 
-    def _run_deferred(self, imap: ImapSession) -> None:
-        """Judge the messages that vanished from here and turned up nowhere else. A move's copy
-        lands in its target before the source expunges, but the target's own sync may not have
-        taken it in yet (a busy machine): while another folder of the mailbox has arrivals not
-        taken in, wait on (up to MAX_GRACES graces), rather than judge a move as a removal."""
+    def _run_deferred(self) -> None:
         now = time.monotonic()
-        due = [entry for entry in self._deferred if entry[0] <= now]
+        due = [ids for t, ids in self._deferred if t <= now]
         if not due:
             return
-        self._deferred = [entry for entry in self._deferred if entry[0] > now]
-        if any(cap > now for _, _, cap in due) and self._arrivals_elsewhere(imap):
-            self._deferred += [(now + RECHECK_SECONDS, ids, cap) for _, ids, cap in due]
-            return
+        self._deferred = [(t, ids) for t, ids in self._deferred if t > now]
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
             lock_for_ingest(db)
-            self._tell(db, set().union(*(ids for _, ids, _ in due)))
-
-    def _arrivals_elsewhere(self, imap: ImapSession) -> bool:
-        """Another synced folder of this mailbox has UIDs on the server beyond what it took in."""
-        with Session(self.ctx.engine) as db:
-            others = db.exec(
-                select(Folder.name, Folder.uidnext).where(
-                    Folder.mailbox_id == self.mailbox_id,
-                    col(Folder.id) != self.folder_id,
-                    Folder.state == FolderState.poll,
-                )
-            ).all()
-        for name, uidnext in others:
-            try:
-                status = imap.client.folder_status(name, [b"UIDNEXT"])
-            except (IMAPClientError, imaplib.IMAP4.error, OSError):
-                continue  # a folder gone meanwhile: its own sync finds out
-            if int(status.get(b"UIDNEXT", 0)) > uidnext:
-                return True
-        return False
+            self._tell(db, set().union(*due))
 
     def _fetch(
         self, imap: ImapSession, batch: list[int], sizes: dict[int, int]
