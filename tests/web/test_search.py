@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import col, delete, select
 
-from core import access, queries
+from core import access, queries, search
 from core.agents import create_agent
 from core.db import unit_of_work
 from core.models import Message
@@ -76,6 +76,30 @@ def test_the_index_follows_changes(api: TestClient, engine: Engine, found: dict[
     with unit_of_work(engine) as s:
         s.exec(delete(Message).where(col(Message.conversation_id) == found["flux"]))
     assert ids(api, "gigawatts") == []
+
+
+def test_many_matches_find_what_few_do(
+    api: TestClient, engine: Engine, found: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL reads few matches by primary key and filters the list's index walk by a hash
+    of many: both give the same pages (with the bound at 0, every search counts as many)."""
+    words = ["capacitor", "FLUX capac", "marty", "doc@labs.example", "pay ", "capac ", "dinosaur"]
+    few = {q: ids(api, q) for q in words}
+    assert few["capacitor"] == [found["secret"], found["flux"]] and few["pay "] == [found["other"]]
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    monkeypatch.setattr(search, "PG_FEW_MATCHES", 0)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert {q: ids(api, q) for q in words} == few
+        assert ids(api, "capacitor", mailbox="support") == [found["flux"]]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    hashed = [s for s in statements if "IN (SELECT id AS conversation_id" in s and "IS true" in s]
+    assert bool(hashed) == (engine.dialect.name == "postgresql")
 
 
 def test_search_respects_mailbox_access(engine: Engine, found: dict[str, int]) -> None:
