@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import Field
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -14,6 +15,14 @@ from core.agents import agent_for_token
 from core.errors import Forbidden, NotAuthenticated
 from core.models import Agent
 from core.settings import Settings
+
+# The largest id a row can have: ids are the schema's INTEGER, 32 bits on PostgreSQL. A larger
+# one in a path asks for no row that could exist and is invalid input, the same on both
+# databases, instead of reaching a driver or column that cannot hold it.
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# the same for an id sent in a form or a body
+IdValue = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 
 
 def get_engine(request: Request) -> Engine:

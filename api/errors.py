@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.web.templating import templates
@@ -109,6 +110,22 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
     return _error_page(request, exc.status_code, code.replace("_", " "), str(exc.detail))
 
 
+async def handle_unstorable_value(request: Request, exc: Exception) -> Response:
+    """A value the database cannot take: a number beyond its integers, a NUL character in text
+    (PostgreSQL), text longer than its column. Input checks catch the usual ones by field;
+    this answers any other the same way, as the request's fault, naming the reason and never
+    the statement or its values."""
+    if isinstance(exc, DataError):
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+    else:
+        reason = "a number is out of range"
+    message = f"a value in the request cannot be stored ({reason}); check its numbers and text"
+    log.info("invalid input on %s %s: %s", request.method, request.url.path, reason)
+    if is_api_request(request):
+        return JSONResponse(error_body("invalid_input", message, field="request"), status_code=422)
+    return _error_page(request, 422, "invalid input", message)
+
+
 async def handle_unexpected_error(request: Request, exc: Exception) -> Response:
     # Starlette re-raises the exception after this, so the server logs it with its traceback
     if is_api_request(request):
@@ -123,4 +140,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ImapdeskError, handle_imapdesk_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(DataError, handle_unstorable_value)
+    app.add_exception_handler(OverflowError, handle_unstorable_value)
     app.add_exception_handler(Exception, handle_unexpected_error)

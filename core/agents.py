@@ -39,6 +39,14 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+def agent_by_email(session: Session, email: str) -> Agent | None:
+    """The agent with this address (any case), else None; an address with a NUL character
+    belongs to no one (and PostgreSQL would refuse it in a query)."""
+    if "\x00" in email:
+        return None
+    return session.exec(select(Agent).where(Agent.email == normalize_email(email))).first()
+
+
 def handle_from_email(email: str) -> str:
     """The local part folded to a-z 0-9 _ - (accents dropped, other runs become '-')."""
     local = normalize_email(email).split("@", 1)[0]
@@ -111,7 +119,7 @@ def _dummy_hash() -> str:
 
 def authenticate(session: Session, email: str, password: str) -> Agent | None:
     """The active agent with this email and password, else None (same cost either way)."""
-    agent = session.exec(select(Agent).where(Agent.email == normalize_email(email))).first()
+    agent = agent_by_email(session, email)
     if agent is None:
         # spend the time a real check takes, so the answer does not tell which emails exist
         verify_password(password, _dummy_hash())

@@ -175,6 +175,8 @@ def _filter_conditions(
     session: Session, agent: Agent, filters: ConversationFilters
 ) -> tuple[list[ColumnElement[bool]], dict[int, str]] | None:
     """The WHERE conditions and the visible mailbox names; None when nothing can match."""
+    if "\x00" in (filters.tag or "") + (filters.assignee or ""):
+        return None  # no row holds a NUL character, and PostgreSQL refuses one in a query
     names = _mailbox_names(session, visible_mailbox_ids(session, agent))
     if filters.mailbox is not None:
         names = {mid: n for mid, n in names.items() if n == filters.mailbox}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentAgent, SessionDep, SettingsDep
+from api.deps import CurrentAgent, RowId, SessionDep, SettingsDep
 from api.downloads import attachment_response
 from api.schemas import ErrorPublic
 from core import queries
@@ -28,7 +26,7 @@ def download_attachment(
     session: SessionDep,
     settings: SettingsDep,
     agent: CurrentAgent,
-    attachment_id: Annotated[int, Path(ge=1)],
+    attachment_id: RowId,
 ) -> FileResponse:
     attachment = queries.get_attachment(session, agent, attachment_id)
     return attachment_response(settings, attachment)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from api.deps import CurrentAgent, SessionDep
+from api.deps import CurrentAgent, RowId, SessionDep
 from api.errors import error_json
 from api.schemas import (
     ActivityListPublic,
@@ -23,7 +23,7 @@ from api.schemas import (
     conversation_list_public,
 )
 from core import operations, queries
-from core.agents import normalize_email
+from core.agents import agent_by_email
 from core.conversations import resolve_merged
 from core.errors import InvalidInput, NotFound
 from core.models import ActivitySource, Agent, Conversation, ConversationStatus
@@ -51,7 +51,7 @@ def write_session(session: SessionDep) -> Session:
 
 
 WriteSessionDep = Annotated[Session, Depends(write_session)]
-ConversationId = Annotated[int, Path(ge=1)]
+ConversationId = RowId
 
 
 def _visible(session: Session, agent: Agent, conversation_id: int) -> Conversation:
@@ -79,7 +79,7 @@ def _detail(session: Session, agent: Agent, conversation_id: int) -> Conversatio
 
 
 def _agent_by_email(session: Session, email: str) -> Agent:
-    agent = session.exec(select(Agent).where(col(Agent.email) == normalize_email(email))).first()
+    agent = agent_by_email(session, email)
     if agent is None:
         raise InvalidInput(f"no agent has the email {email!r}", field="assignee")
     return agent

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import CurrentAgent, SessionDep
+from api.deps import CurrentAgent, RowId, SessionDep
 from api.schemas import ErrorPublic
 from core import queries
 
@@ -23,9 +21,7 @@ router = APIRouter(prefix="/messages", tags=["messages"])
         404: {"model": ErrorPublic, "description": "No such message, or no raw source stored."},
     },
 )
-def get_raw_message(
-    session: SessionDep, agent: CurrentAgent, message_id: Annotated[int, Path(ge=1)]
-) -> Response:
+def get_raw_message(session: SessionDep, agent: CurrentAgent, message_id: RowId) -> Response:
     data = queries.get_raw_message(session, agent, message_id)
     return Response(
         content=data,

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Form, Path, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlmodel import Session, col, select
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import MAX_ROW_ID, IdValue, RowId, SessionDep, SettingsDep
 from api.web.auth import CSRF_FIELD, WebAdmin, check_csrf
 from api.web.queues import flash, pop_flash
 from api.web.templating import templates
@@ -30,7 +30,6 @@ from core.settings import Settings
 router = APIRouter(prefix="/admin")
 
 Csrf = Annotated[str, Form(alias=CSRF_FIELD, max_length=200)]
-Id = Annotated[int, Path(ge=1)]
 T = TypeVar("T")
 
 
@@ -116,7 +115,7 @@ def agent_add(
     password: Annotated[str, Form(max_length=1000)] = "",
     is_admin: Annotated[bool, Form()] = False,
     access_scope: Annotated[str, Form(max_length=20)] = "all",
-    mailboxes: Annotated[list[int] | None, Form()] = None,
+    mailboxes: Annotated[list[IdValue] | None, Form()] = None,
 ) -> Response:
     check_csrf(request, csrf_token)
     try:
@@ -141,7 +140,7 @@ def _agent(session: Session, agent_id: int) -> Agent:
 
 
 @router.get("/agents/{agent_id}", name="admin_agent")
-def agent_page(request: Request, session: SessionDep, admin: WebAdmin, agent_id: Id) -> Response:
+def agent_page(request: Request, session: SessionDep, admin: WebAdmin, agent_id: RowId) -> Response:
     target = _agent(session, agent_id)
     return _page(
         request,
@@ -160,13 +159,13 @@ def agent_save(
     request: Request,
     session: SessionDep,
     admin: WebAdmin,
-    agent_id: Id,
+    agent_id: RowId,
     csrf_token: Csrf = "",
     name: Annotated[str, Form(max_length=200)] = "",
     is_admin: Annotated[bool, Form()] = False,
     is_active: Annotated[bool, Form()] = False,
     access_scope: Annotated[str, Form(max_length=20)] = "all",
-    mailboxes: Annotated[list[int] | None, Form()] = None,
+    mailboxes: Annotated[list[IdValue] | None, Form()] = None,
 ) -> Response:
     check_csrf(request, csrf_token)
     target = _agent(session, agent_id)
@@ -190,7 +189,7 @@ def agent_password(
     request: Request,
     session: SessionDep,
     admin: WebAdmin,
-    agent_id: Id,
+    agent_id: RowId,
     csrf_token: Csrf = "",
     password: Annotated[str, Form(max_length=1000)] = "",
 ) -> Response:
@@ -304,7 +303,7 @@ class MailboxSubmission(BaseModel):
     ca_file: str = PydanticField("", max_length=1000)
     folders: str = PydanticField("", max_length=2000)
     enabled: bool = False
-    agents: list[int] = []
+    agents: list[IdValue] = []
     smtp_host: str = PydanticField("", max_length=255)
     smtp_port: str = PydanticField("", max_length=10)
     smtp_security: str = PydanticField("starttls", max_length=10)
@@ -565,7 +564,7 @@ def _form_of(box: Mailbox) -> MailboxForm:
 
 @router.get("/mailboxes/{mailbox_id}", name="admin_mailbox")
 def mailbox_page(
-    request: Request, session: SessionDep, admin: WebAdmin, mailbox_id: Id
+    request: Request, session: SessionDep, admin: WebAdmin, mailbox_id: RowId
 ) -> Response:
     box = _mailbox(session, mailbox_id)
     return _mailbox_page(request, session, admin, _form_of(box), mailbox=box)
@@ -577,7 +576,7 @@ def mailbox_save(
     session: SessionDep,
     settings: SettingsDep,
     admin: WebAdmin,
-    mailbox_id: Id,
+    mailbox_id: RowId,
     data: MailboxPost,
 ) -> Response:
     box = _mailbox(session, mailbox_id)
@@ -670,7 +669,7 @@ def token_create(
     session: SessionDep,
     admin: WebAdmin,
     csrf_token: Csrf = "",
-    agent_id: Annotated[int, Form(ge=1)] = 0,
+    agent_id: Annotated[int, Form(ge=1, le=MAX_ROW_ID)] = 0,
     name: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
@@ -682,7 +681,7 @@ def token_create(
 
 @router.post("/tokens/{token_id}/revoke", name="admin_token_revoke")
 def token_revoke(
-    request: Request, session: SessionDep, admin: WebAdmin, token_id: Id, csrf_token: Csrf = ""
+    request: Request, session: SessionDep, admin: WebAdmin, token_id: RowId, csrf_token: Csrf = ""
 ) -> Response:
     check_csrf(request, csrf_token)
     token = _found(session, ApiToken, token_id, "API token")

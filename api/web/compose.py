@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from api.deps import SettingsDep
+from api.deps import RowId, SettingsDep
 from api.web.auth import WebAgent
 from api.web.conversation import (
     WriteSessionDep,
@@ -44,7 +44,7 @@ async def conversation_compose(
     session: WriteSessionDep,
     settings: SettingsDep,
     agent: WebAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
+    conversation_id: RowId,
     csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
     kind: Annotated[str, Form(max_length=20)] = "reply",
     body: Annotated[str, Form(max_length=1_000_000)] = "",

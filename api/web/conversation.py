@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import IdValue, RowId, SessionDep, SettingsDep
 from api.downloads import attachment_path, attachment_response
 from api.web.auth import WebAgent, check_csrf, csrf_token
 from api.web.templating import STATIC_DIR, templates
@@ -317,7 +317,7 @@ def conversation_page(
     request: Request,
     session: SessionDep,
     agent: WebAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
+    conversation_id: RowId,
 ) -> Response:
     context = _context_or_target(request, session, agent, conversation_id)
     if isinstance(context, str):
@@ -330,7 +330,7 @@ def conversation_parts(
     request: Request,
     session: SessionDep,
     agent: WebAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
+    conversation_id: RowId,
 ) -> Response:
     """The page's changing parts as HTML in JSON, for the live updates."""
     context = _context_or_target(request, session, agent, conversation_id)
@@ -397,7 +397,7 @@ def conversation_action(
     request: Request,
     session: WriteSessionDep,
     agent: WebAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
+    conversation_id: RowId,
     action: Annotated[str, Path(max_length=20)],
     csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
     assignee: Annotated[str, Form(max_length=64)] = "",
@@ -430,7 +430,7 @@ def conversation_presence(
     request: Request,
     session: WriteSessionDep,
     agent: WebAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
+    conversation_id: RowId,
     csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
     state: Annotated[str, Form(max_length=20)] = "viewing",
 ) -> Response:
@@ -483,8 +483,8 @@ def message_body(
     session: SessionDep,
     settings: SettingsDep,
     agent: WebAgent,
-    conversation_id: Annotated[int, Path(ge=1)],
-    message_id: Annotated[int, Path(ge=1)],
+    conversation_id: RowId,
+    message_id: RowId,
     images: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
     message = queries.get_message(session, agent, message_id)
@@ -513,7 +513,7 @@ def attachment_download(
     session: SessionDep,
     settings: SettingsDep,
     agent: WebAgent,
-    attachment_id: Annotated[int, Path(ge=1)],
+    attachment_id: RowId,
 ) -> FileResponse:
     return attachment_response(settings, queries.get_attachment(session, agent, attachment_id))
 
@@ -544,7 +544,7 @@ def saved_reply_save(
     csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
     name: Annotated[str, Form(max_length=200)] = "",
     body: Annotated[str, Form(max_length=saved_replies.BODY_MAX)] = "",
-    saved_reply_id: Annotated[int | None, Form()] = None,
+    saved_reply_id: Annotated[IdValue | None, Form()] = None,
 ) -> Response:
     check_form_csrf(request, csrf)
     saved_replies.save_reply(session, agent, name, body, saved_reply_id=saved_reply_id)
@@ -556,7 +556,7 @@ def saved_reply_delete(
     request: Request,
     session: WriteSessionDep,
     agent: WebAgent,
-    saved_reply_id: Annotated[int, Path(ge=1)],
+    saved_reply_id: RowId,
     csrf: Annotated[str, Form(alias="csrf_token", max_length=200)] = "",
 ) -> Response:
     check_form_csrf(request, csrf)

@@ -28,7 +28,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import SessionDep
+from api.deps import MAX_ROW_ID, SessionDep
 from api.web.auth import WebAgent
 from api.web.queues import ListParams, ListParamsDep, parts_body
 from core import queries
@@ -134,7 +134,7 @@ async def live_events(
     session: SessionDep,
     agent: WebAgent,
     params: ListParamsDep,
-    conversation: Annotated[int | None, Query(ge=1)] = None,
+    conversation: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     parts: Annotated[bool, Query()] = False,
 ) -> StreamingResponse:
     visible = set(queries.visible_mailbox_ids(session, agent))

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from api.deps import SessionDep
+from api.deps import IdValue, SessionDep
 from api.web.auth import CSRF_FIELD, WebAgent, WriteSessionDep, check_csrf
 from api.web.session import safe_next
 from api.web.templating import templates
 from core import operations, queries, queues
-from core.agents import normalize_email
+from core.agents import agent_by_email
 from core.errors import ImapdeskError, InvalidInput
 from core.models import ActivitySource, Agent, ConversationStatus
 
@@ -226,7 +226,7 @@ def bulk_action(
     session: WriteSessionDep,
     agent: WebAgent,
     action: Annotated[str, Form(max_length=20)] = "",
-    ids: Annotated[list[int] | None, Form()] = None,
+    ids: Annotated[list[IdValue] | None, Form()] = None,
     assignee: Annotated[str, Form(max_length=320)] = "",
     tag: Annotated[str, Form(max_length=100)] = "",
     back: Annotated[str, Form(max_length=2000)] = "/",
@@ -248,9 +248,7 @@ def bulk_action(
         if action == "assign":
             if not assignee:
                 raise InvalidInput("choose whom to assign them to", field="assignee")
-            assignee_agent = session.exec(
-                select(Agent).where(col(Agent.email) == normalize_email(assignee))
-            ).first()
+            assignee_agent = agent_by_email(session, assignee)
             if assignee_agent is None:
                 raise InvalidInput(f"no agent has the email {assignee}", field="assignee")
         if action == "tag":
