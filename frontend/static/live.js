@@ -43,7 +43,22 @@
     };
   }
 
-  connect();
+  // Connect once every deferred script of the page has run: its listeners must be in place
+  // before "hello" can arrive (the browser runs network events between deferred scripts while
+  // a later one is still loading, and a lost "connected" would leave the page "not live").
+  var started = false;
+  function start() {
+    if (!started) {
+      started = true;
+      connect();
+    }
+  }
+  if (document.readyState === "complete") {
+    start();
+  } else {
+    document.addEventListener("DOMContentLoaded", start);
+    window.addEventListener("load", start);
+  }
   window.imapdeskLive = {
     source: function () { return source; },
     close: function () { if (source) { source.close(); } }

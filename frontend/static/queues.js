@@ -298,12 +298,7 @@
     }
     liveState(event.detail.state);
   });
-  // live.js runs first and may have connected before this script was loaded
-  var stream = window.imapdeskLive && window.imapdeskLive.source();
-  if (stream && stream.readyState === 1) {
-    pushed = /[?&]parts=1(&|$)/.test(stream.url);
-    liveState("connected");
-  }
+  // (live.js connects once this script has run, so "connected" is never missed)
 
   // --- keyboard -------------------------------------------------------------------------------
   function markCurrent(tr) {

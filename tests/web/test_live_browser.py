@@ -4,6 +4,7 @@ test_live.py covers the feed and the event stream on both databases.)"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -133,3 +134,29 @@ def test_what_a_plain_imap_client_does_appears_without_a_reload(
         expect(page.locator("#conv-activity")).to_contain_text(
             "snooze reopened it automatically", timeout=5000
         )
+
+
+@pytest.mark.parametrize("page_script", ["conversation.js", "queues.js"])
+def test_a_slow_page_script_still_sees_the_stream_connect(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+    page_script: str,
+) -> None:
+    """The browser may run the stream's first event while a later deferred script is still
+    loading; the page must not miss "connected" (it stayed "not live" for good)."""
+    with unit_of_work(engine) as s:
+        conv = f.conversation(s, f.mailbox(s), "Printer on fire", minutes=1)
+    page = signed_in_context(new_context, live_server, settings, engine, agents["alice"]).new_page()
+
+    def slowly(route: Any) -> None:
+        time.sleep(1.0)  # the stream is open and has said hello by then
+        route.continue_()
+
+    page.route(f"**/static/{page_script}", slowly)
+    page.goto(
+        live_server.url + (f"/conversations/{conv.id}" if page_script == "conversation.js" else "/")
+    )
+    expect(page.locator("#live-status")).to_have_attribute("data-state", "connected")
