@@ -110,9 +110,7 @@ def test_what_a_plain_imap_client_does_appears_without_a_reload(
         colleague.select_folder("INBOX")
         uids = colleague.search("ALL")
         colleague.add_flags(uids, [b"\\Flagged", b"urgent"])
-        expect(page.locator("#conv-holder")).to_have_text(
-            "claimed by someone via mail client", timeout=5000
-        )
+        expect(page.locator("#conv-holder")).to_have_text("claimed by someone via mail client")
         expect(page.locator("#conv-state .tag")).to_have_text("urgent")
         expect(page.locator("#conv-activity")).to_contain_text("from a mail client")
 
@@ -120,7 +118,7 @@ def test_what_a_plain_imap_client_does_appears_without_a_reload(
         colleague.append(
             "INBOX", make_mail(2, subject="Re: Question number 1", refs="<m1@example.com>")
         )
-        expect(page.locator("article.message")).to_have_count(2, timeout=5000)
+        expect(page.locator("article.message")).to_have_count(2)
         with Session(engine) as s:
             assert len(s.exec(select(Message)).all()) == 2
 
@@ -131,9 +129,7 @@ def test_what_a_plain_imap_client_does_appears_without_a_reload(
                 s, cid, utcnow() + timedelta(hours=1), source=ActivitySource.web, agent=alice
             )
             conv.snoozed_until = utcnow() - timedelta(seconds=1)
-        expect(page.locator("#conv-activity")).to_contain_text(
-            "snooze reopened it automatically", timeout=5000
-        )
+        expect(page.locator("#conv-activity")).to_contain_text("snooze reopened it automatically")
 
 
 @pytest.mark.parametrize("page_script", ["conversation.js", "queues.js"])

@@ -121,7 +121,7 @@ def test_another_agents_claim_and_close_show_on_the_open_list(
     expect(count(alice, "unassigned")).to_have_text("2")
     # a brief highlight
     expect(row(alice, fire.id)).to_have_class(re.compile(r"\brow-flash\b"))
-    expect(row(alice, fire.id)).not_to_have_class(re.compile(r"\brow-flash\b"), timeout=5000)
+    expect(row(alice, fire.id)).not_to_have_class(re.compile(r"\brow-flash\b"))
 
     # Bob closes the invoice from his own list, with the bulk bar
     bob.goto(f"{live_server.url}/?queue=open")
@@ -139,7 +139,7 @@ def test_another_agents_claim_and_close_show_on_the_open_list(
         headers={"Authorization": f"Bearer {bob_token}"},
     )
     assert r.status_code == 200, r.text
-    expect(row(alice, reset.id).locator(".tag")).to_have_text("vip", timeout=5000)
+    expect(row(alice, reset.id).locator(".tag")).to_have_text("vip")
     expect(alice.locator('.sidebar a[data-tag="vip"] .count')).to_have_text("1")
 
     not_reloaded(alice)
@@ -164,8 +164,8 @@ def test_a_later_page_offers_the_newest_instead_of_changing(
     with unit_of_work(engine) as s:
         # the newest leaves the list (a plain client deleted it): page 1 changed, not page 2
         operations.set_status(s, made[-1], "deleted", source=ActivitySource.imap)
-    expect(page.locator("#queue-changed")).to_be_visible(timeout=5000)
-    expect(count(page, "all")).to_have_text("54", timeout=5000)
+    expect(page.locator("#queue-changed")).to_be_visible()
+    expect(count(page, "all")).to_have_text("54")
     # the rows stay as they were until the agent asks for the newest
     expect(page.locator("#queue-rows tr")).to_have_count(5)
     not_reloaded(page)
@@ -211,7 +211,7 @@ def test_new_mail_from_a_plain_imap_client_appears_as_a_row(
         finally:
             imap.logout()
         rows = page.locator("#queue-rows tr")
-        expect(rows).to_have_count(2, timeout=5000)
+        expect(rows).to_have_count(2)
         expect(rows.first).to_contain_text("Brand new question")
         expect(count(page, "unassigned")).to_have_text("2")
         expect(page.locator("#queue-announce")).to_have_text("1 new conversation")
@@ -341,7 +341,7 @@ def test_a_burst_of_changes_needs_no_request_but_the_first(
         with unit_of_work(engine) as s:
             operations.set_status(s, cid, "closed", source=ActivitySource.imap)
         time.sleep(0.04)
-    expect(page.locator("#queue-empty")).to_be_visible(timeout=5000)
+    expect(page.locator("#queue-empty")).to_be_visible()
     expect(count(page, "closed")).to_have_text("20")
     # the one on connecting; every change after it came with its parts on the stream
     assert seen == {"started": 1, "open": 0, "most": 1}, seen
