@@ -134,11 +134,14 @@ def matching_conversations(session: Session, query: str) -> ColumnElement[bool] 
         (_SQLITE_MATCHES, _fts5_query(words)) if sqlite else (_PG_MATCHES, _pg_query(words))
     )
     found = session.execute(text(f"{matches} LIMIT :few"), {"search_q": q, "few": FEW_MATCHES + 1})
-    few = set(found.scalars())
-    if len(few) <= FEW_MATCHES:
+    rows = found.scalars().all()
+    # the look saw every match only if it stopped short of its limit (counting rows: a
+    # conversation's many matching messages are one id, but each was a row the limit counted)
+    if len(rows) <= FEW_MATCHES:
+        few = sorted(set(rows))
         if sqlite:
-            return col(Conversation.id).in_(sorted(few))
-        return col(Conversation.id) == any_(literal(sorted(few), ARRAY(Integer)))
+            return col(Conversation.id).in_(few)
+        return col(Conversation.id) == any_(literal(few, ARRAY(Integer)))
     every = text(matches).bindparams(search_q=q).columns(column("conversation_id"))
     if sqlite:
         # `+ 0`: the key is no index term, so SQLite filters its walk by the set of matches

@@ -103,6 +103,22 @@ def test_many_matches_find_what_few_do(
     assert any(walk in s and "ORDER BY" in s for s in statements)
 
 
+def test_the_look_at_the_matches_counts_messages_not_conversations(
+    api: TestClient, engine: Engine, found: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three matching messages of one conversation fill a look of three rows (two and one
+    more): it saw one conversation, not all of them, so the search must not stop there."""
+    with unit_of_work(engine) as s:
+        box = f.mailbox(s, "sales")
+        chatty = f.conversation(s, box, "Quote", minutes=30)
+        for n in range(3):
+            f.message(s, chatty, text=f"The zeppelin quote, take {n}.")
+        newest = f.conversation(s, box, "Hangar", minutes=40)
+        f.message(s, newest, text="Where does the zeppelin land?")
+    monkeypatch.setattr(search, "FEW_MATCHES", 2)
+    assert ids(api, "zeppelin") == [newest.id, chatty.id]
+
+
 def test_search_respects_mailbox_access(engine: Engine, found: dict[str, int]) -> None:
     with unit_of_work(engine) as s:
         bob = create_agent(s, "bob@example.com", "Bob", "pw")
