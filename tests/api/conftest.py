@@ -6,16 +6,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from api.app import create_app
+from core import crypto
 from core.agents import create_agent, create_api_token
 from core.db import unit_of_work
 from core.settings import Settings
 
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2 at its production cost would dominate tests that sign in often; the rules are
+    the same at any cost."""
+    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 @pytest.fixture

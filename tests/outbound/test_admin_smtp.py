@@ -7,7 +7,6 @@ only, CSRF enforced. Both databases."""
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -21,16 +20,12 @@ from core.models import ImapSecurity, Mailbox
 from core.settings import Settings
 from core.smtp import smtp_account
 from core.smtp_relay import LocalSmtpRelay
-from tests.api.conftest import PASSWORD, app  # noqa: F401  (the app on this test's database)
+from tests.api.conftest import PASSWORD, app, cheap_password_hashing  # noqa: F401  (the app on this test's database)
 from tests.api.test_web import Page, csrf
 
 SMTP_SECRET = "smtp-secret-7c1e"
 
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    # argon2 at its production cost dominates these tests' time; the rules are the same
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture

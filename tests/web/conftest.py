@@ -32,6 +32,7 @@ from tests.api.conftest import (  # noqa: F401  (the API tests' fixtures, shared
     agent_token,
     api,
     app,
+    cheap_password_hashing,
     client,
     settings,
 )

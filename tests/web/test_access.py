@@ -7,13 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import access, crypto, operations, queries
+from core import access, operations, queries
 from core.agents import create_agent, create_api_token
 from core.db import unit_of_work
 from core.errors import InvalidInput, NotFound
@@ -23,11 +22,7 @@ from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
 
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    # argon2 at its production cost dominates these tests' time; the rules are the same
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @dataclass

@@ -10,19 +10,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from core import crypto
 from core.db import unit_of_work
 from core.models import FolderState
 from core.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, sign_in_page, signed_in_context
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cheap_password_hashing")]
 
 RULES = {
     "runOnly": {
@@ -34,11 +32,6 @@ RULES = {
     "rules": {"frame-tested": {"enabled": False}},
 }
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True}
-
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 @pytest.fixture

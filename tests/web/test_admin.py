@@ -7,13 +7,12 @@ from __future__ import annotations
 import re
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import access, crypto
+from core import access
 from core.agents import create_agent
 from core.db import unit_of_work
 from core.mailserver import MailAccount
@@ -22,11 +21,7 @@ from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
 
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    # argon2 at its production cost dominates these tests' time; the rules are the same
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 ADMIN_PAGES = ("/admin/agents", "/admin/mailboxes", "/admin/mailboxes/new", "/admin/tokens")

@@ -7,14 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from api.app import create_app
-from core import crypto, login_attempts
+from core import login_attempts
 from core.agents import create_agent
 from core.crypto import hash_password
 from core.db import make_engine, unit_of_work
@@ -23,11 +22,7 @@ from core.settings import Settings
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
 
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    # argon2 at its production cost dominates these tests' time; the rules are the same
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, update
 from sqlmodel import Session, col, select
 
-from core import access, crypto, operations, queues
+from core import access, operations, queues
 from core.agents import create_agent
 from core.db import unit_of_work
 from core.models import (
@@ -33,11 +32,7 @@ from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
 
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    # argon2 at its production cost dominates these tests' time; the rules are the same
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 
 
 _COUNT = re.compile(

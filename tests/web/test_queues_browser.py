@@ -8,21 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from core import crypto, login_attempts
+from core import login_attempts
 from core.db import unit_of_work
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, sign_in_page
 
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(autouse=True)
-def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crypto, "_password_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cheap_password_hashing")]
 
 
 @pytest.fixture
