@@ -23,7 +23,10 @@ plain connection. The ratio says what the page costs over the one query it canno
 search the bare SQL is the textbook form: `id IN (the full-text matches)`, planned by the database
 (the page's own search chooses its plan from a bounded look at the matches, core/search.py).
 
-    python -m bench.web_queue [--conversations 100000] [--requests 100] [--db both]
+With `--messages N` each conversation gets N messages whose text the searches look through too,
+and a search for a word in 80% of the texts is added.
+
+    python -m bench.web_queue [--conversations 100000] [--messages 0] [--requests 100] [--db both]
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ from bench.common import (
 )
 from core.crypto import hash_password
 from core.db import make_engine
-from core.models import Agent, Conversation, ConversationTag, Mailbox
-from core.search import PG_CONVERSATION_DOCUMENT
+from core.models import Agent, Conversation, ConversationTag, Mailbox, Message
+from core.search import PG_CONVERSATION_DOCUMENT, PG_MESSAGE_DOCUMENT
 from core.settings import Settings
 
 TARGET_P99_MS = 100.0
@@ -79,18 +82,25 @@ class View:
 
 def text_match(dialect: str, word: str) -> str:
     """The textbook full-text condition for a word typed into the search box (so a prefix):
-    the subquery of matches in a plain IN, left to the database's planner."""
+    the subquery of matches (in a conversation's subject and customer, or in any of its
+    messages) in a plain IN, left to the database's planner."""
     if dialect == "sqlite":
-        matches = f"SELECT rowid FROM conversation_fts WHERE conversation_fts MATCH '\"{word}\"*'"
-    else:
+        q = f"'\"{word}\"*'"
         matches = (
-            f"SELECT id FROM conversation WHERE {PG_CONVERSATION_DOCUMENT} "
-            f"@@ to_tsquery('simple'::regconfig, '{word}:*')"
+            f"SELECT rowid FROM conversation_fts WHERE conversation_fts MATCH {q} UNION "
+            "SELECT m.conversation_id FROM message_fts JOIN message m ON m.id = message_fts.rowid "
+            f"WHERE message_fts MATCH {q}"
+        )
+    else:
+        q = f"to_tsquery('simple'::regconfig, '{word}:*')"
+        matches = (
+            f"SELECT id FROM conversation WHERE {PG_CONVERSATION_DOCUMENT} @@ {q} UNION "
+            f"SELECT conversation_id FROM message WHERE {PG_MESSAGE_DOCUMENT} @@ {q}"
         )
     return f"id IN ({matches})"
 
 
-def views(agent_id: int, dialect: str) -> list[View]:
+def views(agent_id: int, dialect: str, messages: bool) -> list[View]:
     not_deleted = "status IN ('open', 'pending', 'closed', 'spam')"
     newest = "last_message_at DESC, id DESC"
     return [
@@ -126,14 +136,20 @@ def views(agent_id: int, dialect: str) -> list[View]:
         ),
         View("Search, a rare word", "/?q=4242", text_match(dialect, "4242"), newest),
         View("Search, in 30% of all", "/?q=refund", text_match(dialect, "refund"), newest),
-    ]
+    ] + (
+        [View("Search, in 80% of texts", "/?q=thanks", text_match(dialect, "thanks"), newest)]
+        if messages
+        else []
+    )
 
 
 # --- seeding --------------------------------------------------------------------------------
 
 
-def seed(engine: Engine, conversations: int, rng: random.Random) -> int:
-    """Rows written straight into the tables; returns the id of the agent who browses."""
+def seed(engine: Engine, conversations: int, rng: random.Random, messages: int = 0) -> int:
+    """Rows written straight into the tables; returns the id of the agent who browses.
+    `messages` per conversation: bodies of ~700 characters, "thanks" in 80% of them and
+    "refund" in 10%, so that searches must look through the messages' text too."""
     now = datetime.now(UTC)
     with Session(engine) as s:
         s.execute(
@@ -211,6 +227,8 @@ def seed(engine: Engine, conversations: int, rng: random.Random) -> int:
             conn.execute(insert(Conversation), rows)
             if tags:
                 conn.execute(insert(ConversationTag), tags)
+            if messages:
+                conn.execute(insert(Message), message_rows(rows, messages, rng))
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT setval('conversation_id_seq', :n)"), {"n": next_id})
@@ -221,6 +239,35 @@ def seed(engine: Engine, conversations: int, rng: random.Random) -> int:
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
     return 1
+
+
+FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor " * 8
+
+
+def message_rows(
+    conversations: list[dict[str, Any]], per_conversation: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": f"m{c['id']}.{k}@bench.example",
+            "has_message_id": True,
+            "content_hash": f"{c['id']:x}.{k}",
+            "conversation_id": c["id"],
+            "subject": c["subject"],
+            "from_email": c["customer_email"],
+            "from_name": c["customer_name"],
+            "to": [{"name": "Support", "email": "support@example.test"}],
+            "text": "Hello team, "
+            + ("thanks for the help. " if rng.random() < 0.8 else "please have a look. ")
+            + ("I want a refund now. " if rng.random() < 0.1 else "")
+            + FILLER
+            + f"order {c['id'] * 7 + k}",
+            "date": c["last_message_at"],
+            "created_at": c["last_message_at"],
+        }
+        for c in conversations
+        for k in range(per_conversation)
+    ]
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -290,15 +337,20 @@ class Result:
 
 
 def measure(
-    kind: str, directory: Path, conversations: int, requests: int, rng: random.Random
+    kind: str,
+    directory: Path,
+    conversations: int,
+    requests: int,
+    rng: random.Random,
+    messages: int = 0,
 ) -> list[Result]:
     results: list[Result] = []
     with fresh_database(kind, directory) as url:
         engine = make_engine(url)
         try:
-            say(f"{kind}: seeding {conversations:,} conversations")
+            say(f"{kind}: seeding {conversations:,} conversations, {messages} messages each")
             t = time.perf_counter()
-            agent_id = seed(engine, conversations, rng)
+            agent_id = seed(engine, conversations, rng, messages)
             say(f"{kind}: seeded in {time.perf_counter() - t:.1f} s")
             settings = Settings(
                 database_url=url, data_dir=directory / "data", secret_key=new_secret_key()
@@ -308,7 +360,7 @@ def measure(
             client = TestClient(timer)
             r = sign_in(client, "agent0@example.test", PASSWORD)
             assert r.status_code == 303, r.text
-            for view in views(agent_id, engine.dialect.name):
+            for view in views(agent_id, engine.dialect.name, messages > 0):
                 for _ in range(5):  # warm-up
                     assert client.get(view.path).status_code == 200
                 samples, cpu = [], []
@@ -394,6 +446,9 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=100, help="per view")
     parser.add_argument("--db", choices=["both", "sqlite", "postgresql"], default="both")
+    parser.add_argument(
+        "--messages", type=int, default=0, help="messages per conversation (their text searched)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -403,9 +458,12 @@ def main() -> None:
     results: list[Result] = []
     with scratch_dir("imapdesk-bench-webqueue-", args.keep) as directory:
         for kind in kinds:
-            results.extend(measure(kind, directory, args.conversations, args.requests, rng))
+            results.extend(
+                measure(kind, directory, args.conversations, args.requests, rng, args.messages)
+            )
     print(
-        f"{args.conversations:,} conversations; {args.requests} requests per view; server time "
+        f"{args.conversations:,} conversations, {args.messages} messages each; "
+        f"{args.requests} requests per view; server time "
         "inside the ASGI app; baseline: the view's bare list query (same WHERE/ORDER/LIMIT)"
     )
     report(results)
