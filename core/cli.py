@@ -121,15 +121,12 @@ def token_create(
     email: str, name: Annotated[str, typer.Option(help="What the token is for")] = ""
 ) -> None:
     """Create an API token for an agent and print it (it is shown only once)."""
-    from sqlmodel import select
-
-    from core.agents import create_api_token
+    from core.agents import agent_by_email, create_api_token
     from core.db import unit_of_work, upgrade_database
-    from core.models import Agent
 
     upgrade_database()
     with unit_of_work() as session:
-        agent = session.exec(select(Agent).where(Agent.email == email.lower())).first()
+        agent = agent_by_email(session, email)
         if agent is None:
             fail(f"no agent {email}; add one with: imapdesk user add {email} --name NAME")
             return

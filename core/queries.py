@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from core import access, search
+from core.agents import agent_by_email
 from core.errors import ImapdeskError, InvalidInput, NotFound
 from core.models import (
     Activity,
@@ -175,8 +176,8 @@ def _filter_conditions(
     session: Session, agent: Agent, filters: ConversationFilters
 ) -> tuple[list[ColumnElement[bool]], dict[int, str]] | None:
     """The WHERE conditions and the visible mailbox names; None when nothing can match."""
-    if "\x00" in (filters.tag or "") + (filters.assignee or ""):
-        return None  # no row holds a NUL character, and PostgreSQL refuses one in a query
+    if "\x00" in (filters.tag or ""):
+        return None  # no tag holds a NUL character, and PostgreSQL refuses one in a query
     names = _mailbox_names(session, visible_mailbox_ids(session, agent))
     if filters.mailbox is not None:
         names = {mid: n for mid, n in names.items() if n == filters.mailbox}
@@ -209,9 +210,8 @@ def _filter_conditions(
             if filters.assignee.lower() == ASSIGNEE_ME:
                 assignee_id = agent.id
             else:
-                assignee_id = session.exec(
-                    select(Agent.id).where(Agent.email == filters.assignee.strip().lower())
-                ).first()
+                assignee = agent_by_email(session, filters.assignee)
+                assignee_id = assignee.id if assignee else None
             if assignee_id is None:
                 return None
             conds.append(col(Conversation.assignee_id) == assignee_id)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlmodel import Session, col, select
 
-from api.deps import MAX_ROW_ID, IdValue, RowId, SessionDep, SettingsDep
+from api.deps import IdValue, RowId, SessionDep, SettingsDep
 from api.web.auth import CSRF_FIELD, WebAdmin, check_csrf
 from api.web.queues import flash, pop_flash
 from api.web.templating import templates
@@ -669,7 +669,7 @@ def token_create(
     session: SessionDep,
     admin: WebAdmin,
     csrf_token: Csrf = "",
-    agent_id: Annotated[int, Form(ge=1, le=MAX_ROW_ID)] = 0,
+    agent_id: Annotated[IdValue, Form()] = 0,
     name: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
