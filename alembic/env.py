@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401  (registers the tables)
+import imapdesk.kernel.models  # noqa: F401  (registers the tables)
 from alembic import context
-from core.db import make_engine
-from core.search import include_name
-from core.settings import get_settings
+from imapdesk.domain.conversations.search import include_name
+from imapdesk.kernel.db import make_engine
+from imapdesk.kernel.settings import get_settings
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -14,15 +14,15 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import health, rest, web
-from api.errors import install_error_handlers
-from api.web import compose as web_compose
-from api.web import conversation as web_conversation
-from api.web import live as web_live
-from api.web.templating import STATIC_DIR
-from core.db import get_engine, make_engine
-from core.queues import ChangeCache
-from core.settings import Settings, get_settings
+from imapdesk.api import health, rest, web
+from imapdesk.api.errors import install_error_handlers
+from imapdesk.api.web import compose as web_compose
+from imapdesk.api.web import conversation as web_conversation
+from imapdesk.api.web import live as web_live
+from imapdesk.api.web.templating import STATIC_DIR
+from imapdesk.domain.conversations.queues import ChangeCache
+from imapdesk.kernel.db import get_engine, make_engine
+from imapdesk.kernel.settings import Settings, get_settings
 
 SESSION_COOKIE = "imapdesk_session"
 SESSION_MAX_AGE = 14 * 24 * 3600
@@ -121,7 +121,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
-    # the list pages' sidebar counts, reused while nothing changed (core/queues.py)
+    # the list pages' sidebar counts, reused while nothing changed
+    # (imapdesk/domain/conversations/queues.py)
     app.state.queue_counts = ChangeCache()
     # the list pages' live parts, per agent and view (api/web/queues.py)
     app.state.queue_parts = ChangeCache(max_entries=1024)

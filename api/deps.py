@@ -11,10 +11,10 @@ from pydantic import Field
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from core.agents import agent_for_token
-from core.errors import Forbidden, NotAuthenticated
-from core.models import Agent
-from core.settings import Settings
+from imapdesk.domain.accounts.agents import agent_for_token
+from imapdesk.kernel.errors import Forbidden, NotAuthenticated
+from imapdesk.kernel.models import Agent
+from imapdesk.kernel.settings import Settings
 
 # The largest id a row can have: ids are the schema's INTEGER, 32 bits on PostgreSQL. A larger
 # one in a path asks for no row that could exist and is invalid input, the same on both

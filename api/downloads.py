@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse
 
-from core.errors import NotFound
-from core.models import Attachment
-from core.settings import Settings
+from imapdesk.kernel.errors import NotFound
+from imapdesk.kernel.models import Attachment
+from imapdesk.kernel.settings import Settings
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")

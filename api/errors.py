@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.web.templating import templates
-from core.errors import ImapdeskError, NotAuthenticated
+from imapdesk.api.web.templating import templates
+from imapdesk.kernel.errors import ImapdeskError, NotAuthenticated
 
 log = logging.getLogger(__name__)
 

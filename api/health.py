@@ -10,9 +10,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
-from api.deps import EngineDep
-from api.schemas import HealthPublic, ReadinessPublic, mailbox_readiness
-from core import queries
+from imapdesk.api.deps import EngineDep
+from imapdesk.api.schemas import HealthPublic, ReadinessPublic, mailbox_readiness
+from imapdesk.domain.conversations import reads
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def readyz(engine: EngineDep) -> ReadinessPublic | JSONResponse:
     try:
         with Session(engine) as session:
             session.connection().execute(text("SELECT 1"))
-            views = queries.sync_overview(session)
+            views = reads.sync_overview(session)
             body = ReadinessPublic(
                 status="ok", database="ok", mailboxes=[mailbox_readiness(v) for v in views]
             )

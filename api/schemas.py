@@ -17,9 +17,16 @@ from pydantic import (
 from sqlalchemy.orm import object_session
 from sqlmodel import Session
 
-from core.capabilities import plain_client_notes
-from core.mailstate import keywords_kept
-from core.models import (
+from imapdesk.domain.conversations.reads import (
+    ConversationDetail,
+    ConversationPage,
+    ConversationRow,
+    MailboxView,
+)
+from imapdesk.domain.mailboxes.capabilities import plain_client_notes
+from imapdesk.domain.mailstate import keywords_kept
+from imapdesk.domain.outbound.replies import outbound_for_messages
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Attachment,
@@ -32,8 +39,6 @@ from core.models import (
     OutboundMail,
     OutboundState,
 )
-from core.outbound import outbound_for_messages
-from core.queries import ConversationDetail, ConversationPage, ConversationRow, MailboxView
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -381,7 +386,8 @@ def conversation_detail_public(detail: ConversationDetail) -> ConversationDetail
 
 
 def activity_list_public(activities: list[Activity], actors: dict[int, str]) -> ActivityListPublic:
-    """`actors`: the label of each activity by id (see `core.operations.activity_actor`)."""
+    """`actors`: the label of each activity by id (see
+    `imapdesk.domain.conversations.operations.activity_actor`)."""
     items = []
     for a in activities:
         assert a.id is not None

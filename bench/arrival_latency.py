@@ -59,9 +59,9 @@ from bench.common import (
     wall_seconds,
     watched_folders_caught_up,
 )
-from core.demo_data import synthetic_corpus
-from core.mailserver import MailAccount
-from core.models import Message
+from imapdesk.devtools.demo_data import synthetic_corpus
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.kernel.models import Message
 
 POLL_INTERVAL = 0.005
 TRIAL_GAP = 0.1

@@ -59,8 +59,8 @@ from bench.common import (
     wait_until,
     wall_seconds,
 )
-from core.demo_data import synthetic_corpus
-from core.models import (
+from imapdesk.devtools.demo_data import synthetic_corpus
+from imapdesk.kernel.models import (
     Conversation,
     ConversationStatus,
     Direction,
@@ -197,7 +197,8 @@ def helpdesk_mismatches(engine: Engine, mailbox_id: int, limit: int = 10) -> tup
             by_conversation.setdefault(cid, []).append((pk, Direction(direction), where))
     for cid, conversation in conversations.items():
         msgs = by_conversation.get(cid or 0, [])
-        # a copy in Sent claims only where the conversation has no other (core/mailstate.py)
+        # a copy in Sent claims only where the conversation has no other
+        # (imapdesk/domain/mailstate.py)
         located = [(role, flags) for _, _, where in msgs for role, flags in where]
         only_sent = all(FolderRole(role) == FolderRole.sent for role, _ in located)
         flagged = any(

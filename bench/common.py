@@ -35,11 +35,16 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine, create_engine, func, text
 from sqlmodel import Session, col, select
 
-from core.agents import create_agent, create_api_token
-from core.db import make_engine, unit_of_work, upgrade_database
-from core.mailboxes import add_mailbox
-from core.mailserver import LocalMailServer, LocalMailServerError, MailAccount, free_port
-from core.models import (
+from imapdesk.devtools.mailserver import (
+    LocalMailServer,
+    LocalMailServerError,
+    MailAccount,
+    free_port,
+)
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.domain.mailboxes.config import add_mailbox
+from imapdesk.kernel.db import make_engine, unit_of_work, upgrade_database
+from imapdesk.kernel.models import (
     Agent,
     Conversation,
     Folder,
@@ -49,7 +54,7 @@ from core.models import (
     Mailbox,
     Message,
 )
-from core.settings import Settings
+from imapdesk.kernel.settings import Settings
 
 log = logging.getLogger("bench")
 
@@ -69,7 +74,7 @@ FOLLOWED_ROLES = (
     FolderRole.pending,
     FolderRole.notes,
 )
-WORKER_HELP = "our worker as `python -m core.cli worker` (default) or in a thread of this process"
+WORKER_HELP = "our worker as `python -m imapdesk worker` (default) or in a thread of this process"
 
 
 def setup_logging(verbose: bool) -> None:
@@ -414,7 +419,7 @@ class ThreadWorker:
     """`make_worker(...).run()` in a thread of this process."""
 
     def __init__(self, settings: Settings, engine: Engine) -> None:
-        from worker.supervisor import make_worker
+        from imapdesk.worker.supervisor import make_worker
 
         self.stop_event = threading.Event()
         self.worker = make_worker(settings, engine, self.stop_event)
@@ -437,7 +442,7 @@ class ThreadWorker:
 
 
 class SubprocessWorker:
-    """`python -m core.cli worker` on its own, so that its RSS and CPU are its alone."""
+    """`python -m imapdesk worker` on its own, so that its RSS and CPU are its alone."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
@@ -457,7 +462,7 @@ class SubprocessWorker:
         self._log_file = self.log_path.open("wb")
         # cwd: the scratch directory, so no developer's .env is read
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker"],
+            [sys.executable, "-m", "imapdesk", "worker"],
             env=env,
             cwd=self.settings.data_dir,
             stdin=subprocess.DEVNULL,
@@ -497,7 +502,8 @@ Worker = ThreadWorker | SubprocessWorker
 
 
 def new_worker(mode: str, settings: Settings, engine: Engine, log_path: Path) -> Worker:
-    """`subprocess`: `python -m core.cli worker` logging to `log_path`; otherwise a thread."""
+    """`subprocess`: `python -m imapdesk worker` logging to `log_path`; otherwise a
+    thread."""
     if mode == "subprocess":
         return SubprocessWorker(settings, log_path)
     return ThreadWorker(settings, engine)
@@ -604,7 +610,7 @@ WEB_PASSWORD = "bench password 123"
 @contextlib.contextmanager
 def api_server(settings: Settings, engine: Engine) -> Iterator[str]:
     """The app under uvicorn in a thread on a free port; yields its base URL."""
-    from api.app import create_app
+    from imapdesk.api.app import create_app
 
     port = free_port()
     config = uvicorn.Config(

@@ -7,7 +7,7 @@ timed). Then, in the same run:
    `UID SEARCH ALL`, and fetches `BODY.PEEK[]` in batches of 500 UIDs;
 2. ours, worker in a thread: the worker's initial sync into an empty database, from start until
    INBOX is in state "poll" with all N messages (the database polled every 20 ms);
-3. ours, worker in a subprocess (`python -m core.cli worker`): the same on another empty
+3. ours, worker in a subprocess (`python -m imapdesk worker`): the same on another empty
    database, with the process's RSS sampled every 20 ms; its time includes Python start-up,
    which is printed separately (start until the INBOX row exists / first batch committed).
 
@@ -50,9 +50,9 @@ from bench.common import (
     store_counts,
     verdict,
 )
-from core.db import make_engine
-from core.demo_data import synthetic_corpus
-from core.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.demo_data import synthetic_corpus
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.kernel.db import make_engine
 
 FETCH_BATCH = 500
 POLL_INTERVAL = 0.02

@@ -73,8 +73,8 @@ from bench.writeback_latency import (
     raw_clients,
     since,
 )
-from core.demo_data import synthetic_corpus
-from core.models import Activity, ActivitySource, PendingImapAction
+from imapdesk.devtools.demo_data import synthetic_corpus
+from imapdesk.kernel.models import Activity, ActivitySource, PendingImapAction
 
 POLL_INTERVAL = 0.005
 TRIAL_GAP = 0.1

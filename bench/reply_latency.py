@@ -55,12 +55,12 @@ from bench.common import (
     wait_until,
     watched_folders_caught_up,
 )
-from core.agents import create_agent, create_api_token
-from core.db import make_engine, unit_of_work
-from core.mailserver import LocalMailServer, MailAccount
-from core.models import ImapSecurity, Message
-from core.settings import Settings
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.kernel.db import make_engine, unit_of_work
+from imapdesk.kernel.models import ImapSecurity, Message
+from imapdesk.kernel.settings import Settings
 
 POLL_INTERVAL = 0.005
 TRIAL_TIMEOUT = 15.0

@@ -24,7 +24,6 @@ from sqlmodel import Session, SQLModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
-from api.app import create_app, settle_after_start
 from bench.common import (
     WEB_PASSWORD,
     add_db_argument,
@@ -41,10 +40,11 @@ from bench.common import (
     setup_logging,
     sign_in,
 )
-from core import queries
-from core.db import make_engine, unit_of_work
-from core.models import Activity, Agent, Conversation, ConversationTag, Message
-from core.settings import Settings
+from imapdesk.api.app import create_app, settle_after_start
+from imapdesk.domain.conversations import reads
+from imapdesk.kernel.db import make_engine, unit_of_work
+from imapdesk.kernel.models import Activity, Agent, Conversation, ConversationTag, Message
+from imapdesk.kernel.settings import Settings
 
 TARGET_P99_MS = 100.0
 BATCH = 5000
@@ -173,8 +173,8 @@ def main() -> None:
                     agent = s.get(Agent, agent_id)
                     assert agent is not None
                     t0 = time.perf_counter()
-                    queries.get_conversation(s, agent, cid)
-                    queries.conversation_activity(s, cid)
+                    reads.get_conversation(s, agent, cid)
+                    reads.conversation_activity(s, cid)
                     bare_ms.append((time.perf_counter() - t0) * 1000)
         engine.dispose()
     print(f"# {command_line()}")

@@ -34,7 +34,6 @@ import httpx
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from api.web.live import POLL_SECONDS
 from bench.common import (
     WEB_PASSWORD,
     add_db_argument,
@@ -53,11 +52,12 @@ from bench.common import (
 )
 from bench.web_queue import PASSWORD as QUEUE_PASSWORD
 from bench.web_queue import seed
-from core import operations
-from core.db import make_engine, unit_of_work
-from core.live import ChangeFeed
-from core.mailserver import free_port
-from core.models import ActivitySource, Conversation, ConversationStatus
+from imapdesk.api.web.live import POLL_SECONDS
+from imapdesk.devtools.mailserver import free_port
+from imapdesk.domain.conversations import operations
+from imapdesk.domain.live.changes import ChangeFeed
+from imapdesk.kernel.db import make_engine, unit_of_work
+from imapdesk.kernel.models import ActivitySource, Conversation, ConversationStatus
 
 LIST_AGENTS = 10
 
@@ -104,7 +104,7 @@ def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Pop
     out = log.open("wb")
     # `imapdesk serve`, as an install runs it
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "serve"],
+        [sys.executable, "-m", "imapdesk", "serve"],
         env=env, cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
 

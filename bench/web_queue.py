@@ -9,7 +9,8 @@ ANALYZE (VACUUM ANALYZE on PostgreSQL, as autovacuum would have by then). One ag
 through the login form, asks for each view in turn (`--requests` times per view, after a warm-up):
 Everything (the default), Mine, Unassigned, All open sorted oldest first, one mailbox's open ones,
 a tag's open ones, and two searches: a rare word, and a word in the subject of 30% of all
-conversations. The sidebar counts are reused while nothing changed (core/queues.py): two more views
+conversations. The sidebar counts are reused while nothing changed
+(imapdesk/domain/conversations/queues.py): two more views
 have a conversation change (its version and updated_at bumped, as every change does) committed
 before each request, so every request counts afresh ("busy"). Server time is measured inside the
 ASGI app, from the request's arrival to the last byte of the response (routing, session, the
@@ -21,7 +22,8 @@ Baseline, side by side in the same run on the same database: the bare SQL of the
 (the same WHERE, ORDER BY and LIMIT as the page's main query, no counts, no template) run on a
 plain connection. The ratio says what the page costs over the one query it cannot avoid. For a
 search the bare SQL is the textbook form: `id IN (the full-text matches)`, planned by the database
-(the page's own search chooses its plan from a bounded look at the matches, core/search.py).
+(the page's own search chooses its plan from a bounded look at the matches,
+imapdesk/domain/conversations/search.py).
 
 With `--messages N` each conversation gets N messages whose text the searches look through too,
 and a search for a word in 80% of the texts is added.
@@ -43,7 +45,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, insert, text
 from sqlmodel import Session
 
-from api.app import create_app, settle_after_start
 from bench.common import (
     bench_parser,
     command_line,
@@ -56,11 +57,12 @@ from bench.common import (
     sign_in,
     verdict,
 )
-from core.crypto import hash_password
-from core.db import make_engine
-from core.models import Agent, Conversation, ConversationTag, Mailbox, Message
-from core.search import PG_CONVERSATION_DOCUMENT, PG_MESSAGE_DOCUMENT
-from core.settings import Settings
+from imapdesk.api.app import create_app, settle_after_start
+from imapdesk.domain.conversations.search import PG_CONVERSATION_DOCUMENT, PG_MESSAGE_DOCUMENT
+from imapdesk.kernel.crypto import hash_password
+from imapdesk.kernel.db import make_engine
+from imapdesk.kernel.models import Agent, Conversation, ConversationTag, Mailbox, Message
+from imapdesk.kernel.settings import Settings
 
 TARGET_P99_MS = 100.0
 PASSWORD = "bench password"

@@ -66,9 +66,9 @@ from bench.common import (
     wait_until,
     wall_seconds,
 )
-from core.demo_data import synthetic_corpus
-from core.mailserver import MailAccount
-from core.models import (
+from imapdesk.devtools.demo_data import synthetic_corpus
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Conversation,
@@ -79,7 +79,7 @@ from core.models import (
     MessageLocation,
     PendingImapAction,
 )
-from core.settings import Settings
+from imapdesk.kernel.settings import Settings
 
 TRIAL_GAP = 0.3
 TRIAL_JITTER = 0.25
@@ -528,7 +528,7 @@ class Run:
 
     def _wake(self) -> None:
         if self.mode == "thread-notify":
-            from worker.writeback import notify_outbox
+            from imapdesk.worker.writeback import notify_outbox
 
             notify_outbox(self.mailbox_id)
 

@@ -7,7 +7,7 @@
 # - Debian packages: dovecot-imapd dovecot-lmtpd isync (always), chromium (--with-browser),
 #   postgresql (--with-postgres); `apt-get update` only when something is missing.
 # - The system Dovecot the package would start is stopped and disabled: imapdesk runs its own
-#   instances (core/mailserver.py) with their own configuration, which are left alone.
+#   instances (imapdesk/devtools/mailserver.py) with their own configuration, which are left alone.
 # - .venv with Python >= 3.11 and `pip install -e '.[dev]'`, redone when pyproject.toml changes.
 set -euo pipefail
 

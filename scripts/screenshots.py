@@ -39,15 +39,16 @@ def shoot(work: Path) -> None:
     from rich.console import Console
     from sqlmodel import Session, col, select
 
-    from api.app import create_app
-    from core import presence, saved_replies
-    from core.agents import create_agent
-    from core.db import get_engine, unit_of_work
-    from core.demo import DEMO_ADMIN, set_up_demo
-    from core.mailserver import LocalMailServer, free_port
-    from core.models import Agent, Attachment, Conversation, Message, PresenceState
-    from core.settings import get_settings
-    from worker.supervisor import sync_until_caught_up
+    from imapdesk.api.app import create_app
+    from imapdesk.devtools.demo import DEMO_ADMIN, set_up_demo
+    from imapdesk.devtools.mailserver import LocalMailServer, free_port
+    from imapdesk.domain.accounts.agents import create_agent
+    from imapdesk.domain.live import presence
+    from imapdesk.domain.outbound import saved_replies
+    from imapdesk.kernel.db import get_engine, unit_of_work
+    from imapdesk.kernel.models import Agent, Attachment, Conversation, Message, PresenceState
+    from imapdesk.kernel.settings import get_settings
+    from imapdesk.worker.supervisor import sync_until_caught_up
 
     console = Console(stderr=True)
     server = LocalMailServer(work / "mailserver", free_port(), free_port(), storage="sdbox")

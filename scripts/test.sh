@@ -78,7 +78,7 @@ start_throwaway_cluster() {
   fi
   port=5432
   if pg_answers "$port"; then
-    port=$("$PY" -c 'from core.mailserver import free_port; print(free_port())')
+    port=$("$PY" -c 'from imapdesk.devtools.mailserver import free_port; print(free_port())')
   fi
   throwaway_dir=$(mktemp -d /tmp/imapdesk-pg-XXXXXX)
   throwaway_bin=$bin
@@ -123,8 +123,8 @@ log "PostgreSQL for tests: $IMAPDESK_TEST_PG_URL"
 lint_failed=0
 log "ruff check ."
 .venv/bin/ruff check . || lint_failed=1
-log "mypy core api worker"
-.venv/bin/mypy core api worker || lint_failed=1
+log "mypy -p imapdesk"
+.venv/bin/mypy -p imapdesk || lint_failed=1
 
 # Most tests wait on the mail server (its IDLE news comes 500 ms after a change), so more
 # pytest workers than cores pay off; IMAPDESK_TEST_WORKERS=0 runs them in this process.

@@ -17,14 +17,14 @@ import pytest
 from imapclient import IMAPClient
 from sqlalchemy import Engine, create_engine, text
 
-from core.db import make_engine, upgrade_database
-from core.mailserver import (
+from imapdesk.devtools.mailserver import (
     LocalMailServer,
     LocalMailServerError,
     MailAccount,
     free_port,
     make_base_dir,
 )
+from imapdesk.kernel.db import make_engine, upgrade_database
 
 REPO = Path(__file__).resolve().parent.parent
 

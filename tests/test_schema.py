@@ -5,8 +5,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
-import core.models  # noqa: F401
-from core.search import include_name
+import imapdesk.kernel.models  # noqa: F401
+from imapdesk.domain.conversations.search import include_name
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:

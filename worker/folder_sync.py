@@ -21,11 +21,11 @@ from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine, delete, or_
 from sqlmodel import Session, col, select
 
-from core.db import unit_of_work
-from core.errors import ImapdeskError
-from core.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
-from core.mailboxes import our_addresses
-from core.models import (
+from imapdesk.domain.mailboxes.config import our_addresses
+from imapdesk.domain.sync.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.errors import ImapdeskError
+from imapdesk.kernel.models import (
     Conversation,
     ConversationStatus,
     Folder,
@@ -36,11 +36,11 @@ from core.models import (
     MessageLocation,
     utcnow,
 )
-from core.parsing import ParsedMessage
-from core.settings import Settings
-from worker.backoff import Backoff
-from worker.imap import FolderStatus, ImapAccount, ImapSession
-from worker.parse_pool import Parser
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.imap import FolderStatus, ImapAccount, ImapSession
+from imapdesk.mail.parsing import ParsedMessage
+from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.parse_pool import Parser
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from core.parsing import ParsedMessage, parse_message
+from imapdesk.mail.parsing import ParsedMessage, parse_message
 
 log = logging.getLogger(__name__)
 

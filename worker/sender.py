@@ -12,7 +12,8 @@ killed at any point neither loses a reply nor sends it twice:
    the row goes back to `queued` and is sent again. Once it is recorded the message is taken
    as sent: a sender that dies before it recorded the server's answer never sends it again.
 3. **sent**: `sent`, the server's words, and in the same transaction `\\Answered` on the
-   answered message and the mailbox's status after a reply (`core.outbound.after_sent`,
+   answered message and the mailbox's status after a reply
+   (`imapdesk.domain.outbound.replies.after_sent`,
    written back by the write-back).
 4. **copy**: the copy goes to Sent (`\\Seen`), a note to Notes; first looked for by
    Message-ID, so a copy appended just before a crash is found, not appended twice.
@@ -46,11 +47,11 @@ from imapclient.exceptions import IMAPClientError
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from core import smtp
-from core.db import unit_of_work
-from core.errors import MailServerError
-from core.ingest import INGEST_LOCK, lock_for_ingest
-from core.models import (
+from imapdesk.domain.outbound.replies import after_sent
+from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.errors import MailServerError
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Folder,
@@ -62,10 +63,10 @@ from core.models import (
     as_utc,
     utcnow,
 )
-from core.outbound import after_sent
-from worker.backoff import Backoff
-from worker.folder_sync import FolderLog, SyncContext
-from worker.imap import ImapAccount, ImapSession
+from imapdesk.mail import smtp
+from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.folder_sync import FolderLog, SyncContext
 
 log = logging.getLogger(__name__)
 

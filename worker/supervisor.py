@@ -16,18 +16,18 @@ from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core.db import unit_of_work
-from core.mailboxes import ensure_folder, mailbox_password
-from core.models import Folder, FolderRole, Mailbox, utcnow
-from core.readback import apply_mail_changes
-from core.settings import Settings
-from core.snooze import wake_snoozed
-from worker.backoff import Backoff
-from worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
-from worker.imap import ImapAccount, ImapSession
-from worker.parse_pool import Parser, default_parse_processes
-from worker.sender import Sender
-from worker.writeback import WriteBack
+from imapdesk.domain.conversations.snooze import wake_snoozed
+from imapdesk.domain.mailboxes.config import ensure_folder, mailbox_password
+from imapdesk.domain.sync.readback import apply_mail_changes
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Folder, FolderRole, Mailbox, utcnow
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
+from imapdesk.worker.parse_pool import Parser, default_parse_processes
+from imapdesk.worker.sender import Sender
+from imapdesk.worker.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 

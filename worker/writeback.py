@@ -61,11 +61,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from core.db import unit_of_work
-from core.errors import MailServerError
-from core.ingest import INGEST_LOCK, lock_for_ingest
-from core.mailstate import keywords_kept
-from core.models import (
+from imapdesk.domain.mailstate import keywords_kept
+from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.errors import MailServerError
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Folder,
@@ -78,9 +78,9 @@ from core.models import (
     as_utc,
     utcnow,
 )
-from worker.backoff import Backoff
-from worker.folder_sync import FolderLog, SyncContext, wrote
-from worker.imap import ImapAccount, ImapSession
+from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.folder_sync import FolderLog, SyncContext, wrote
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Revises: 0003
 Create Date: 2026-11-27 13:50:00
 
 Per-mailbox access: `agent.all_mailboxes` (existing agents keep seeing every mailbox) and
-`agentmailboxaccess`; the sign-in rate limit's `loginattempt`; full-text search (core/search.py):
+`agentmailboxaccess`; the sign-in rate limit's `loginattempt`; full-text search (imapdesk/domain/conversations/search.py):
 FTS5 tables kept by triggers on SQLite, GIN expression indexes on PostgreSQL.
 
 A later SQLite migration that recreates `message` or `conversation` (batch "move and copy")
@@ -25,7 +25,7 @@ down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# frozen copies of core/search.py's documents as of this revision
+# frozen copies of imapdesk/domain/conversations/search.py's documents as of this revision
 _PG_MESSAGE_DOCUMENT = (
     # '@', '.', '/' and ':' become spaces, so PostgreSQL's parser splits addresses, hosts,
     # numbers and paths into words as the query does (and as SQLite's FTS5 does)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.rest import attachments, conversations, mailboxes, messages, replies
-from api.schemas import ErrorPublic
+from imapdesk.api.rest import attachments, conversations, mailboxes, messages, replies
+from imapdesk.api.schemas import ErrorPublic
 
 router = APIRouter(
     prefix="/api/v1",

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from api.deps import CurrentAgent, RowId, SessionDep, SettingsDep
-from api.downloads import attachment_response
-from api.schemas import ErrorPublic
-from core import queries
+from imapdesk.api.deps import CurrentAgent, RowId, SessionDep, SettingsDep
+from imapdesk.api.downloads import attachment_response
+from imapdesk.api.schemas import ErrorPublic
+from imapdesk.domain.conversations import reads
 
 router = APIRouter(prefix="/attachments", tags=["attachments"])
 
@@ -28,5 +28,5 @@ def download_attachment(
     agent: CurrentAgent,
     attachment_id: RowId,
 ) -> FileResponse:
-    attachment = queries.get_attachment(session, agent, attachment_id)
+    attachment = reads.get_attachment(session, agent, attachment_id)
     return attachment_response(settings, attachment)

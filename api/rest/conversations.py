@@ -1,6 +1,6 @@
 """Conversations: the list with filters and cursor pagination, one with its messages, and
 the changes (PATCH, claim, release) with their activity log. The routes are thin: the rules
-live in `core.operations`."""
+live in `imapdesk.domain.conversations.operations`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
-from api.deps import CurrentAgent, RowId, SessionDep
-from api.errors import error_json
-from api.schemas import (
+from imapdesk.api.deps import CurrentAgent, RowId, SessionDep
+from imapdesk.api.errors import error_json
+from imapdesk.api.schemas import (
     ActivityListPublic,
     ConversationDetailPublic,
     ConversationListPublic,
@@ -22,11 +22,11 @@ from api.schemas import (
     conversation_detail_public,
     conversation_list_public,
 )
-from core import operations, queries
-from core.agents import agent_by_email
-from core.conversations import resolve_merged
-from core.errors import InvalidInput, NotFound
-from core.models import ActivitySource, Agent, Conversation, ConversationStatus
+from imapdesk.domain.accounts.agents import agent_by_email
+from imapdesk.domain.conversations import operations, reads
+from imapdesk.domain.conversations.aggregates import resolve_merged
+from imapdesk.kernel.errors import InvalidInput, NotFound
+from imapdesk.kernel.models import ActivitySource, Agent, Conversation, ConversationStatus
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -58,24 +58,24 @@ def _visible(session: Session, agent: Agent, conversation_id: int) -> Conversati
     """The conversation if the agent may see it (else NotFound); ConversationMerged when it
     lives on in another."""
     conversation = session.get(Conversation, conversation_id)
-    if conversation is None or conversation.mailbox_id not in queries.visible_mailbox_ids(
+    if conversation is None or conversation.mailbox_id not in reads.visible_mailbox_ids(
         session, agent
     ):
         raise NotFound(f"no conversation {conversation_id}", conversation_id=conversation_id)
     if conversation.merged_into_id is not None:
         survivor = resolve_merged(session, conversation)
         assert survivor is not None and survivor.id is not None
-        raise queries.ConversationMerged(conversation_id, survivor.id)
+        raise reads.ConversationMerged(conversation_id, survivor.id)
     return conversation
 
 
-def _merged(request: Request, route: str, exc: queries.ConversationMerged) -> JSONResponse:
+def _merged(request: Request, route: str, exc: reads.ConversationMerged) -> JSONResponse:
     location = request.app.url_path_for(route, conversation_id=exc.merged_into)
     return error_json(exc, headers={"Location": str(location)})
 
 
 def _detail(session: Session, agent: Agent, conversation_id: int) -> ConversationDetailPublic:
-    return conversation_detail_public(queries.get_conversation(session, agent, conversation_id))
+    return conversation_detail_public(reads.get_conversation(session, agent, conversation_id))
 
 
 def _agent_by_email(session: Session, email: str) -> Agent:
@@ -124,12 +124,12 @@ def list_conversations(
         ),
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=queries.MAX_PAGE_SIZE)] = queries.DEFAULT_PAGE_SIZE,
+    limit: Annotated[int, Query(ge=1, le=reads.MAX_PAGE_SIZE)] = reads.DEFAULT_PAGE_SIZE,
 ) -> ConversationListPublic:
-    page = queries.list_conversations(
+    page = reads.list_conversations(
         session,
         agent,
-        queries.ConversationFilters(
+        reads.ConversationFilters(
             mailbox=mailbox, statuses=status, assignee=assignee, tag=tag, q=q
         ),
         limit=limit,
@@ -155,8 +155,8 @@ def get_conversation(
     conversation_id: ConversationId,
 ) -> ConversationDetailPublic | JSONResponse:
     try:
-        detail = queries.get_conversation(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+        detail = reads.get_conversation(session, agent, conversation_id)
+    except reads.ConversationMerged as exc:
         return _merged(request, "get_conversation", exc)
     return conversation_detail_public(detail)
 
@@ -183,7 +183,7 @@ def update_conversation(
 ) -> ConversationDetailPublic | JSONResponse:
     try:
         conversation = _visible(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return _merged(request, "update_conversation", exc)
     changes = body.model_dump(exclude_unset=True)
     assignee: Agent | None = None
@@ -223,7 +223,7 @@ def claim_conversation(
 ) -> ConversationDetailPublic | JSONResponse:
     try:
         conversation = _visible(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return _merged(request, "claim_conversation", exc)
     operations.claim(session, conversation, agent, source=ActivitySource.api)
     return _detail(session, agent, conversation_id)
@@ -251,7 +251,7 @@ def release_conversation(
 ) -> ConversationDetailPublic | JSONResponse:
     try:
         conversation = _visible(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return _merged(request, "release_conversation", exc)
     operations.release(session, conversation, source=ActivitySource.api, agent=agent)
     return _detail(session, agent, conversation_id)
@@ -276,7 +276,7 @@ def conversation_activity(
 ) -> ActivityListPublic | JSONResponse:
     try:
         _visible(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return _merged(request, "conversation_activity", exc)
     activities = operations.activity_for(session, conversation_id)
     emails = operations.agent_emails(session, activities)

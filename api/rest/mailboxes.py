@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentAgent, SessionDep
-from api.schemas import MailboxPublic, mailbox_public
-from core import queries
+from imapdesk.api.deps import CurrentAgent, SessionDep
+from imapdesk.api.schemas import MailboxPublic, mailbox_public
+from imapdesk.domain.conversations import reads
 
 router = APIRouter(prefix="/mailboxes", tags=["mailboxes"])
 
@@ -18,4 +18,4 @@ router = APIRouter(prefix="/mailboxes", tags=["mailboxes"])
     description="Sorted by name. Passwords and other secrets are never included.",
 )
 def list_mailboxes(session: SessionDep, agent: CurrentAgent) -> list[MailboxPublic]:
-    return [mailbox_public(v) for v in queries.list_mailboxes(session, agent)]
+    return [mailbox_public(v) for v in reads.list_mailboxes(session, agent)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import CurrentAgent, RowId, SessionDep
-from api.schemas import ErrorPublic
-from core import queries
+from imapdesk.api.deps import CurrentAgent, RowId, SessionDep
+from imapdesk.api.schemas import ErrorPublic
+from imapdesk.domain.conversations import reads
 
 router = APIRouter(prefix="/messages", tags=["messages"])
 
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/messages", tags=["messages"])
     },
 )
 def get_raw_message(session: SessionDep, agent: CurrentAgent, message_id: RowId) -> Response:
-    data = queries.get_raw_message(session, agent, message_id)
+    data = reads.get_raw_message(session, agent, message_id)
     return Response(
         content=data,
         media_type="message/rfc822",

@@ -1,4 +1,5 @@
-"""Replies, notes and new outbound conversations. Thin: the rules live in `core.outbound`;
+"""Replies, notes and new outbound conversations. Thin: the rules live in
+`imapdesk.domain.outbound.replies`;
 the worker's sender delivers what is queued here."""
 
 from __future__ import annotations
@@ -12,19 +13,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import CurrentAgent, SettingsDep
-from api.rest.conversations import (
+from imapdesk.api.deps import CurrentAgent, SettingsDep
+from imapdesk.api.rest.conversations import (
     MERGED_DESCRIPTION,
     ConversationId,
     WriteSessionDep,
     _merged,
     _visible,
 )
-from api.schemas import ErrorPublic, OutboundPublic, outbound_public
-from core import outbound as core_outbound
-from core import queries
-from core.errors import InvalidInput
-from core.models import ActivitySource
+from imapdesk.api.schemas import ErrorPublic, OutboundPublic, outbound_public
+from imapdesk.domain.conversations import reads
+from imapdesk.domain.outbound import replies as core_outbound
+from imapdesk.kernel.errors import InvalidInput
+from imapdesk.kernel.models import ActivitySource
 
 router = APIRouter(tags=["replies"])
 
@@ -162,7 +163,7 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _wake(mailbox_id: int) -> None:
-    from worker.sender import notify_sender
+    from imapdesk.worker.sender import notify_sender
 
     notify_sender(mailbox_id)
 
@@ -216,7 +217,7 @@ def create_reply(
     body, uploads = data
     try:
         _visible(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return _merged(request, "create_reply", exc)
     mail = core_outbound.queue_reply(
         session,
@@ -262,7 +263,7 @@ def create_note(
     body, uploads = data
     try:
         conversation = _visible(session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return _merged(request, "create_note", exc)
     message = core_outbound.add_note(
         session,
@@ -332,9 +333,9 @@ def create_conversation(
 def _mailbox_names(session: Any, agent: Any) -> dict[str, bool]:
     from sqlmodel import col, select
 
-    from core.models import Mailbox
+    from imapdesk.kernel.models import Mailbox
 
-    visible = set(queries.visible_mailbox_ids(session, agent))
+    visible = set(reads.visible_mailbox_ids(session, agent))
     return {
         m.name: m.id in visible for m in session.exec(select(Mailbox).order_by(col(Mailbox.id)))
     }

@@ -1,10 +1,10 @@
-"""Server-rendered pages for agents (no JSON here; see api.rest)."""
+"""Server-rendered pages for agents (no JSON here; see imapdesk.api.rest)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.web import admin, pages, queues, session
+from imapdesk.api.web import admin, pages, queues, session
 
 router = APIRouter(include_in_schema=False)
 router.include_router(session.router)

@@ -14,18 +14,26 @@ from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from sqlmodel import Session, col, select
 
-from api.deps import IdValue, RowId, SessionDep, SettingsDep
-from api.web.auth import CSRF_FIELD, WebAdmin, check_csrf
-from api.web.queues import flash, pop_flash
-from api.web.templating import templates
-from core import access, smtp
-from core.agents import create_agent, create_api_token
-from core.capabilities import plain_client_notes
-from core.crypto import encrypt_secret, hash_password
-from core.errors import ImapdeskError, InvalidInput, NotFound
-from core.mailboxes import add_mailbox, mailbox_password
-from core.models import Agent, AgentMailboxAccess, ApiToken, Folder, ImapSecurity, Mailbox
-from core.settings import Settings
+from imapdesk.api.deps import IdValue, RowId, SessionDep, SettingsDep
+from imapdesk.api.web.auth import CSRF_FIELD, WebAdmin, check_csrf
+from imapdesk.api.web.queues import flash, pop_flash
+from imapdesk.api.web.templating import templates
+from imapdesk.domain.accounts import access
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.domain.mailboxes.capabilities import plain_client_notes
+from imapdesk.domain.mailboxes.config import add_mailbox, mailbox_password
+from imapdesk.kernel.crypto import encrypt_secret, hash_password
+from imapdesk.kernel.errors import ImapdeskError, InvalidInput, NotFound
+from imapdesk.kernel.models import (
+    Agent,
+    AgentMailboxAccess,
+    ApiToken,
+    Folder,
+    ImapSecurity,
+    Mailbox,
+)
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail import smtp
 
 router = APIRouter(prefix="/admin")
 
@@ -198,7 +206,7 @@ def agent_password(
     if len(password) < 8:
         flash(request, "The new password needs at least 8 characters.", error=True)
         return _redirect(request, "admin_agent", agent_id=agent_id)
-    # a new hash: every browser signed in as this agent is signed out (api.web.auth)
+    # a new hash: every browser signed in as this agent is signed out (imapdesk.api.web.auth)
     target.password_hash = hash_password(password)
     session.add(target)
     flash(request, f"Set a new password for {target.email}; their browsers are signed out.")
@@ -220,7 +228,7 @@ class MailboxForm:
     ca_file: str = ""
     folders: str = ""
     enabled: bool = True
-    # SMTP: blank fields fall back (see core.smtp.smtp_account); passwords are never shown
+    # SMTP: blank fields fall back (see imapdesk.mail.smtp.smtp_account); passwords are never shown
     smtp_host: str = ""
     smtp_port: str = ""
     smtp_security: str = ImapSecurity.starttls.value
@@ -252,8 +260,8 @@ class ConnectionTest:
 def _test_connection(form: MailboxForm, password: str) -> ConnectionTest:
     """Log in to the server as the worker would, and probe what it can keep."""
     # the worker's own connection code, so the test fails exactly when the worker would
-    from worker.imap import ImapAccount, ImapSession
-    from worker.supervisor import probe
+    from imapdesk.mail.imap import ImapAccount, ImapSession
+    from imapdesk.worker.supervisor import probe
 
     account = ImapAccount(
         form.imap_host,
@@ -404,7 +412,7 @@ def _test_smtp(
         return ConnectionTest(
             False, "no SMTP host is set: replies cannot be sent until one is", [], "SMTP failed"
         )
-    # an unsaved copy, so that core.smtp applies its own fall-backs to what was typed
+    # an unsaved copy, so that imapdesk.mail.smtp applies its own fall-backs to what was typed
     draft = Mailbox(
         name=form.name or "draft",
         address=form.address,

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel import Session
 
-from api.deps import SessionDep
-from core.errors import Forbidden, NotAuthenticated
-from core.models import Agent
+from imapdesk.api.deps import SessionDep
+from imapdesk.kernel.errors import Forbidden, NotAuthenticated
+from imapdesk.kernel.models import Agent
 
 SESSION_AGENT = "agent_id"
 SESSION_STAMP = "stamp"

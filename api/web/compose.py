@@ -1,7 +1,8 @@
 """The composer: reply, reply-all, forward and internal notes, with attachments.
 
 The form carries the conversation version the agent opened it at; when newer messages or notes
-arrived since, core.outbound raises VersionConflict and the page shows them with a "send
+arrived since, imapdesk.domain.outbound.replies raises VersionConflict and the page shows them with
+a "send
 anyway" button (which posts again with `force`).
 """
 
@@ -12,9 +13,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from api.deps import RowId, SettingsDep
-from api.web.auth import WebAgent
-from api.web.conversation import (
+from imapdesk.api.deps import RowId, SettingsDep
+from imapdesk.api.web.auth import WebAgent
+from imapdesk.api.web.conversation import (
     WriteSessionDep,
     check_form_csrf,
     page_context,
@@ -22,10 +23,10 @@ from api.web.conversation import (
     visible_conversation_id,
     wants_json,
 )
-from api.web.templating import templates
-from core import outbound
-from core.errors import ImapdeskError, InvalidInput
-from core.models import ActivitySource
+from imapdesk.api.web.templating import templates
+from imapdesk.domain.outbound import replies as outbound
+from imapdesk.kernel.errors import ImapdeskError, InvalidInput
+from imapdesk.kernel.models import ActivitySource
 
 router = APIRouter(include_in_schema=False)
 

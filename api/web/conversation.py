@@ -17,13 +17,15 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from api.deps import IdValue, RowId, SessionDep, SettingsDep
-from api.downloads import attachment_path, attachment_response
-from api.web.auth import WebAgent, check_csrf, csrf_token
-from api.web.templating import STATIC_DIR, templates
-from core import operations, presence, queries, saved_replies, snooze
-from core.errors import ImapdeskError, InvalidInput, NotFound
-from core.models import (
+from imapdesk.api.deps import IdValue, RowId, SessionDep, SettingsDep
+from imapdesk.api.downloads import attachment_path, attachment_response
+from imapdesk.api.web.auth import WebAgent, check_csrf, csrf_token
+from imapdesk.api.web.templating import STATIC_DIR, templates
+from imapdesk.domain.conversations import operations, reads, snooze
+from imapdesk.domain.live import presence
+from imapdesk.domain.outbound import saved_replies
+from imapdesk.kernel.errors import ImapdeskError, InvalidInput, NotFound
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Agent,
@@ -33,9 +35,9 @@ from core.models import (
     PresenceState,
     utcnow,
 )
-from core.parsing import sanitize_html
-from core.quoting import collapse_quoted
-from core.settings import Settings
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.parsing import sanitize_html
+from imapdesk.mail.quoting import collapse_quoted
 
 router = APIRouter(include_in_schema=False)
 
@@ -129,7 +131,7 @@ _SOURCE_TEXT = {
 
 @dataclass(frozen=True)
 class MessageItem:
-    view: queries.MessageView
+    view: reads.MessageView
     why: str
     replies_to: str | None
     text: str
@@ -167,12 +169,12 @@ def split_quoted(text: str) -> tuple[str, str]:
     return "\n".join(lines[:start]).rstrip(), "\n".join(lines[start:]).strip("\n")
 
 
-def _sender(view: queries.MessageView) -> str:
+def _sender(view: reads.MessageView) -> str:
     m = view.message
     return m.from_name or m.from_email or "unknown sender"
 
 
-def message_items(detail: queries.ConversationDetail) -> list[MessageItem]:
+def message_items(detail: reads.ConversationDetail) -> list[MessageItem]:
     by_msgid = {v.message.message_id: v for v in detail.messages}
     items = []
     for view in detail.messages:
@@ -217,7 +219,7 @@ def _describe(activity: Activity) -> str:
 
 
 def activity_items(session: Session, conversation_id: int) -> list[ActivityItem]:
-    activities = queries.conversation_activity(session, conversation_id)
+    activities = reads.conversation_activity(session, conversation_id)
     emails = operations.agent_emails(session, activities)
     return [
         ActivityItem(
@@ -257,7 +259,7 @@ def page_urls(request: Request, conversation_id: int) -> dict[str, str]:
 def page_context(
     request: Request, session: Session, agent: Agent, conversation_id: int
 ) -> dict[str, Any]:
-    detail = queries.get_conversation(session, agent, conversation_id)
+    detail = reads.get_conversation(session, agent, conversation_id)
     c = detail.row.conversation
     agents = list(session.exec(select(Agent).where(col(Agent.is_active)).order_by(col(Agent.name))))
     here = presence.present(session, [conversation_id]).get(conversation_id, [])
@@ -306,7 +308,7 @@ def wants_json(request: Request) -> bool:
 
 def visible_conversation_id(session: Session, agent: Agent, conversation_id: int) -> int:
     """The conversation the agent may see (following merges)."""
-    return queries.visible_conversation_id(session, agent, conversation_id)
+    return reads.visible_conversation_id(session, agent, conversation_id)
 
 
 # --- the page -----------------------------------------------------------------------------------
@@ -345,7 +347,7 @@ def _context_or_target(
     """The page's context, or the path of the conversation it was merged into."""
     try:
         return page_context(request, session, agent, conversation_id)
-    except queries.ConversationMerged as exc:
+    except reads.ConversationMerged as exc:
         return request.url_for("conversation", conversation_id=exc.merged_into).path
 
 
@@ -487,7 +489,7 @@ def message_body(
     message_id: RowId,
     images: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response:
-    message = queries.get_message(session, agent, message_id)
+    message = reads.get_message(session, agent, message_id)
     if message.conversation_id != conversation_id or message.html is None:
         raise NotFound(f"no formatted body for message {message_id} here")
     assert message.id is not None
@@ -515,7 +517,7 @@ def attachment_download(
     agent: WebAgent,
     attachment_id: RowId,
 ) -> FileResponse:
-    return attachment_response(settings, queries.get_attachment(session, agent, attachment_id))
+    return attachment_response(settings, reads.get_attachment(session, agent, attachment_id))
 
 
 # --- saved replies ------------------------------------------------------------------------------

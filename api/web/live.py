@@ -28,12 +28,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import MAX_ROW_ID, SessionDep
-from api.web.auth import WebAgent
-from api.web.queues import ListParams, ListParamsDep, parts_body
-from core import queries
-from core.live import Change, ChangeFeed
-from core.models import Agent
+from imapdesk.api.deps import MAX_ROW_ID, SessionDep
+from imapdesk.api.web.auth import WebAgent
+from imapdesk.api.web.queues import ListParams, ListParamsDep, parts_body
+from imapdesk.domain.conversations import reads
+from imapdesk.domain.live.changes import Change, ChangeFeed
+from imapdesk.kernel.models import Agent
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -137,7 +137,7 @@ async def live_events(
     conversation: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     parts: Annotated[bool, Query()] = False,
 ) -> StreamingResponse:
-    visible = set(queries.visible_mailbox_ids(session, agent))
+    visible = set(reads.visible_mailbox_ids(session, agent))
     hub = hub_for(request)
     agent_id = agent.id
     engine: Engine = request.app.state.engine

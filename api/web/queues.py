@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from api.deps import IdValue, SessionDep
-from api.web.auth import CSRF_FIELD, WebAgent, WriteSessionDep, check_csrf
-from api.web.session import safe_next
-from api.web.templating import templates
-from core import operations, queries, queues
-from core.agents import agent_by_email
-from core.errors import ImapdeskError, InvalidInput
-from core.models import ActivitySource, Agent, ConversationStatus
+from imapdesk.api.deps import IdValue, SessionDep
+from imapdesk.api.web.auth import CSRF_FIELD, WebAgent, WriteSessionDep, check_csrf
+from imapdesk.api.web.session import safe_next
+from imapdesk.api.web.templating import templates
+from imapdesk.domain.accounts.agents import agent_by_email
+from imapdesk.domain.conversations import operations, queues, reads
+from imapdesk.kernel.errors import ImapdeskError, InvalidInput
+from imapdesk.kernel.models import ActivitySource, Agent, ConversationStatus
 
 router = APIRouter()
 
@@ -87,13 +87,13 @@ def list_context(
     chosen = _status(params.status)
     sort = params.sort
     order = (
-        sort if sort and sort in queries.SortOrder.__members__ else queries.SortOrder.newest.value
+        sort if sort and sort in reads.SortOrder.__members__ else reads.SortOrder.newest.value
     )
     mailbox, tag, q = params.mailbox or "", params.tag or "", params.q or ""
     filters = queues.queue_filters(
         queue_name, mailbox=mailbox or None, tag=tag or None, status=chosen, q=q or None
     )
-    page = queries.list_conversations(
+    page = reads.list_conversations(
         session, agent, filters, limit=PAGE_SIZE, cursor=params.cursor or None, sort=order
     )
     # the current view without the cursor: what the sort, pager and bulk form come back to
@@ -103,7 +103,7 @@ def list_context(
         "tag": tag,
         "status": chosen.value if chosen else "",
         "q": q,
-        "sort": order if order != queries.SortOrder.newest.value else "",
+        "sort": order if order != reads.SortOrder.newest.value else "",
     }
     view = {k: v for k, v in view.items() if v}
     counts = queues.queue_counts(session, agent, request.app.state.queue_counts)
@@ -177,7 +177,7 @@ def parts_body(
     request: Request, session: Session, agent: Agent, params: ListParams
 ) -> dict[str, Any]:
     """The parts, from the app's cache while nothing changed (see `queue_parts`)."""
-    visible = tuple(queries.visible_mailbox_ids(session, agent))
+    visible = tuple(reads.visible_mailbox_ids(session, agent))
     body: dict[str, Any] = request.app.state.queue_parts.get(
         (agent.id, visible, params),
         queues.change_stamp(session),
@@ -207,7 +207,8 @@ def _bulk_one(
     tag: str,
 ) -> None:
     source = ActivitySource.web
-    # each through core.operations, which 404s a conversation the agent may not see
+    # each through imapdesk.domain.conversations.operations, which 404s a conversation the agent
+    # may not see
     if action == "claim":
         operations.claim(session, conversation_id, agent, source=source)
     elif action == "assign":

@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from api.deps import SessionDep
-from api.web.auth import CSRF_FIELD, check_csrf, sign_in, sign_out, signed_in_agent
-from api.web.templating import templates
-from core import login_attempts
-from core.agents import authenticate
+from imapdesk.api.deps import SessionDep
+from imapdesk.api.web.auth import CSRF_FIELD, check_csrf, sign_in, sign_out, signed_in_agent
+from imapdesk.api.web.templating import templates
+from imapdesk.domain.accounts import login_attempts
+from imapdesk.domain.accounts.agents import authenticate
 
 router = APIRouter()
 

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-import frontend
-from api.web.auth import csrf_token
+from imapdesk import frontend
+from imapdesk.api.web.auth import csrf_token
 
 FRONTEND_DIR = Path(frontend.__file__).parent
 TEMPLATES_DIR = FRONTEND_DIR / "templates"

@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from api.app import create_app
-from core import crypto
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.settings import Settings
+from imapdesk.api.app import create_app
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.kernel import crypto
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.settings import Settings
 
 PASSWORD = "correct horse battery"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from core.models import (
+from imapdesk.kernel.models import (
     Attachment,
     Conversation,
     ConversationTag,

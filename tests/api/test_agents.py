@@ -1,4 +1,4 @@
-"""core.agents: accounts, sign-in and API tokens."""
+"""imapdesk.domain.accounts.agents: accounts, sign-in and API tokens."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core.agents import (
+from imapdesk.domain.accounts.agents import (
     agent_for_token,
     authenticate,
     create_agent,
     create_api_token,
     handle_from_email,
 )
-from core.crypto import hash_api_token
-from core.db import unit_of_work
-from core.errors import Conflict, InvalidInput
-from core.models import ApiToken
+from imapdesk.kernel.crypto import hash_api_token
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.errors import Conflict, InvalidInput
+from imapdesk.kernel.models import ApiToken
 
 
 @pytest.mark.parametrize(

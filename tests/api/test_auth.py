@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core.db import unit_of_work
-from core.models import Agent, ApiToken
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent, ApiToken
 
 PATH = "/api/v1/conversations"
 

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
 from sqlmodel import select
 
-from core import queries
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.models import Agent, ConversationStatus, Direction
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.conversations import reads
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent, ConversationStatus, Direction
 from tests.api import factories as f
 
 LIST = "/api/v1/conversations"
@@ -218,7 +218,7 @@ def test_a_page_costs_a_fixed_number_of_queries(engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", count)
         try:
             with unit_of_work(engine) as s:
-                page = queries.list_conversations(s, viewer, limit=limit)
+                page = reads.list_conversations(s, viewer, limit=limit)
                 assert all(row.tags and row.assignee for row in page.items)
         finally:
             event.remove(engine, "before_cursor_execute", count)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from api.app import create_app
-from core.db import make_engine, unit_of_work
-from core.models import FolderState
-from core.settings import Settings
+from imapdesk.api.app import create_app
+from imapdesk.kernel.db import make_engine, unit_of_work
+from imapdesk.kernel.models import FolderState
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from core.db import unit_of_work
-from core.models import FolderRole, FolderState
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import FolderRole, FolderState
 from tests.api import factories as f
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from core.db import unit_of_work
-from core.settings import Settings
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 
 RAW = (

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from core import queries
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.models import (
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.domain.conversations import reads
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     Activity,
     Agent,
     Conversation,
@@ -335,9 +335,9 @@ def test_unknown_and_invisible_conversations_are_404(
 
     with Session(engine) as s:
         support = s.exec(select(Mailbox.id).where(Mailbox.name == "support")).one()
-    real = queries.visible_mailbox_ids
+    real = reads.visible_mailbox_ids
     monkeypatch.setattr(
-        queries,
+        reads,
         "visible_mailbox_ids",
         lambda session, agent: [m for m in real(session, agent) if m != support],
     )

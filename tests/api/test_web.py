@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from api.web.pages import MESSAGE_BODY_CSP
-from core.db import unit_of_work
-from core.models import Agent, ConversationStatus
-from core.settings import Settings
+from imapdesk.api.web.pages import MESSAGE_BODY_CSP
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent, ConversationStatus
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 

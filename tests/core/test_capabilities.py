@@ -6,12 +6,12 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from core.capabilities import plain_client_notes
-from core.cli import app
-from core.db import unit_of_work
-from core.mailboxes import add_mailbox
-from core.models import ImapSecurity, Mailbox
-from core.settings import Settings, get_settings
+from imapdesk.cli.app import app
+from imapdesk.domain.mailboxes.capabilities import plain_client_notes
+from imapdesk.domain.mailboxes.config import add_mailbox
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import ImapSecurity, Mailbox
+from imapdesk.kernel.settings import Settings, get_settings
 
 DOVECOT_MAILDIR = {
     "capabilities": ["IMAP4REV1", "IDLE", "CONDSTORE", "MOVE"],
@@ -49,8 +49,8 @@ def test_mailbox_list_and_api_show_the_limits(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from core.agents import create_agent, create_api_token
+    from imapdesk.api.app import create_app
+    from imapdesk.domain.accounts.agents import create_agent, create_api_token
 
     settings = Settings(database_url=db_url, data_dir=tmp_path)
     with unit_of_work(engine) as db:
@@ -72,7 +72,7 @@ def test_mailbox_list_and_api_show_the_limits(
     monkeypatch.setenv("IMAPDESK_DATABASE_URL", db_url)
     monkeypatch.setenv("IMAPDESK_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
-    from core.db import get_engine
+    from imapdesk.kernel.db import get_engine
 
     get_engine.cache_clear()
     try:

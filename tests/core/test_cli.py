@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from core.agents import agent_for_token
+from imapdesk.domain.accounts.agents import agent_for_token
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,7 @@ def imapdesk(
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAPDESK_")}
     env |= {"IMAPDESK_DATABASE_URL": db_url, "IMAPDESK_DATA_DIR": str(data), "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "imapdesk", *args],
         cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

@@ -19,7 +19,7 @@ from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
 import pytest
 
-from core.demo_data import (
+from imapdesk.devtools.demo_data import (
     CHINESE_SUBJECT,
     CROSS_BOX_SUBJECT,
     EMOJI_SUBJECT,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from core.mailserver import LocalMailServer, free_port
+from imapdesk.devtools.mailserver import LocalMailServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,7 @@ def test_the_demo_serves_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAPDESK_")}
     env |= {"IMAPDESK_DATA_DIR": str(data), "COLUMNS": "200"}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "imapdesk", "demo", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     lines: list[str] = []

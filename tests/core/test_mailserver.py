@@ -18,8 +18,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from typer.testing import CliRunner
 
-from core.cli_mailserver import mailserver_app
-from core.mailserver import (
+from imapdesk.devtools.mailserver import (
     DovecotNotInstalled,
     LocalMailServer,
     LocalMailServerError,
@@ -30,6 +29,7 @@ from core.mailserver import (
     free_port,
     make_base_dir,
 )
+from imapdesk.devtools.mailserver_cli import mailserver_app
 from tests.conftest import CORPUS, REPO, imap_client
 
 
@@ -349,7 +349,7 @@ def test_start_failure_names_the_cause(tmp_path: Path) -> None:
 
 def test_missing_dovecot_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("core.mailserver._SBIN_DIRS", ())
+    monkeypatch.setattr("imapdesk.devtools.mailserver._SBIN_DIRS", ())
     with pytest.raises(DovecotNotInstalled, match="apt-get install dovecot-imapd"):
         find_binary("dovecot")
     server = LocalMailServer(tmp_path / "ms", imap_port=free_port(), imaps_port=free_port())
@@ -459,7 +459,7 @@ def test_cli_runs_an_sdbox_server_end_to_end(tmp_path: Path) -> None:
 _AS_NOBODY = """
 import json, sys
 from pathlib import Path
-from core.mailserver import LocalMailServer, free_port
+from imapdesk.devtools.mailserver import LocalMailServer, free_port
 server = LocalMailServer(Path(sys.argv[1]), imap_port=free_port(), imaps_port=free_port())
 server.start()
 try:
@@ -478,7 +478,7 @@ finally:
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_runs_without_root_as_the_calling_user() -> None:
     run_as = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    probe = subprocess.run([*run_as, sys.executable, "-c", "import core"], cwd=REPO, check=False)
+    probe = subprocess.run([*run_as, sys.executable, "-c", "import imapdesk"], cwd=REPO, check=False)
     if probe.returncode != 0:
         pytest.skip("this Python is not usable by `nobody` (e.g. installed under /root)")
     base = make_base_dir("imapdesk-test-nonroot-")

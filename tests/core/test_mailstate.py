@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.mailstate import (
+from imapdesk.domain.mailstate import (
     THUNDERBIRD_LABELS,
     DerivedState,
     FlagChange,
@@ -30,7 +30,7 @@ from core.mailstate import (
     tag_flags,
     tag_to_keyword,
 )
-from core.models import ConversationStatus, Direction, FolderRole
+from imapdesk.kernel.models import ConversationStatus, Direction, FolderRole
 
 S = ConversationStatus
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)

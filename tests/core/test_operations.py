@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from core import operations as ops
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from core.models import (
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.conversations import operations as ops
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Agent,

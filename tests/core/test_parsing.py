@@ -1,4 +1,5 @@
-"""core.parsing against real-world corpora (stalwart's expected parses, notmuch's Maildirs) and
+"""imapdesk.mail.parsing against real-world corpora (stalwart's expected parses, notmuch's
+Maildirs) and
 hand-built messages for the charsets, structures and hostile HTML that mail brings."""
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 import pytest
 
-import core.parsing as parsing
-from core.attachments import blob_path, store_blob
-from core.parsing import (
+import imapdesk.mail.parsing as parsing
+from imapdesk.kernel.attachment_store import blob_path, store_blob
+from imapdesk.mail.parsing import (
     ParsedMessage,
     extract_msgids,
     normalize_msgid,

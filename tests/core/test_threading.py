@@ -1,7 +1,8 @@
 """Threading: Message-ID links, the conversation token, the guarded subject fallback, merges.
 
 Every DB test runs on SQLite and PostgreSQL (the `engine` fixture). Messages come from real
-files (the notmuch corpora and Dovecot's imaptest THREAD cases) parsed by `core.parsing`, stored
+files (the notmuch corpora and Dovecot's imaptest THREAD cases) parsed by `imapdesk.mail.parsing`,
+stored
 the way the ingest stores them (one row per Message-ID), then threaded in arrival order.
 """
 
@@ -23,16 +24,27 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, col, delete, select
 
-from core.conversations import (
+from imapdesk.devtools.demo_data import synthetic_corpus
+from imapdesk.domain.conversations.aggregates import (
     conversation_token,
     find_token,
     recompute_conversation,
     subject_key,
 )
-from core.demo_data import synthetic_corpus
-from core.ingest import FetchedMessage, ingest_batch
-from core.mailboxes import ensure_folder
-from core.models import (
+from imapdesk.domain.mailboxes.config import ensure_folder
+from imapdesk.domain.sync.ingest import FetchedMessage, ingest_batch
+from imapdesk.domain.threads import (
+    RULE_NEW,
+    RULE_REFERENCES,
+    RULE_SUBJECT,
+    RULE_TOKEN,
+    ThreadBatch,
+    ThreadInput,
+    reference_chain,
+    thread_message,
+    thread_references,
+)
+from imapdesk.kernel.models import (
     Conversation,
     ConversationTag,
     Direction,
@@ -44,19 +56,8 @@ from core.models import (
     ThreadNode,
     as_utc,
 )
-from core.parsing import parse_message
-from core.settings import Settings
-from core.threading import (
-    RULE_NEW,
-    RULE_REFERENCES,
-    RULE_SUBJECT,
-    RULE_TOKEN,
-    ThreadBatch,
-    ThreadInput,
-    reference_chain,
-    thread_message,
-    thread_references,
-)
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.parsing import parse_message
 from tests.conftest import CORPUS
 
 NOTMUCH = CORPUS / "notmuch"

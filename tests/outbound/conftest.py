@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.mailboxes import add_mailbox
-from core.mailserver import LocalMailServer, MailAccount
-from core.models import Agent, Conversation, ConversationStatus, ImapSecurity, Message
-from core.settings import Settings
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.mailboxes.config import add_mailbox
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent, Conversation, ConversationStatus, ImapSecurity, Message
+from imapdesk.kernel.settings import Settings
 from tests.outbound.mail import customer_mail
 from tests.worker.helpers import make_settings
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 
-from core.mailserver import MailAccount
+from imapdesk.devtools.mailserver import MailAccount
 
 
 @dataclass

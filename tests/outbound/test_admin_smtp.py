@@ -12,14 +12,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import crypto
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.mailserver import MailAccount, free_port
-from core.models import ImapSecurity, Mailbox
-from core.settings import Settings
-from core.smtp import smtp_account
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.devtools.mailserver import MailAccount, free_port
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.kernel import crypto
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import ImapSecurity, Mailbox
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.smtp import smtp_account
 from tests.api.conftest import PASSWORD, app, cheap_password_hashing  # noqa: F401  (the app on this test's database)
 from tests.api.test_web import Page, csrf
 
@@ -62,7 +62,7 @@ def relay_fields(relay: LocalSmtpRelay, **extra: str) -> dict[str, str]:
 
 
 def add_box(engine: Engine, settings: Settings, account: MailAccount) -> int:
-    from core.mailboxes import add_mailbox
+    from imapdesk.domain.mailboxes.config import add_mailbox
 
     with unit_of_work(engine) as s:
         box = add_mailbox(

@@ -14,11 +14,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from api.app import create_app
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.models import ConversationStatus, Direction, ImapSecurity, Message, OutboundMail
-from core.settings import Settings
+from imapdesk.api.app import create_app
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
+    ConversationStatus,
+    Direction,
+    ImapSecurity,
+    Message,
+    OutboundMail,
+)
+from imapdesk.kernel.settings import Settings
 from tests.api import factories
 
 

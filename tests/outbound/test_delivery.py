@@ -9,12 +9,13 @@ from multiprocessing.process import BaseProcess
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from core.db import unit_of_work
-from core.mailserver import LocalMailServer, MailAccount
-from core.models import Activity, ActivitySource, Agent, OutboundMail, OutboundState
-from core.outbound import queue_reply
-from core.settings import Settings
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.domain.outbound.replies import queue_reply
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Activity, ActivitySource, Agent, OutboundMail, OutboundState
+from imapdesk.kernel.settings import Settings
+from imapdesk.worker.sender import CRASH_ENV, notify_sender
 from tests.outbound.conftest import (
     add_sending_mailbox,
     conversation_of,
@@ -24,7 +25,6 @@ from tests.outbound.conftest import (
 from tests.outbound.mail import folder_messages
 from tests.outbound.worker_process import start_worker_process
 from tests.worker.helpers import caught_up, running_worker, wait_for
-from worker.sender import CRASH_ENV, notify_sender
 
 
 def _outbound(engine: Engine, outbound_id: int) -> OutboundMail:

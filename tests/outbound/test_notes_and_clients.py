@@ -11,9 +11,19 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
-from core.db import unit_of_work, upgrade_database
-from core.mailserver import LocalMailServer, MailAccount
-from core.models import (
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.domain.outbound.replies import (
+    Upload,
+    add_note,
+    compose,
+    from_address,
+    may_send_automatically,
+    queue_reply,
+)
+from imapdesk.domain.sync.rebuild import forget_mail
+from imapdesk.kernel.db import unit_of_work, upgrade_database
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Agent,
@@ -24,21 +34,11 @@ from core.models import (
     OutboundMail,
     OutboundState,
 )
-from core.outbound import (
-    Upload,
-    add_note,
-    compose,
-    from_address,
-    may_send_automatically,
-    queue_reply,
-)
-from core.rebuild import forget_mail
-from core.settings import Settings
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.kernel.settings import Settings
+from imapdesk.worker.supervisor import sync_until_caught_up
 from tests.outbound.conftest import add_sending_mailbox, mail_from_customer, make_agent, status_of
 from tests.outbound.mail import colleague_append, customer_mail, folder_messages
 from tests.worker.helpers import caught_up, running_worker, wait_for
-from worker.supervisor import sync_until_caught_up
 
 
 def _message(engine: Engine, msgid: str) -> Message | None:
@@ -249,7 +249,7 @@ def _bounce(to: str, failed_msgid: str) -> tuple[str, bytes]:
 
 
 def test_automatic_mail_is_marked_so() -> None:
-    from core.models import Mailbox
+    from imapdesk.kernel.models import Mailbox
 
     box = Mailbox(
         name="s", address="support@example.com", imap_host="h", username="u", password_encrypted=""

@@ -9,11 +9,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from api.app import create_app
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.mailserver import LocalMailServer, MailAccount
-from core.models import (
+from imapdesk.api.app import create_app
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     Activity,
     Conversation,
     ConversationStatus,
@@ -22,8 +23,7 @@ from core.models import (
     OutboundMail,
     OutboundState,
 )
-from core.settings import Settings
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.kernel.settings import Settings
 from tests.outbound.conftest import (
     add_sending_mailbox,
     conversation_of,

@@ -7,9 +7,9 @@ import smtplib
 
 import pytest
 
-from core.mailserver import MailAccount
-from core.smtp import SmtpAccount, SmtpError, close, connect
-from core.smtp_relay import LocalSmtpRelay
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.mail.smtp import SmtpAccount, SmtpError, close, connect
 
 
 def _account(relay: LocalSmtpRelay, box: MailAccount, **kw: object) -> SmtpAccount:

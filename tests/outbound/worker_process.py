@@ -10,7 +10,13 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-_PRELOAD = ["core.db", "core.settings", "worker.supervisor", "worker.sender", "core.outbound"]
+_PRELOAD = [
+    "imapdesk.kernel.db",
+    "imapdesk.kernel.settings",
+    "imapdesk.worker.supervisor",
+    "imapdesk.worker.sender",
+    "imapdesk.domain.outbound.replies",
+]
 
 
 def _context() -> ForkServerContext:
@@ -22,9 +28,9 @@ def _context() -> ForkServerContext:
 
 def _run(settings_values: dict[str, Any], env: dict[str, str]) -> None:
     os.environ.update(env)
-    from core.db import make_engine
-    from core.settings import Settings
-    from worker.supervisor import make_worker
+    from imapdesk.kernel.db import make_engine
+    from imapdesk.kernel.settings import Settings
+    from imapdesk.worker.supervisor import make_worker
 
     if env.get("IMAPDESK_TEST_LOG"):
         import logging

@@ -20,13 +20,13 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.app import SESSION_COOKIE, _session_signing_key
-from api.web.auth import sign_in as web_sign_in
-from core.agents import hash_password
-from core.db import unit_of_work
-from core.mailserver import free_port
-from core.models import Agent
-from core.settings import Settings
+from imapdesk.api.app import SESSION_COOKIE, _session_signing_key
+from imapdesk.api.web.auth import sign_in as web_sign_in
+from imapdesk.devtools.mailserver import free_port
+from imapdesk.domain.accounts.agents import hash_password
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent
+from imapdesk.kernel.settings import Settings
 from tests.api.conftest import (  # noqa: F401  (the API tests' fixtures, shared)
     PASSWORD,
     agent_token,

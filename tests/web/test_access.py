@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import access, operations, queries
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.errors import InvalidInput, NotFound
-from core.models import ActivitySource, Agent, Conversation, ConversationStatus
-from core.settings import Settings
+from imapdesk.domain.accounts import access
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.domain.conversations import operations, reads
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.errors import InvalidInput, NotFound
+from imapdesk.kernel.models import ActivitySource, Agent, Conversation, ConversationStatus
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
@@ -151,10 +152,10 @@ def test_restricted_agent_without_rows_sees_nothing(engine: Engine, scene: Scene
     with unit_of_work(engine) as s:
         carol = create_agent(s, "carol@example.com", "Carol", PASSWORD)
         # unrestricted (the default, what an upgrade gives existing agents): every mailbox
-        assert queries.visible_mailbox_ids(s, carol) == [scene.support, scene.billing]
+        assert reads.visible_mailbox_ids(s, carol) == [scene.support, scene.billing]
         access.set_mailbox_access(s, carol, all_mailboxes=False)
-        assert queries.visible_mailbox_ids(s, carol) == []
-        assert queries.list_conversations(s, carol).items == []
+        assert reads.visible_mailbox_ids(s, carol) == []
+        assert reads.list_conversations(s, carol).items == []
         # an admin sees everything whatever the flag says
         carol.is_admin = True
-        assert queries.visible_mailbox_ids(s, carol) == [scene.support, scene.billing]
+        assert reads.visible_mailbox_ids(s, carol) == [scene.support, scene.billing]

@@ -14,9 +14,9 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from core.db import unit_of_work
-from core.models import FolderState
-from core.settings import Settings
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import FolderState
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, sign_in_page, signed_in_context
 

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import access
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.mailserver import MailAccount
-from core.models import Agent, ApiToken, FolderState, Mailbox
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.domain.accounts import access
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent, ApiToken, FolderState, Mailbox
 from tests.api import factories as f
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from core.db import unit_of_work
-from core.models import Agent
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Agent
 from tests.api import factories as f
 from tests.api.test_web import Page, csrf, sign_in
 

@@ -13,11 +13,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from api.app import SESSION_COOKIE
-from api.web.conversation import MESSAGE_BODY_CSP, MESSAGE_BODY_CSP_IMAGES, split_quoted
-from core import operations, presence, snooze
-from core.db import unit_of_work
-from core.models import (
+from imapdesk.api.app import SESSION_COOKIE
+from imapdesk.api.web.conversation import MESSAGE_BODY_CSP, MESSAGE_BODY_CSP_IMAGES, split_quoted
+from imapdesk.domain.conversations import operations, snooze
+from imapdesk.domain.live import presence
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Agent,
@@ -28,7 +29,7 @@ from core.models import (
     SavedReply,
     utcnow,
 )
-from core.settings import Settings
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import session_cookie
 

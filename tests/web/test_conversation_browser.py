@@ -12,10 +12,17 @@ from playwright.sync_api import expect
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import outbound
-from core.db import unit_of_work
-from core.models import ActivitySource, Agent, Conversation, ConversationStatus, Direction, Message
-from core.settings import Settings
+from imapdesk.domain.outbound import replies as outbound
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
+    ActivitySource,
+    Agent,
+    Conversation,
+    ConversationStatus,
+    Direction,
+    Message,
+)
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, sign_in_page, signed_in_context
 

@@ -17,9 +17,9 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from core.db import unit_of_work
-from core.parsing import parse_message
-from core.settings import Settings
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.parsing import parse_message
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, signed_in_context
 

@@ -15,14 +15,16 @@ import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.app import SESSION_COOKIE
-from api.web.live import LiveHub, PartsKey
-from api.web.queues import ListParams
-from core import access, operations, presence
-from core.db import unit_of_work
-from core.live import ChangeFeed
-from core.models import ActivitySource, Agent, Conversation, utcnow
-from core.settings import Settings
+from imapdesk.api.app import SESSION_COOKIE
+from imapdesk.api.web.live import LiveHub, PartsKey
+from imapdesk.api.web.queues import ListParams
+from imapdesk.domain.accounts import access
+from imapdesk.domain.conversations import operations
+from imapdesk.domain.live import presence
+from imapdesk.domain.live.changes import ChangeFeed
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import ActivitySource, Agent, Conversation, utcnow
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, session_cookie
 

@@ -15,11 +15,11 @@ from playwright.sync_api import expect
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import snooze
-from core.db import unit_of_work
-from core.mailserver import MailAccount
-from core.models import ActivitySource, Agent, Conversation, Message, utcnow
-from core.settings import Settings
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.domain.conversations import snooze
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import ActivitySource, Agent, Conversation, Message, utcnow
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, signed_in_context
 from tests.worker.helpers import (

@@ -12,13 +12,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from api.app import create_app
-from core import login_attempts
-from core.agents import create_agent
-from core.crypto import hash_password
-from core.db import make_engine, unit_of_work
-from core.models import Agent, LoginAttempt
-from core.settings import Settings
+from imapdesk.api.app import create_app
+from imapdesk.domain.accounts import login_attempts
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.kernel.crypto import hash_password
+from imapdesk.kernel.db import make_engine, unit_of_work
+from imapdesk.kernel.models import Agent, LoginAttempt
+from imapdesk.kernel.settings import Settings
 from tests.api.conftest import PASSWORD
 from tests.api.test_web import Page, csrf
 

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, func, update
 from sqlmodel import Session, col, select
 
-from core import access, operations, queues
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.models import (
+from imapdesk.domain.accounts import access
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.conversations import operations, queues
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Agent,

@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from core import login_attempts
-from core.db import unit_of_work
+from imapdesk.domain.accounts import login_attempts
+from imapdesk.kernel.db import unit_of_work
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, sign_in_page
 

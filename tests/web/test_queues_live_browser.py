@@ -18,12 +18,12 @@ from playwright.sync_api import expect
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core import operations
-from core.agents import create_api_token
-from core.db import unit_of_work
-from core.mailserver import MailAccount
-from core.models import ActivitySource, Agent, Conversation
-from core.settings import Settings
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.domain.accounts.agents import create_api_token
+from imapdesk.domain.conversations import operations
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import ActivitySource, Agent, Conversation
+from imapdesk.kernel.settings import Settings
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, signed_in_context
 from tests.worker.helpers import add_test_mailbox, caught_up, make_settings, running_worker

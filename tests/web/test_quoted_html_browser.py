@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 from sqlalchemy import Engine
 
-from api.app import SESSION_COOKIE
-from api.web.conversation import MESSAGE_BODY_CSP
-from core.db import unit_of_work
-from core.models import Conversation
-from core.parsing import parse_message
-from core.settings import Settings
+from imapdesk.api.app import SESSION_COOKIE
+from imapdesk.api.web.conversation import MESSAGE_BODY_CSP
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Conversation
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.parsing import parse_message
 from tests.api import factories as f
 from tests.web.conftest import LiveServer, session_cookie, signed_in_context
 from tests.web.test_quoting import GMAIL

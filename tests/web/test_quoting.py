@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from lxml import html as lxml_html
 
-from core.parsing import parse_message, sanitize_html
-from core.quoting import QUOTE_SUMMARY, collapse_quoted
+from imapdesk.mail.parsing import parse_message, sanitize_html
+from imapdesk.mail.quoting import QUOTE_SUMMARY, collapse_quoted
 from tests.conftest import _find_corpus
 
 GMAIL = """<div dir="ltr">Thanks, that fixed it.<div><br></div><div>Anna</div></div><br>\

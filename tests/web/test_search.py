@@ -9,11 +9,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event
 from sqlmodel import col, delete, select
 
-from core import access, queries, search
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.models import Message
-from core.search import search_words
+from imapdesk.domain.accounts import access
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.conversations import reads, search
+from imapdesk.domain.conversations.search import search_words
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Message
 from tests.api import factories as f
 
 
@@ -123,9 +124,9 @@ def test_search_respects_mailbox_access(engine: Engine, found: dict[str, int]) -
     with unit_of_work(engine) as s:
         bob = create_agent(s, "bob@example.com", "Bob", "pw")
         access.set_mailbox_access(
-            s, bob, all_mailboxes=False, mailbox_ids=queries.visible_mailbox_ids(s, bob)[:1]
+            s, bob, all_mailboxes=False, mailbox_ids=reads.visible_mailbox_ids(s, bob)[:1]
         )
-        page = queries.list_conversations(s, bob, queries.ConversationFilters(q="capacitor"))
+        page = reads.list_conversations(s, bob, reads.ConversationFilters(q="capacitor"))
         assert [r.conversation.id for r in page.items] == [found["flux"]]
 
 

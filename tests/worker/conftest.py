@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from imapclient import IMAPClient
 
-from core.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from core.db import unit_of_work
-from core.mailboxes import add_mailbox
-from core.mailserver import MailAccount
-from core.models import Conversation, Folder, ImapSecurity, Message, MessageLocation
-from core.parsing import normalize_msgid
-from core.settings import Settings
-from worker.supervisor import Worker, make_worker
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.domain.mailboxes.config import add_mailbox
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import Conversation, Folder, ImapSecurity, Message, MessageLocation
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.parsing import normalize_msgid
+from imapdesk.worker.supervisor import Worker, make_worker
 
 Found = dict[str, list[tuple[str, int, frozenset[str]]]]
 T = TypeVar("T")

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from imapclient import IMAPClient
 
-from core.mailserver import MailAccount
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.mail.imap import ImapAccount, ImapSession
 from tests.worker.helpers import make_mail
-from worker.imap import ImapAccount, ImapSession
 
 
 @pytest.fixture

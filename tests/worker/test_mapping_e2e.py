@@ -1,6 +1,7 @@
 """docs IMAP-MAPPING.md end to end, in both directions, on a real Dovecot with the worker running.
 
-helpdesk -> mailbox: the REST API (and `core.operations.mark_read`, which has no route) changes a
+helpdesk -> mailbox: the REST API (and `imapdesk.domain.conversations.operations.mark_read`, which
+has no route) changes a
 conversation; an independent IMAP session (the colleague on a plain client) sees it.
 mailbox -> helpdesk: the colleague changes folders and flags; the REST API shows the new state
 and the activity log says it came from `imap`.
@@ -36,20 +37,23 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import worker.writeback as writeback_module
-from api.app import create_app
-from core import operations
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.mailserver import MailAccount
-from core.models import (
+import imapdesk.worker.writeback as writeback_module
+from imapdesk.api.app import create_app
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.domain.conversations import operations
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     ActivitySource,
     Agent,
     ImapActionState,
     Message,
     PendingImapAction,
 )
-from core.settings import Settings
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.worker.folder_sync import FolderSync
+from imapdesk.worker.writeback import notify_outbox
 from tests.worker.helpers import (
     Found,
     add_test_mailbox,
@@ -61,9 +65,6 @@ from tests.worker.helpers import (
     wait_for,
     where_on_server,
 )
-from worker.folder_sync import FolderSync
-from worker.imap import ImapAccount, ImapSession
-from worker.writeback import notify_outbox
 
 BASE = "/api/v1/conversations"
 # one conversation: m1 and m3 from the customer in INBOX, our reply m2 in Sent; m9 another one

@@ -18,8 +18,8 @@ import pytest
 from imapclient import IMAPClient
 from sqlalchemy import Engine
 
-from core.mailserver import MailAccount
-from core.parsing import normalize_msgid
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.mail.parsing import normalize_msgid
 from tests.worker.helpers import wait_for
 from tests.worker.test_mapping_e2e import (
     BASE,

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from core.models import Folder, Message, MessageLocation
+from imapdesk.kernel.models import Folder, Message, MessageLocation
 from tests.worker.helpers import (
     add_test_mailbox,
     caught_up,
@@ -95,7 +95,7 @@ def test_flags_moves_and_expunges_by_another_client_are_taken_in(
 
 
 def _conversation(engine: Engine, message_id: str) -> tuple[str, bool, list[str]]:
-    from core.models import Conversation, ConversationTag
+    from imapdesk.kernel.models import Conversation, ConversationTag
 
     with Session(engine) as db:
         message = db.exec(select(Message).where(Message.message_id == message_id)).one()
@@ -110,7 +110,7 @@ def _conversation(engine: Engine, message_id: str) -> tuple[str, bool, list[str]
 
 
 def _activity(engine: Engine, message_id: str) -> list[tuple[str, str, str]]:
-    from core.models import Activity
+    from imapdesk.kernel.models import Activity
 
     with Session(engine) as db:
         message = db.exec(select(Message).where(Message.message_id == message_id)).one()
@@ -129,7 +129,7 @@ def test_what_a_plain_client_does_becomes_helpdesk_state(
     mail_account,
     imap_client,  # type: ignore[no-untyped-def]
 ) -> None:
-    from core.models import PendingImapAction
+    from imapdesk.kernel.models import PendingImapAction
 
     settings = make_settings(db_url, tmp_path / "data")
     mail_account.server.seed(

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from api.app import create_app
-from core import operations
-from core.agents import create_agent, create_api_token
-from core.db import unit_of_work
-from core.models import (
+from imapdesk.api.app import create_app
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
+from imapdesk.domain.conversations import operations
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     ActivitySource,
     Agent,
     ConversationStatus,
@@ -133,7 +133,7 @@ def test_rebuild_restores_every_conversation_and_its_state(
 
     env = dict(os.environ, IMAPDESK_DATABASE_URL=db_url, IMAPDESK_DATA_DIR=str(settings.data_dir))
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "rebuild", "--yes"],
+        [sys.executable, "-m", "imapdesk", "rebuild", "--yes"],
         env=env,
         cwd=REPO,
         capture_output=True,

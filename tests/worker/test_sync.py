@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from core.models import Folder, FolderState, Mailbox, Message, MessageLocation
+from imapdesk.kernel.models import Folder, FolderState, Mailbox, Message, MessageLocation
 from tests.conftest import CORPUS
 from tests.worker.helpers import (
     add_test_mailbox,
@@ -172,7 +172,7 @@ def test_untrusted_certificate_is_refused_with_a_clear_error(
     settings,
     mail_account,  # type: ignore[no-untyped-def]
 ) -> None:
-    from core.db import unit_of_work
+    from imapdesk.kernel.db import unit_of_work
 
     mailbox_id = add_test_mailbox(engine, settings, mail_account)
     with unit_of_work(engine) as db:
@@ -240,7 +240,7 @@ def test_mail_sent_while_dovecot_was_down_arrives(
     settings,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    from core.mailserver import LocalMailServer, free_port
+    from imapdesk.devtools.mailserver import LocalMailServer, free_port
 
     server = LocalMailServer(tmp_path / "dovecot", imap_port=free_port(), imaps_port=free_port())
     server.start()
@@ -290,7 +290,7 @@ def test_kill_minus_9_during_initial_sync_resumes_without_gap_or_duplicate(
         IMAPDESK_DATA_DIR=str(settings.data_dir),
         IMAPDESK_FETCH_BATCH_SIZE="100",
     )
-    cmd = [sys.executable, "-m", "core.cli", "worker"]
+    cmd = [sys.executable, "-m", "imapdesk", "worker"]
 
     proc = subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -399,9 +399,9 @@ def test_every_corpus_file_is_ingested_and_visible_through_the_api(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from core.agents import create_agent, create_api_token
-    from core.db import unit_of_work
+    from imapdesk.api.app import create_app
+    from imapdesk.domain.accounts.agents import create_agent, create_api_token
+    from imapdesk.kernel.db import unit_of_work
 
     files = _corpus_files(CORPUS / "stalwart-eml", CORPUS / "notmuch/test/corpora")
     files = [p for p in files if p.suffix == ".eml" or "stalwart" not in str(p)]

@@ -17,13 +17,13 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import worker.writeback as writeback_module
-from core import operations
-from core.agents import create_agent
-from core.db import unit_of_work
-from core.mailserver import MailAccount
-from core.mailstate import assignee_keyword
-from core.models import (
+import imapdesk.worker.writeback as writeback_module
+from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.conversations import operations
+from imapdesk.domain.mailstate import assignee_keyword
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
     Folder,
@@ -33,8 +33,12 @@ from core.models import (
     MessageLocation,
     PendingImapAction,
 )
-from core.parsing import normalize_msgid
-from core.settings import Settings
+from imapdesk.kernel.settings import Settings
+from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.mail.parsing import normalize_msgid
+from imapdesk.worker.folder_sync import SyncContext
+from imapdesk.worker.supervisor import account_for
+from imapdesk.worker.writeback import WriteBack, notify_outbox
 from tests.worker.helpers import (
     add_test_mailbox,
     caught_up,
@@ -45,10 +49,6 @@ from tests.worker.helpers import (
     wait_for,
     where_on_server,
 )
-from worker.folder_sync import SyncContext
-from worker.imap import ImapAccount, ImapSession
-from worker.supervisor import account_for
-from worker.writeback import WriteBack, notify_outbox
 
 CONVERSATION = ("m1@example.com", "m2@example.com", "m3@example.com")
 OTHER = "m9@example.com"
