@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from imapdesk.kernel import wakeups  # noqa: F401  (its listeners wake the worker after commits)
 from imapdesk.kernel.settings import get_settings
 
 
