@@ -29,7 +29,7 @@ class Loop(StrEnum):
 _lock = threading.Lock()
 _events: dict[tuple[Loop, int], set[threading.Event]] = defaultdict(set)
 
-_WORK = {PendingImapAction: Loop.WRITEBACK, OutboundMail: Loop.SENDER}
+_WORK: dict[type, Loop] = {PendingImapAction: Loop.WRITEBACK, OutboundMail: Loop.SENDER}
 _PENDING_KEY = "imapdesk.wakeups"
 
 
