@@ -16,9 +16,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imapdesk.api import health, rest, web
 from imapdesk.api.errors import install_error_handlers
-from imapdesk.api.web import compose as web_compose
-from imapdesk.api.web import conversation as web_conversation
-from imapdesk.api.web import live as web_live
 from imapdesk.api.web.templating import STATIC_DIR
 from imapdesk.domain.conversations.queues import ChangeCache
 from imapdesk.kernel.db import get_engine, make_engine
@@ -131,9 +128,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router)
     app.include_router(rest.router)
     app.include_router(web.router)
-    app.include_router(web_conversation.router)
-    app.include_router(web_compose.router)
-    app.include_router(web_live.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     app.add_middleware(

@@ -1,4 +1,5 @@
-"""Request dependencies: the session (the request's unit of work), settings, the API caller."""
+"""Request dependencies: the session (the request's unit of work, and the same for a route that
+writes), settings, the API caller."""
 
 from __future__ import annotations
 
@@ -48,6 +49,18 @@ def get_session(request: Request) -> Iterator[Session]:
 
 # scope="function": commit before the response is sent, so a failed commit is an error response
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_write_session(session: SessionDep) -> Session:
+    """The request's session for a route that writes: on SQLite it takes the write lock up
+    front (BEGIN IMMEDIATE, waiting its turn), so that concurrent writers queue instead of the
+    second failing with "database is locked" when its read turns into a write. Declare it
+    before the caller (the agent), so the transaction opens before that read."""
+    session.connection(execution_options={"sqlite_immediate": True})
+    return session
+
+
+WriteSessionDep = Annotated[Session, Depends(get_write_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 

@@ -49,7 +49,7 @@ def _jsonable(details: Mapping[str, object]) -> dict[str, Any]:
 def _error_page(request: Request, status_code: int, title: str, message: str) -> Response:
     return templates.TemplateResponse(
         request,
-        "error.html",
+        "errors/error.html",
         {"status_code": status_code, "title": title, "message": message},
         status_code=status_code,
     )

@@ -3,7 +3,7 @@ model gains later (a secret, say) leaks out by accident."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, cast
 
 from pydantic import (
@@ -38,15 +38,12 @@ from imapdesk.kernel.models import (
     ImapSecurity,
     OutboundMail,
     OutboundState,
+    SmtpSecurity,
+    as_utc,
 )
 
-
-def _as_utc(value: datetime) -> datetime:
-    # the database keeps naive UTC; the API says so explicitly
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+# a datetime the database gave back naive is UTC; the API says so explicitly
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class ErrorDetail(BaseModel):
@@ -227,7 +224,7 @@ class MailboxPublic(BaseModel):
     imap_security: ImapSecurity
     smtp_host: str | None
     smtp_port: int | None
-    smtp_security: ImapSecurity | None
+    smtp_security: SmtpSecurity | None
     enabled: bool
     last_error: str | None
     last_connected_at: UtcDatetime | None

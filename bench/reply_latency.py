@@ -59,7 +59,7 @@ from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
 from imapdesk.devtools.smtp_relay import LocalSmtpRelay
 from imapdesk.domain.accounts.agents import create_agent, create_api_token
 from imapdesk.kernel.db import make_engine, unit_of_work
-from imapdesk.kernel.models import ImapSecurity, Message
+from imapdesk.kernel.models import Message, SmtpSecurity
 from imapdesk.kernel.settings import Settings
 
 POLL_INTERVAL = 0.005
@@ -187,7 +187,7 @@ def _run(
         address=support.user,
         smtp_host="localhost",
         smtp_port=relay.port,
-        smtp_security=ImapSecurity.starttls,
+        smtp_security=SmtpSecurity.starttls,
     )
     with unit_of_work(engine) as db:
         agent = create_agent(db, "alice@example.test", "Alice", "correct horse battery")

@@ -173,7 +173,7 @@ def main() -> None:
                     agent = s.get(Agent, agent_id)
                     assert agent is not None
                     t0 = time.perf_counter()
-                    reads.get_conversation(s, agent, cid)
+                    reads.conversation_detail(s, agent, cid)
                     reads.conversation_activity(s, cid)
                     bare_ms.append((time.perf_counter() - t0) * 1000)
         engine.dispose()

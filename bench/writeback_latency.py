@@ -6,7 +6,7 @@ client's change seen by another plain client is the floor: what we add on top of
 call, the outbox poll or wake-up, the write-back's own IMAP work) is what this measures.
 
 Set-up per worker mode: a fresh Dovecot, a box with `--seed-count` synthetic messages, a fresh
-database, our worker caught up (a subprocess, a thread, or a thread woken by `notify_outbox()`
+database, our worker caught up (a subprocess, a thread, or a thread also woken explicitly
 after each API call), the API app under uvicorn in a thread, two independent raw IDLE clients
 (INBOX and Archive, read-only, each on its own connection in its own thread) and a third raw
 connection, "the colleague", which makes the baseline's changes.
@@ -528,9 +528,9 @@ class Run:
 
     def _wake(self) -> None:
         if self.mode == "thread-notify":
-            from imapdesk.worker.writeback import notify_outbox
+            from imapdesk.kernel.wakeups import Loop, wake
 
-            notify_outbox(self.mailbox_id)
+            wake(Loop.WRITEBACK, self.mailbox_id)
 
     def _last_action_id(self) -> int:
         with Session(self.engine) as db:
@@ -902,8 +902,10 @@ def report(args: argparse.Namespace, result: RunResult) -> bool:
     print()
     print(f"=== worker mode: {result.mode} ===")
     wake = (
-        "woken by notify_outbox() right after each API response"
+        "woken by the API's commit (and explicitly after each API response)"
         if result.mode == "thread-notify"
+        else "woken by the API's commit (imapdesk/kernel/wakeups.py)"
+        if result.mode == "thread"
         else f"NOT woken: the outbox is polled every {result.poll_seconds * 1000:.0f} ms "
         "(writeback_poll_seconds)"
     )

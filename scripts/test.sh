@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: bootstrap, a PostgreSQL for the tests, ruff, mypy, pytest.
+# The whole check, as CI runs it: bootstrap, a PostgreSQL for the tests, ruff, mypy, the
+# dependency contracts (lint-imports), pytest (the slow packaging test included).
 #
 #   scripts/test.sh [PYTEST ARGS...]      e.g. scripts/test.sh tests/core -k mailserver
 #   IMAPDESK_TEST_WORKERS=N               pytest workers (pytest-xdist; default 3, 0: none)
@@ -9,7 +10,7 @@
 # not trust 127.0.0.1 either, a throwaway cluster (trust auth, removed on exit) is used;
 # IMAPDESK_TEST_PG=throwaway goes straight to the throwaway cluster.
 # Exit code: pytest's when it failed (5, no tests collected, counts as a failure), else 1 when
-# ruff or mypy failed, else 0.
+# ruff, mypy or lint-imports failed, else 0.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -125,6 +126,8 @@ log "ruff check ."
 .venv/bin/ruff check . || lint_failed=1
 log "mypy -p imapdesk"
 .venv/bin/mypy -p imapdesk || lint_failed=1
+log "lint-imports"
+.venv/bin/lint-imports --no-cache || lint_failed=1
 
 # Most tests wait on the mail server (its IDLE news comes 500 ms after a change), so more
 # pytest workers than cores pay off; IMAPDESK_TEST_WORKERS=0 runs them in this process.
@@ -140,7 +143,7 @@ if [ "$rc" -ne 0 ]; then
   exit "$rc"
 fi
 if [ "$lint_failed" -ne 0 ]; then
-  log "FAILED (ruff or mypy)"
+  log "FAILED (ruff, mypy or lint-imports)"
   exit 1
 fi
 log "OK"

@@ -4,10 +4,7 @@ real Dovecot with a fresh account per test."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import subprocess
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +12,7 @@ from typing import Any
 
 import pytest
 from imapclient import IMAPClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from imapdesk.devtools.mailserver import (
     LocalMailServer,
@@ -25,38 +22,8 @@ from imapdesk.devtools.mailserver import (
     make_base_dir,
 )
 from imapdesk.kernel.db import make_engine, upgrade_database
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _find_corpus() -> Path:
-    """The shared mail corpus (`../shared/corpus` beside the repository). A clone elsewhere (CI
-    clones into a temporary directory) finds it beside the repository it was cloned from;
-    IMAPDESK_TEST_CORPUS names it outright."""
-    candidates = [REPO.parent / "shared" / "corpus"]
-    if os.environ.get("IMAPDESK_TEST_CORPUS"):
-        candidates.insert(0, Path(os.environ["IMAPDESK_TEST_CORPUS"]))
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        origin = subprocess.run(
-            ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        if origin and Path(origin).is_dir():
-            candidates.append(Path(origin).resolve().parent / "shared" / "corpus")
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-CORPUS = _find_corpus()
-PG_ADMIN_URL = os.environ.get(
-    "IMAPDESK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-_TEMPLATE_DB = "imapdesk_test_template"
-
-
-def _pg_url(dbname: str) -> str:
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + dbname
+from tests.support.databases import fresh_pg_database, pg_url
+from tests.support.imap import imap_client
 
 
 @pytest.fixture(scope="session")
@@ -69,17 +36,9 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def _pg_template() -> Iterator[str]:
     # one template per test run, so that runs side by side do not drop each other's
-    name = f"{_TEMPLATE_DB}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    upgrade_database(_pg_url(name))
-    try:
+    with fresh_pg_database("imapdesk_test_template_") as name:
+        upgrade_database(pg_url(name))
         yield name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,16 +51,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{path}"
         return
     template = request.getfixturevalue("_pg_template")
-    name = f"imapdesk_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    try:
-        yield _pg_url(name)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with fresh_pg_database("imapdesk_t_", template=template) as name:
+        yield pg_url(name)
 
 
 @pytest.fixture
@@ -178,11 +129,6 @@ def mail_account(mailserver: LocalMailServer) -> MailAccount:
 def mail_account_nocondstore(mailserver_nocondstore: LocalMailServer) -> MailAccount:
     """A fresh user on the server without CONDSTORE/QRESYNC."""
     return mailserver_nocondstore.create_account()
-
-
-def imap_client(account: MailAccount, *, ssl: bool = False, starttls: bool = False) -> IMAPClient:
-    """A second, independent logged-in client: the colleague on Thunderbird."""
-    return account.connect(ssl=ssl, starttls=starttls)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, delete, or_
 from sqlmodel import Session, col, select
 
 from imapdesk.domain.mailboxes.config import our_addresses
-from imapdesk.domain.sync.ingest import INGEST_LOCK, FetchedMessage, ingest_batch, lock_for_ingest
+from imapdesk.domain.sync.ingest import INGEST_LOCK, ingest_batch, lock_for_ingest
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.errors import ImapdeskError
 from imapdesk.kernel.models import (
@@ -37,7 +37,7 @@ from imapdesk.kernel.models import (
     utcnow,
 )
 from imapdesk.kernel.settings import Settings
-from imapdesk.mail.imap import FolderStatus, ImapAccount, ImapSession
+from imapdesk.mail.imap import FetchedMessage, FolderStatus, ImapAccount, ImapSession
 from imapdesk.mail.parsing import ParsedMessage
 from imapdesk.worker.backoff import Backoff
 from imapdesk.worker.parse_pool import Parser

@@ -1,7 +1,8 @@
 """The sender: delivers one mailbox's queued replies by SMTP and files their copies.
 
 One `Sender` per mailbox (a thread started by the MailboxRunner, like the write-back), polling
-`OutboundMail` every `sender_poll_seconds` or woken at once by `notify_sender()`.
+`OutboundMail` every `sender_poll_seconds`, or woken at once when a transaction that queued mail
+for its mailbox commits in this process (`imapdesk.kernel.wakeups`, `Loop.SENDER`).
 
 Each message goes through steps, each recorded before the next begins, so that a worker
 killed at any point neither loses a reply nor sends it twice:
@@ -13,8 +14,7 @@ killed at any point neither loses a reply nor sends it twice:
    as sent: a sender that dies before it recorded the server's answer never sends it again.
 3. **sent**: `sent`, the server's words, and in the same transaction `\\Answered` on the
    answered message and the mailbox's status after a reply
-   (`imapdesk.domain.outbound.replies.after_sent`,
-   written back by the write-back).
+   (`imapdesk.domain.outbound.delivery.after_sent`, written back by the write-back).
 4. **copy**: the copy goes to Sent (`\\Seen`), a note to Notes; first looked for by
    Message-ID, so a copy appended just before a crash is found, not appended twice.
 
@@ -39,16 +39,16 @@ import re
 import signal
 import smtplib
 import socket
-import threading
-import weakref
 from datetime import timedelta
 
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
-from imapdesk.domain.outbound.replies import after_sent
+from imapdesk.domain.mailboxes.servers import smtp_account
+from imapdesk.domain.outbound.delivery import after_sent
 from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
+from imapdesk.kernel import wakeups
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.errors import MailServerError
 from imapdesk.kernel.models import (
@@ -82,18 +82,6 @@ _IMAP_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     MailServerError,
 )
-
-_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
-_senders_lock = threading.Lock()
-
-
-def notify_sender(mailbox_id: int | None = None) -> None:
-    """Wake the senders of this process (of one mailbox, or all) at once."""
-    with _senders_lock:
-        senders = list(_senders)
-    for sender in senders:
-        if mailbox_id is None or sender.mailbox_id == mailbox_id:
-            sender.wake.set()
 
 
 def _crash(point: str) -> None:
@@ -129,11 +117,10 @@ class Sender:
         self.log = FolderLog(log, {"label": f"{name}/sender"})
         settings = ctx.settings
         self.backoff = Backoff(settings.reconnect_initial_seconds, settings.reconnect_max_seconds)
-        self.wake = threading.Event()
+        # set by a commit that queued mail for this mailbox; unregistered when run() ends
+        self.wake = wakeups.register(wakeups.Loop.SENDER, mailbox_id)
         self.me = f"{socket.gethostname()}:{os.getpid()}"
-        self._imap: ImapSession | None = None
-        with _senders_lock:
-            _senders.add(self)
+        self._connection: ImapSession | None = None
 
     # -- loop -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -161,6 +148,7 @@ class Sender:
                     self.wake.wait(self.ctx.settings.sender_poll_seconds)
         finally:
             self._discard()
+            wakeups.unregister(wakeups.Loop.SENDER, self.mailbox_id, self.wake)
 
     def drain(self) -> bool:
         """Send what is due, then file the copies; True when something was done."""
@@ -290,7 +278,7 @@ class Sender:
             outbound = db.get(OutboundMail, outbound_id)
             mailbox = db.get(Mailbox, self.mailbox_id)
             assert outbound is not None and mailbox is not None
-            account = smtp.smtp_account(mailbox, self.ctx.settings)
+            account = smtp_account(mailbox, self.ctx.settings)
             envelope_from, recipients, raw = (
                 outbound.envelope_from,
                 list(outbound.recipients or []),
@@ -416,14 +404,14 @@ class Sender:
 
     # -- the copy in Sent (or the note in Notes) ---------------------------------------------
     def _imap_session(self) -> ImapSession:
-        if self._imap is None:
-            self._imap = ImapSession(self.account)
-        return self._imap
+        if self._connection is None:
+            self._connection = ImapSession(self.account)
+        return self._connection
 
     def _discard(self) -> None:
-        if self._imap is not None:
-            self._imap.close()
-            self._imap = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     def _folder(self, db: Session, role: FolderRole) -> Folder | None:
         return db.exec(

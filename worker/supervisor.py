@@ -12,17 +12,18 @@ import time
 from dataclasses import dataclass, field
 from typing import cast
 
-from imapclient.exceptions import IMAPClientError
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from imapdesk.domain.conversations.snooze import wake_snoozed
-from imapdesk.domain.mailboxes.config import ensure_folder, mailbox_password
+from imapdesk.domain.mailboxes.config import ensure_folder
+from imapdesk.domain.mailboxes.servers import imap_account
 from imapdesk.domain.sync.readback import apply_mail_changes
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Folder, FolderRole, Mailbox, utcnow
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.mail.imap.probe import probe
 from imapdesk.worker.backoff import Backoff
 from imapdesk.worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
 from imapdesk.worker.parse_pool import Parser, default_parse_processes
@@ -35,71 +36,8 @@ _ROLES = {r.value: r for r in FolderRole}
 _NAMED_ROLES = (FolderRole.pending, FolderRole.notes)
 
 
-def account_for(mailbox: Mailbox, settings: Settings) -> ImapAccount:
-    return ImapAccount(
-        host=mailbox.imap_host,
-        port=mailbox.imap_port,
-        security=mailbox.imap_security.value,
-        username=mailbox.username,
-        password=mailbox_password(mailbox, settings),
-        ca_file=mailbox.ca_file,
-        label=mailbox.name,
-    )
-
-
-def probe(imap: ImapSession) -> dict[str, object]:
-    """What this server can do, stored on the mailbox and shown to the admin."""
-    caps = imap.capabilities
-    # --- write-back: which keywords the server keeps ---
-    # PERMANENTFLAGS only comes with a read-write SELECT (EXAMINE reports none). The session is
-    # logged out right after the probe, never CLOSEd, so nothing is expunged.
-    permanent_flags = list(imap.select("INBOX", readonly=False).permanent_flags)
-    server = server_name(imap)
-    keywords = "\\*" in permanent_flags
-    # Dovecot on Maildir keeps 26 distinct keywords per folder and silently loses more when
-    # its index is rebuilt; IMAP does not tell Maildir from dbox, so any Dovecot gets the limit
-    # (on dbox that costs nothing but keeping a 27th keyword in the database only).
-    keyword_limit = DOVECOT_MAILDIR_KEYWORDS if keywords and server == "dovecot" else None
-    # --- end write-back ---
-    return {
-        "capabilities": sorted(caps),
-        "idle": "IDLE" in caps,
-        "condstore": "CONDSTORE" in caps,
-        "qresync": "QRESYNC" in caps,
-        "move": "MOVE" in caps,
-        "uidplus": "UIDPLUS" in caps,
-        "objectid": "OBJECTID" in caps,
-        "notify": "NOTIFY" in caps,
-        "special_use": "SPECIAL-USE" in caps,
-        "permanent_flags": permanent_flags,
-        "keywords": keywords,
-        "server": server,
-        "keyword_limit": keyword_limit,
-        "probed_at": utcnow().isoformat(timespec="seconds"),
-    }
-
-
-DOVECOT_MAILDIR_KEYWORDS = 26
 # recorded by the write-back, kept across probes
 _KEPT_ACROSS_PROBES = ("keywords_dropped",)
-
-
-def server_name(imap: ImapSession) -> str | None:
-    """The server's name from ID (RFC 2971), lowercased; None when it does not say."""
-    if not imap.has("ID"):
-        return None
-    try:
-        info = imap.client.id_()
-    except (IMAPClientError, OSError):
-        return None
-    if not info:
-        return None
-    pairs = list(info[0] if len(info) == 1 and isinstance(info[0], tuple | list) else info)
-    values = dict(zip(pairs[::2], pairs[1::2], strict=False))
-    name = values.get(b"name") or values.get("name")
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return name.strip().lower() if isinstance(name, str) and name.strip() else None
 
 
 def watched_folder_names(
@@ -152,8 +90,7 @@ def ensure_mapped_folders(imap: ImapSession, folders: list[tuple[str, str | None
     created = []
     for role, name in _CREATED_WHEN_MISSING.items():
         if role not in have:
-            imap.client.create_folder(name)
-            imap.client.subscribe_folder(name)
+            imap.create_folder(name)
             created.append(name)
     return created
 
@@ -239,7 +176,7 @@ class MailboxRunner:
         with unit_of_work(self.ctx.engine) as db:
             mailbox = db.get(Mailbox, self.mailbox_id)
             assert mailbox is not None
-            account = account_for(mailbox, self.ctx.settings)
+            account = imap_account(mailbox, self.ctx.settings)
         imap = ImapSession(account)
         try:
             folders = imap.list_folders()

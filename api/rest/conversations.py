@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
 
-from imapdesk.api.deps import CurrentAgent, RowId, SessionDep
+from imapdesk.api.deps import CurrentAgent, RowId, SessionDep, WriteSessionDep
 from imapdesk.api.errors import error_json
 from imapdesk.api.schemas import (
     ActivityListPublic,
@@ -24,9 +24,8 @@ from imapdesk.api.schemas import (
 )
 from imapdesk.domain.accounts.agents import agent_by_email
 from imapdesk.domain.conversations import operations, reads
-from imapdesk.domain.conversations.aggregates import resolve_merged
-from imapdesk.kernel.errors import InvalidInput, NotFound
-from imapdesk.kernel.models import ActivitySource, Agent, Conversation, ConversationStatus
+from imapdesk.kernel.errors import InvalidInput
+from imapdesk.kernel.models import ActivitySource, Agent, ConversationStatus
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -41,32 +40,7 @@ _MERGED_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def write_session(session: SessionDep) -> Session:
-    """The request's session, which will write: on SQLite it takes the write lock up front
-    (BEGIN IMMEDIATE, waiting its turn), so that two writers queue instead of the second
-    failing with "database is locked" when it turns its read into a write. Declared before
-    the caller, so it opens the transaction before the token lookup reads."""
-    session.connection(execution_options={"sqlite_immediate": True})
-    return session
-
-
-WriteSessionDep = Annotated[Session, Depends(write_session)]
 ConversationId = RowId
-
-
-def _visible(session: Session, agent: Agent, conversation_id: int) -> Conversation:
-    """The conversation if the agent may see it (else NotFound); ConversationMerged when it
-    lives on in another."""
-    conversation = session.get(Conversation, conversation_id)
-    if conversation is None or conversation.mailbox_id not in reads.visible_mailbox_ids(
-        session, agent
-    ):
-        raise NotFound(f"no conversation {conversation_id}", conversation_id=conversation_id)
-    if conversation.merged_into_id is not None:
-        survivor = resolve_merged(session, conversation)
-        assert survivor is not None and survivor.id is not None
-        raise reads.ConversationMerged(conversation_id, survivor.id)
-    return conversation
 
 
 def _merged(request: Request, route: str, exc: reads.ConversationMerged) -> JSONResponse:
@@ -75,7 +49,7 @@ def _merged(request: Request, route: str, exc: reads.ConversationMerged) -> JSON
 
 
 def _detail(session: Session, agent: Agent, conversation_id: int) -> ConversationDetailPublic:
-    return conversation_detail_public(reads.get_conversation(session, agent, conversation_id))
+    return conversation_detail_public(reads.conversation_detail(session, agent, conversation_id))
 
 
 def _agent_by_email(session: Session, email: str) -> Agent:
@@ -155,7 +129,7 @@ def get_conversation(
     conversation_id: ConversationId,
 ) -> ConversationDetailPublic | JSONResponse:
     try:
-        detail = reads.get_conversation(session, agent, conversation_id)
+        detail = reads.conversation_detail(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "get_conversation", exc)
     return conversation_detail_public(detail)
@@ -182,7 +156,7 @@ def update_conversation(
     body: ConversationUpdate,
 ) -> ConversationDetailPublic | JSONResponse:
     try:
-        conversation = _visible(session, agent, conversation_id)
+        conversation = reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "update_conversation", exc)
     changes = body.model_dump(exclude_unset=True)
@@ -222,7 +196,7 @@ def claim_conversation(
     conversation_id: ConversationId,
 ) -> ConversationDetailPublic | JSONResponse:
     try:
-        conversation = _visible(session, agent, conversation_id)
+        conversation = reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "claim_conversation", exc)
     operations.claim(session, conversation, agent, source=ActivitySource.api)
@@ -250,7 +224,7 @@ def release_conversation(
     conversation_id: ConversationId,
 ) -> ConversationDetailPublic | JSONResponse:
     try:
-        conversation = _visible(session, agent, conversation_id)
+        conversation = reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "release_conversation", exc)
     operations.release(session, conversation, source=ActivitySource.api, agent=agent)
@@ -275,10 +249,10 @@ def conversation_activity(
     conversation_id: ConversationId,
 ) -> ActivityListPublic | JSONResponse:
     try:
-        _visible(session, agent, conversation_id)
+        reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "conversation_activity", exc)
-    activities = operations.activity_for(session, conversation_id)
+    activities = reads.conversation_activity(session, conversation_id)
     emails = operations.agent_emails(session, activities)
     actors = {a.id: operations.activity_actor(a, emails) for a in activities if a.id is not None}
     return activity_list_public(activities, actors)

@@ -1,6 +1,6 @@
 """Replies, notes and new outbound conversations. Thin: the rules live in
-`imapdesk.domain.outbound.replies`;
-the worker's sender delivers what is queued here."""
+`imapdesk.domain.outbound.replies`; the worker's sender delivers what is queued here, woken by
+the request's commit (`imapdesk.kernel.wakeups`)."""
 
 from __future__ import annotations
 
@@ -8,24 +8,19 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from imapdesk.api.deps import CurrentAgent, SettingsDep
-from imapdesk.api.rest.conversations import (
-    MERGED_DESCRIPTION,
-    ConversationId,
-    WriteSessionDep,
-    _merged,
-    _visible,
-)
+from imapdesk.api.deps import CurrentAgent, SettingsDep, WriteSessionDep
+from imapdesk.api.rest.conversations import MERGED_DESCRIPTION, ConversationId, _merged
 from imapdesk.api.schemas import ErrorPublic, OutboundPublic, outbound_public
 from imapdesk.domain.conversations import reads
-from imapdesk.domain.outbound import replies as core_outbound
+from imapdesk.domain.outbound import replies
 from imapdesk.kernel.errors import InvalidInput
 from imapdesk.kernel.models import ActivitySource
+from imapdesk.mail.compose import Upload
 
 router = APIRouter(tags=["replies"])
 
@@ -77,17 +72,17 @@ class NotePublic(BaseModel):
 _Form = dict[str, Any]
 
 
-async def _read(request: Request) -> tuple[_Form, list[core_outbound.Upload]]:
+async def _read(request: Request) -> tuple[_Form, list[Upload]]:
     """JSON, or multipart/form-data whose files are attachments (repeat `to`, `cc`)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await request.form()
         data: _Form = {}
-        uploads: list[core_outbound.Upload] = []
+        uploads: list[Upload] = []
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 uploads.append(
-                    core_outbound.Upload(
+                    Upload(
                         filename=value.filename or "attachment",
                         content_type=value.content_type or "application/octet-stream",
                         data=await value.read(),
@@ -127,10 +122,10 @@ def _validate(model: type[M], data: _Form) -> M:
 
 def _input(
     model: type[M],
-) -> Callable[[Request], Awaitable[tuple[M, list[core_outbound.Upload]]]]:
+) -> Callable[[Request], Awaitable[tuple[M, list[Upload]]]]:
     """The dependency that reads the request (`_read`) and validates it as `model`."""
 
-    async def read_input(request: Request) -> tuple[M, list[core_outbound.Upload]]:
+    async def read_input(request: Request) -> tuple[M, list[Upload]]:
         data, uploads = await _read(request)
         return _validate(model, data), uploads
 
@@ -160,12 +155,6 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
             },
         }
     }
-
-
-def _wake(mailbox_id: int) -> None:
-    from imapdesk.worker.sender import notify_sender
-
-    notify_sender(mailbox_id)
 
 
 IdempotencyKey = Annotated[
@@ -210,16 +199,15 @@ def create_reply(
     agent: CurrentAgent,
     settings: SettingsDep,
     conversation_id: ConversationId,
-    background: BackgroundTasks,
-    data: Annotated[tuple[ReplyIn, list[core_outbound.Upload]], Depends(reply_input)],
+    data: Annotated[tuple[ReplyIn, list[Upload]], Depends(reply_input)],
     idempotency_key: IdempotencyKey = None,
 ) -> OutboundPublic | JSONResponse:
     body, uploads = data
     try:
-        _visible(session, agent, conversation_id)
+        reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "create_reply", exc)
-    mail = core_outbound.queue_reply(
+    mail = replies.queue_reply(
         session,
         agent,
         conversation_id,
@@ -235,7 +223,6 @@ def create_reply(
         source=ActivitySource.api,
         settings=settings,
     )
-    background.add_task(_wake, mail.mailbox_id)
     return outbound_public(mail)
 
 
@@ -257,15 +244,14 @@ def create_note(
     agent: CurrentAgent,
     settings: SettingsDep,
     conversation_id: ConversationId,
-    background: BackgroundTasks,
-    data: Annotated[tuple[NoteIn, list[core_outbound.Upload]], Depends(note_input)],
+    data: Annotated[tuple[NoteIn, list[Upload]], Depends(note_input)],
 ) -> NotePublic | JSONResponse:
     body, uploads = data
     try:
-        conversation = _visible(session, agent, conversation_id)
+        conversation = reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "create_note", exc)
-    message = core_outbound.add_note(
+    message = replies.add_note(
         session,
         agent,
         conversation_id,
@@ -279,7 +265,6 @@ def create_note(
     )
     assert message.id is not None
     session.refresh(conversation)
-    background.add_task(_wake, conversation.mailbox_id)
     return NotePublic(
         id=message.id,
         message_id=message.message_id,
@@ -301,10 +286,7 @@ def create_conversation(
     session: WriteSessionDep,
     agent: CurrentAgent,
     settings: SettingsDep,
-    background: BackgroundTasks,
-    data: Annotated[
-        tuple[NewConversationIn, list[core_outbound.Upload]], Depends(new_conversation_input)
-    ],
+    data: Annotated[tuple[NewConversationIn, list[Upload]], Depends(new_conversation_input)],
     idempotency_key: IdempotencyKey = None,
 ) -> OutboundPublic:
     body, uploads = data
@@ -312,7 +294,7 @@ def create_conversation(
         name for name, in_view in _mailbox_names(session, agent).items() if in_view
     }:
         raise InvalidInput(f"no mailbox named {body.mailbox!r}", field="mailbox")
-    mail = core_outbound.start_conversation(
+    mail = replies.start_conversation(
         session,
         agent,
         body.mailbox,
@@ -326,7 +308,6 @@ def create_conversation(
         source=ActivitySource.api,
         settings=settings,
     )
-    background.add_task(_wake, mail.mailbox_id)
     return outbound_public(mail)
 
 

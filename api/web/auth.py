@@ -83,15 +83,6 @@ def current_web_agent(request: Request, session: SessionDep) -> Agent:
     return agent
 
 
-def write_session(session: SessionDep) -> Session:
-    """The request's session for a page that writes: on SQLite it takes the write lock up front
-    (BEGIN IMMEDIATE), so concurrent writers queue instead of failing. Declare it before the
-    agent, so the transaction opens before the agent is read."""
-    session.connection(execution_options={"sqlite_immediate": True})
-    return session
-
-
-WriteSessionDep = Annotated[Session, Depends(write_session)]
 WebAgent = Annotated[Agent, Depends(current_web_agent)]
 
 

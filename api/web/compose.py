@@ -1,9 +1,9 @@
 """The composer: reply, reply-all, forward and internal notes, with attachments.
 
 The form carries the conversation version the agent opened it at; when newer messages or notes
-arrived since, imapdesk.domain.outbound.replies raises VersionConflict and the page shows them with
-a "send
-anyway" button (which posts again with `force`).
+arrived since, the reply service raises VersionConflict (`imapdesk.domain.outbound.collisions`)
+and the page shows them with a "send anyway" button (which posts again with `force`). The commit
+wakes the mailbox's sender (`imapdesk.kernel.wakeups`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,21 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from imapdesk.api.deps import RowId, SettingsDep
+from imapdesk.api.deps import RowId, SettingsDep, WriteSessionDep
 from imapdesk.api.web.auth import WebAgent
 from imapdesk.api.web.conversation import (
-    WriteSessionDep,
     check_form_csrf,
     page_context,
     render_parts,
-    visible_conversation_id,
     wants_json,
 )
 from imapdesk.api.web.templating import templates
-from imapdesk.domain.outbound import replies as outbound
+from imapdesk.domain.conversations import reads
+from imapdesk.domain.outbound import replies
+from imapdesk.domain.outbound.collisions import VersionConflict
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput
 from imapdesk.kernel.models import ActivitySource
+from imapdesk.mail.compose import Upload
 
 router = APIRouter(include_in_schema=False)
 
@@ -57,7 +58,7 @@ async def conversation_compose(
     attachments: Annotated[list[UploadFile] | None, File()] = None,
 ) -> Response:
     check_form_csrf(request, csrf)
-    cid = visible_conversation_id(session, agent, conversation_id)
+    cid = reads.visible_conversation_id(session, agent, conversation_id)
     try:
         if kind not in KINDS:
             raise InvalidInput("kind is reply, reply_all, forward or note", field="kind")
@@ -65,7 +66,7 @@ async def conversation_compose(
         if len(files) > MAX_FILES:
             raise InvalidInput(f"at most {MAX_FILES} attachments", field="attachments")
         uploads = [
-            outbound.Upload(
+            Upload(
                 filename=a.filename or "attachment",
                 content_type=a.content_type or "application/octet-stream",
                 data=await a.read(),
@@ -73,7 +74,7 @@ async def conversation_compose(
             for a in files
         ]
         if kind == "note":
-            outbound.add_note(
+            replies.add_note(
                 session,
                 agent,
                 cid,
@@ -85,7 +86,7 @@ async def conversation_compose(
                 settings=settings,
             )
         else:
-            outbound.queue_reply(
+            replies.queue_reply(
                 session,
                 agent,
                 cid,
@@ -101,9 +102,9 @@ async def conversation_compose(
                 settings=settings,
             )
         session.flush()
-    except outbound.VersionConflict as exc:
+    except VersionConflict as exc:
         session.rollback()
-        newer = templates.get_template("_conv_newer.html").render({"newer": exc.newer})
+        newer = templates.get_template("conversation/newer.html").render({"newer": exc.newer})
         payload = {
             "error": {"code": exc.code, "message": exc.message},
             "current_version": exc.current_version,

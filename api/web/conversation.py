@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from imapdesk.api.deps import IdValue, RowId, SessionDep, SettingsDep
+from imapdesk.api.deps import IdValue, RowId, SessionDep, SettingsDep, WriteSessionDep
 from imapdesk.api.downloads import attachment_path, attachment_response
 from imapdesk.api.web.auth import WebAgent, check_csrf, csrf_token
 from imapdesk.api.web.templating import STATIC_DIR, templates
@@ -37,20 +37,9 @@ from imapdesk.kernel.models import (
 )
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.parsing import sanitize_html
-from imapdesk.mail.quoting import collapse_quoted
+from imapdesk.mail.quoting import collapse_quoted, split_quoted
 
 router = APIRouter(include_in_schema=False)
-
-
-def write_session(session: SessionDep) -> Session:
-    """The request's session, which will write: on SQLite it takes the write lock up front
-    (BEGIN IMMEDIATE), so concurrent writers queue instead of failing with "database is
-    locked". Declared before the agent, so it opens the transaction before that read."""
-    session.connection(execution_options={"sqlite_immediate": True})
-    return session
-
-
-WriteSessionDep = Annotated[Session, Depends(write_session)]
 
 # The mail's HTML runs in a sandboxed frame (an opaque origin, no script, no forms, no popups)
 # under a policy that loads nothing from anywhere: inline images come as data: URLs.
@@ -90,16 +79,6 @@ WEB_STATUSES = (
 
 _REMOTE_IMAGE = re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']?\s*(?:https?:)?//""", re.I)
 _CID_SRC = re.compile(r"""(\bsrc\s*=\s*["']?)cid:([^"'\s>]+)""", re.I)
-# where a reply's quoted history starts
-_ATTRIBUTION = re.compile(
-    r"^.{0,300}\b(?:wrote|schrieb|a écrit|escribió|ha scritto|schreef|написал)\s*:\s*$",
-    re.I,
-)
-_FORWARD_RULE = re.compile(
-    r"^(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|"
-    r"Forwarded message)\s*-{2,}|_{10,})$",
-    re.I,
-)
 
 RULE_REASONS = {
     "references": "joined by its In-Reply-To/References headers",
@@ -145,28 +124,6 @@ class ActivityItem:
     who: str
     what: str
     where: str
-
-
-def split_quoted(text: str) -> tuple[str, str]:
-    """The new text and the quoted history after it: from an "-----Original Message-----"
-    rule, or the trailing "> " lines with the "On ... wrote:" line above them."""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if _FORWARD_RULE.match(line.strip())), None)
-    if start is None:
-        i = len(lines)
-        while i > 0 and (not lines[i - 1].strip() or lines[i - 1].lstrip().startswith(">")):
-            i -= 1
-        if any(line.strip() for line in lines[i:]):
-            start = i
-            j = i - 1
-            while j >= 0 and not lines[j].strip():
-                j -= 1
-            if j >= 0 and _ATTRIBUTION.match(lines[j].strip()):
-                # "On ..., Bob <bob@example.com>" / "wrote:" wrapped over two lines
-                start = j - 1 if j >= 1 and len(lines[j].split()) <= 2 else j
-    if start is None or not any(line.strip() for line in lines[:start]):
-        return text, ""
-    return "\n".join(lines[:start]).rstrip(), "\n".join(lines[start:]).strip("\n")
 
 
 def _sender(view: reads.MessageView) -> str:
@@ -259,7 +216,7 @@ def page_urls(request: Request, conversation_id: int) -> dict[str, str]:
 def page_context(
     request: Request, session: Session, agent: Agent, conversation_id: int
 ) -> dict[str, Any]:
-    detail = reads.get_conversation(session, agent, conversation_id)
+    detail = reads.conversation_detail(session, agent, conversation_id)
     c = detail.row.conversation
     agents = list(session.exec(select(Agent).where(col(Agent.is_active)).order_by(col(Agent.name))))
     here = presence.present(session, [conversation_id]).get(conversation_id, [])
@@ -284,10 +241,10 @@ def page_context(
 
 
 PARTS = {
-    "state": "_conv_state.html",
-    "presence": "_conv_presence.html",
-    "messages": "_conv_messages.html",
-    "activity": "_conv_activity.html",
+    "state": "conversation/state.html",
+    "presence": "conversation/presence.html",
+    "messages": "conversation/messages.html",
+    "activity": "conversation/activity.html",
 }
 
 
@@ -306,11 +263,6 @@ def wants_json(request: Request) -> bool:
     return request.headers.get(FETCH_HEADER) == "fetch"
 
 
-def visible_conversation_id(session: Session, agent: Agent, conversation_id: int) -> int:
-    """The conversation the agent may see (following merges)."""
-    return reads.visible_conversation_id(session, agent, conversation_id)
-
-
 # --- the page -----------------------------------------------------------------------------------
 
 
@@ -324,7 +276,7 @@ def conversation_page(
     context = _context_or_target(request, session, agent, conversation_id)
     if isinstance(context, str):
         return RedirectResponse(context, status_code=303)
-    return templates.TemplateResponse(request, "conversation.html", context)
+    return templates.TemplateResponse(request, "conversation/page.html", context)
 
 
 @router.get("/conversations/{conversation_id}/parts", name="conversation_parts")
@@ -376,9 +328,7 @@ def _apply(
     elif action == "status":
         if status not in {s.value for s in WEB_STATUSES}:
             raise InvalidInput("status must be open, pending, closed or spam", field="status")
-        current = operations.set_status(session, cid, status, source=web, agent=agent)
-        if current.snoozed_until is not None:
-            snooze.unsnooze(session, cid, source=web, agent=agent)
+        operations.set_status(session, cid, status, source=web, agent=agent)
     elif action == "tags":
         wanted = [t for t in (part.strip() for part in tags.split(",")) if t]
         operations.set_tags(session, cid, wanted, source=web, agent=agent)
@@ -408,7 +358,7 @@ def conversation_action(
     hours: Annotated[int | None, Form()] = None,
 ) -> Response:
     check_form_csrf(request, csrf)
-    cid = visible_conversation_id(session, agent, conversation_id)
+    cid = reads.visible_conversation_id(session, agent, conversation_id)
     try:
         _apply(
             session, agent, cid, action, assignee=assignee, status=status, tags=tags, hours=hours
@@ -438,7 +388,7 @@ def conversation_presence(
 ) -> Response:
     """A heartbeat: the agent has the page open (viewing), is writing (replying), or left."""
     check_form_csrf(request, csrf)
-    cid = visible_conversation_id(session, agent, conversation_id)
+    cid = reads.visible_conversation_id(session, agent, conversation_id)
     if state == "left":
         presence.leave(session, cid, agent)
         presence.prune(session)  # long-dead rows of tabs that never said goodbye
@@ -527,7 +477,7 @@ def attachment_download(
 def saved_replies_page(request: Request, session: SessionDep, agent: WebAgent) -> Response:
     return templates.TemplateResponse(
         request,
-        "saved_replies.html",
+        "saved_replies/list.html",
         {"agent": agent, "replies": saved_replies.list_saved_replies(session)},
     )
 

@@ -17,7 +17,6 @@ In the browser, `live.js` turns them into DOM events on `document`: `imapdesk:co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -200,13 +199,3 @@ async def live_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
-
-
-async def close_streams(hub: LiveHub) -> None:
-    """Stop the poller (tests and shutdown)."""
-    task = hub._task
-    hub.subscribers.clear()
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from imapdesk.api.deps import IdValue, SessionDep
-from imapdesk.api.web.auth import CSRF_FIELD, WebAgent, WriteSessionDep, check_csrf
+from imapdesk.api.deps import IdValue, SessionDep, WriteSessionDep
+from imapdesk.api.web.auth import CSRF_FIELD, WebAgent, check_csrf
+from imapdesk.api.web.flash import flash, pop_flash
 from imapdesk.api.web.session import safe_next
 from imapdesk.api.web.templating import templates
 from imapdesk.domain.accounts.agents import agent_by_email
@@ -23,7 +24,6 @@ router = APIRouter()
 
 PAGE_SIZE = 50
 MAX_BULK = 200
-FLASH = "flash"
 BULK_ACTIONS = {"claim": "Claimed", "assign": "Assigned", "close": "Closed", "tag": "Tagged"}
 
 
@@ -31,21 +31,11 @@ def _status(value: str | None) -> ConversationStatus | None:
     return ConversationStatus(value) if value and value in ConversationStatus.__members__ else None
 
 
-def flash(request: Request, message: str, *, error: bool = False) -> None:
-    """A one-time message for the next page."""
-    request.session[FLASH] = {"message": message, "error": error}
-
-
-def pop_flash(request: Request) -> dict[str, Any] | None:
-    value = request.session.pop(FLASH, None)
-    return value if isinstance(value, dict) else None
-
-
 # the parts of the list page that live updates replace, each a template of its own
 LIST_PARTS = {
-    "sidebar": "_queue_sidebar.html",
-    "rows": "_queue_rows.html",
-    "pager": "_queue_pager.html",
+    "sidebar": "queues/sidebar.html",
+    "rows": "queues/rows.html",
+    "pager": "queues/pager.html",
 }
 SORTS = [("newest", "Newest"), ("oldest", "Oldest"), ("activity", "Last activity")]
 
@@ -86,9 +76,7 @@ def list_context(
     queue_name = params.queue if params.queue in queues.QUEUE_BY_NAME else queues.DEFAULT_QUEUE
     chosen = _status(params.status)
     sort = params.sort
-    order = (
-        sort if sort and sort in reads.SortOrder.__members__ else reads.SortOrder.newest.value
-    )
+    order = sort if sort and sort in reads.SortOrder.__members__ else reads.SortOrder.newest.value
     mailbox, tag, q = params.mailbox or "", params.tag or "", params.q or ""
     filters = queues.queue_filters(
         queue_name, mailbox=mailbox or None, tag=tag or None, status=chosen, q=q or None
@@ -154,7 +142,7 @@ def conversations_page(
         "parts_url": request.url_for("queue_parts").path
         + (f"?{urlencode(shown)}" if shown else ""),
     }
-    return templates.TemplateResponse(request, "conversations.html", context)
+    return templates.TemplateResponse(request, "queues/list.html", context)
 
 
 @router.get("/queue-parts", name="queue_parts")

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from imapdesk.api.deps import SessionDep
+from imapdesk.api.deps import SessionDep, WriteSessionDep
 from imapdesk.api.web.auth import CSRF_FIELD, check_csrf, sign_in, sign_out, signed_in_agent
 from imapdesk.api.web.templating import templates
 from imapdesk.domain.accounts import login_attempts
@@ -33,28 +33,27 @@ def login_page(request: Request, session: SessionDep, next: str | None = None) -
     if signed_in_agent(request, session) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return templates.TemplateResponse(
-        request, "login.html", {"next": safe_next(next), "error": None, "email": ""}
+        request, "auth/login.html", {"next": safe_next(next), "error": None, "email": ""}
     )
 
 
 @router.post("/login", name="login_submit")
 def login_submit(
     request: Request,
-    session: SessionDep,
+    # the attempt is counted in this request's transaction
+    session: WriteSessionDep,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1000)] = "",
     csrf_token: Annotated[str, Form(alias=CSRF_FIELD, max_length=200)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/",
 ) -> Response:
     check_csrf(request, csrf_token)
-    # the attempt is counted in this request's transaction: take SQLite's write lock up front
-    session.connection(execution_options={"sqlite_immediate": True})
     address = client_address(request)
     locked = login_attempts.lockout(session, email, address) if email else None
     if locked is not None:
         return templates.TemplateResponse(
             request,
-            "login.html",
+            "auth/login.html",
             {"next": safe_next(next), "error": locked.message, "email": email},
             status_code=429,
             headers={"Retry-After": str(int(locked.retry_after.total_seconds()) + 1)},
@@ -65,7 +64,7 @@ def login_submit(
     if agent is None:
         return templates.TemplateResponse(
             request,
-            "login.html",
+            "auth/login.html",
             {"next": safe_next(next), "error": "Wrong email or password.", "email": email},
             status_code=400,
         )

@@ -1,4 +1,5 @@
-/* The composer: reply, reply all, forward, note; saved replies; the collision warning. */
+/* The composer: reply, reply all, forward, note; saved replies; the collision warning.
+ * Needs common.js and conversation.js. */
 (function () {
   "use strict";
   var form = document.querySelector("form[data-composer]");
@@ -67,7 +68,7 @@
         close();
         conv.applyParts(parts);
         conv.showFlash("");
-        document.dispatchEvent(new CustomEvent("imapdesk:sent", { detail: { kind: kind } }));
+        window.imapdesk.emit("imapdesk:sent", { kind: kind });
       })
       .catch(function (err) {
         if (err.status === 409 && err.body && err.body.error.code === "version_conflict") {

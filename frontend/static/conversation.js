@@ -1,10 +1,12 @@
-/* The conversation page: actions without reloads, live updates, presence, shortcuts. */
+/* The conversation page: actions without reloads, live updates, presence, shortcuts.
+ * Needs common.js. */
 (function () {
   "use strict";
   var root = document.getElementById("conversation");
   if (!root) {
     return;
   }
+  var common = window.imapdesk;
   var conversationId = Number(root.dataset.id);
   var csrf = root.dataset.csrf;
   var flash = document.getElementById("flash");
@@ -26,10 +28,7 @@
   }
 
   function setHtml(id, html) {
-    var el = document.getElementById(id);
-    if (el && typeof html === "string" && el.innerHTML !== html) {
-      el.innerHTML = html;
-    }
+    common.setHtml(document.getElementById(id), html);
   }
 
   // the state part is replaced after an action: keep the keyboard focus where it was
@@ -73,33 +72,13 @@
     }
     root.dataset.version = String(parts.version);
     root.dataset.status = parts.status;
-    document.dispatchEvent(new CustomEvent("imapdesk:parts", { detail: parts }));
+    common.emit("imapdesk:parts", parts);
   }
 
   function request(url, options) {
     options = options || {};
-    options.credentials = "same-origin";
-    options.headers = Object.assign(
-      { "X-Requested-With": "fetch", "X-CSRF-Token": csrf }, options.headers || {}
-    );
-    return fetch(url, options).then(function (response) {
-      var type = response.headers.get("content-type") || "";
-      if (type.indexOf("application/json") === -1) {
-        if (response.redirected || response.status === 401) {
-          window.location.reload();
-        }
-        throw new Error("the server answered " + response.status);
-      }
-      return response.json().then(function (body) {
-        if (!response.ok) {
-          var err = new Error((body.error && body.error.message) || "failed");
-          err.body = body;
-          err.status = response.status;
-          throw err;
-        }
-        return body;
-      });
-    });
+    options.headers = Object.assign({ "X-CSRF-Token": csrf }, options.headers || {});
+    return common.fetchJson(url, options);
   }
 
   function refresh() {
@@ -151,18 +130,13 @@
       frame.src = button.getAttribute("data-load-images");
       button.disabled = true;
       button.textContent = "Remote images loaded";
-      return;
-    }
-    if (event.target.closest && event.target.closest("[data-help-open]")) {
-      toggleHelp();
     }
   });
 
   // --- live ---------------------------------------------------------------------------------
   document.addEventListener("imapdesk:live", function (event) {
     var state = event.detail.state;
-    liveStatus.dataset.state = state;
-    liveStatus.textContent = state === "connected" ? "live" : state;
+    common.showLiveState(liveStatus, state);
     if (state === "connected" || state === "resync") {
       refresh();
     }
@@ -206,15 +180,6 @@
   });
 
   // --- keyboard -----------------------------------------------------------------------------
-  var help = document.getElementById("help");
-  function toggleHelp() {
-    if (help.open) {
-      help.close();
-    } else {
-      help.showModal();
-    }
-  }
-
   function focusMessage(step) {
     var articles = document.querySelectorAll("#conv-messages article[data-message-id]");
     if (!articles.length) {
@@ -244,32 +209,17 @@
     return false;
   }
 
-  document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) {
-      return;
-    }
-    var target = event.target;
-    if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) {
-      return;
-    }
-    if (help.open && event.key !== "?") {
-      return;
-    }
-    var handled = true;
+  common.shortcuts(document.getElementById("help"), function (event) {
     switch (event.key) {
-      case "j": focusMessage(1); break;
-      case "k": focusMessage(-1); break;
-      case "c": handled = press("#conv-state form[data-action=claim] button"); break;
-      case "e": handled = press("#conv-state button[name=status][value=closed]"); break;
-      case "r": handled = openComposer("reply"); break;
-      case "n": handled = openComposer("note"); break;
-      case "u": window.location.assign(root.dataset.listUrl); break;
-      case "/": handled = focusSearch(); break;
-      case "?": toggleHelp(); break;
-      default: handled = false;
-    }
-    if (handled) {
-      event.preventDefault();
+      case "j": focusMessage(1); return true;
+      case "k": focusMessage(-1); return true;
+      case "c": return press("#conv-state form[data-action=claim] button");
+      case "e": return press("#conv-state button[name=status][value=closed]");
+      case "r": return openComposer("reply");
+      case "n": return openComposer("note");
+      case "u": window.location.assign(root.dataset.listUrl); return true;
+      case "/": return focusSearch();
+      default: return false;
     }
   });
 

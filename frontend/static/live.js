@@ -1,13 +1,15 @@
 /* imapdesk live updates: one EventSource per page, re-dispatched as DOM events.
  *
  * Any page can subscribe: put an element with `data-live="/live"` (all conversations the agent
- * may see) or `data-live="/live?conversation=ID"` on the page, load this script, and listen:
+ * may see) or `data-live="/live?conversation=ID"` on the page, load common.js and this script,
+ * and listen:
  *   document.addEventListener("imapdesk:conversation", e => e.detail)  // {id, mailbox_id, version}
  *   document.addEventListener("imapdesk:presence", e => e.detail)      // {id, mailbox_id, agents}
  *   document.addEventListener("imapdesk:parts", e => e.detail)         // with ?parts=1: a list's parts
  *   document.addEventListener("imapdesk:live", e => e.detail.state)    // connected|resync|reconnecting
  * ("connected" carries `parts: true` when the stream pushes a list's parts.)
  * "connected" also comes after every reconnect: refetch what may have changed meanwhile.
+ * Needs common.js, loaded before it.
  */
 (function () {
   "use strict";
@@ -15,11 +17,8 @@
   if (!holder || !window.EventSource) {
     return;
   }
+  var emit = window.imapdesk.emit;
   var source = null;
-
-  function emit(name, detail) {
-    document.dispatchEvent(new CustomEvent(name, { detail: detail }));
-  }
 
   function parse(event) {
     try {

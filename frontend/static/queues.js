@@ -1,7 +1,9 @@
 /* The conversation list: "select all" and the bulk bar, live updates of the rows and the queue
- * counts, and keyboard shortcuts. The page works without it. */
+ * counts, and keyboard shortcuts. The page works without it. Needs common.js. */
 (function () {
   "use strict";
+  var common = window.imapdesk;
+  var setHtml = common.setHtml;
   var main = document.getElementById("queue-main");
   var form = document.getElementById("bulk");
   var tbody = document.getElementById("queue-rows");
@@ -18,7 +20,6 @@
   var announcer = document.getElementById("queue-announce");
   var changed = document.getElementById("queue-changed");
   var liveStatus = document.getElementById("live-status");
-  var help = document.getElementById("help");
   var all = document.getElementById("select-all");
   var count = document.getElementById("bulk-count");
   var action = document.getElementById("bulk-action");
@@ -81,12 +82,6 @@
     // cleared first, so the same words are announced again
     announcer.textContent = "";
     window.setTimeout(function () { announcer.textContent = message; }, 50);
-  }
-
-  function setHtml(el, html) {
-    if (el && typeof html === "string" && el.innerHTML !== html) {
-      el.innerHTML = html;
-    }
   }
 
   function rowLink(tr) {
@@ -218,23 +213,7 @@
   function refresh() {
     inflight = true;
     lastStart = Date.now();
-    fetch(main.dataset.partsUrl, {
-      credentials: "same-origin",
-      headers: { "X-Requested-With": "fetch", Accept: "application/json" }
-    })
-      .then(function (response) {
-        var type = response.headers.get("content-type") || "";
-        if (type.indexOf("application/json") === -1) {
-          if (response.redirected || response.status === 401) {
-            window.location.reload(); // signed out meanwhile: the page sends to sign-in
-          }
-          throw new Error("the server answered " + response.status);
-        }
-        if (!response.ok) {
-          throw new Error("the server answered " + response.status);
-        }
-        return response.json();
-      })
+    common.fetchJson(main.dataset.partsUrl, { headers: { Accept: "application/json" } })
       .then(apply)
       .catch(function () { return null; })
       .then(function () {
@@ -286,8 +265,7 @@
 
   function liveState(state) {
     liveStatus.hidden = false;
-    liveStatus.dataset.state = state;
-    liveStatus.textContent = state === "connected" ? "live" : state;
+    common.showLiveState(liveStatus, state);
     if (state === "connected" || state === "resync") {
       schedule(); // what changed while not connected
     }
@@ -354,26 +332,6 @@
     return true;
   }
 
-  function toggleHelp() {
-    if (help.open) {
-      help.close();
-    } else {
-      help.showModal();
-    }
-  }
-
-  // where typing happens: a text field, a list, an editable area (not a checkbox or a button)
-  function typing(el) {
-    if (!el || !el.tagName) {
-      return false;
-    }
-    if (el.isContentEditable || el.tagName === "TEXTAREA" || el.tagName === "SELECT") {
-      return true;
-    }
-    return el.tagName === "INPUT" &&
-      !/^(checkbox|radio|button|submit|reset)$/.test(el.type);
-  }
-
   // focus entering a row (Tab, a click) makes it the keyboard position
   tbody.addEventListener("focusin", function (event) {
     var tr = event.target.closest("tr[data-id]");
@@ -382,38 +340,16 @@
     }
   });
 
-  document.addEventListener("click", function (event) {
-    if (event.target.closest && event.target.closest("[data-help-open]")) {
-      toggleHelp();
-    }
-  });
-  Array.prototype.forEach.call(document.querySelectorAll("[data-help-open]"), function (b) {
-    b.hidden = false;
-  });
-
-  document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) {
-      return;
-    }
-    if (typing(event.target) || (help.open && event.key !== "?")) {
-      return;
-    }
-    var handled = true;
+  common.shortcuts(document.getElementById("help"), function (event) {
     switch (event.key) {
-      case "j": move(1); break;
-      case "k": move(-1); break;
-      case "o": handled = openCurrent(); break;
-      case "Enter":
-        // on a link or a button Enter does what it does there
-        handled = !event.target.closest("a, button, input") && openCurrent();
-        break;
-      case "x": handled = toggleCurrent(); break;
-      case "/": document.getElementById("list-q").focus(); break;
-      case "?": toggleHelp(); break;
-      default: handled = false;
-    }
-    if (handled) {
-      event.preventDefault();
+      case "j": move(1); return true;
+      case "k": move(-1); return true;
+      case "o": return openCurrent();
+      // on a link or a button Enter does what it does there
+      case "Enter": return !event.target.closest("a, button, input") && openCurrent();
+      case "x": return toggleCurrent();
+      case "/": document.getElementById("list-q").focus(); return true;
+      default: return false;
     }
   });
 

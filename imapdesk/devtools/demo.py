@@ -1,11 +1,12 @@
-"""`imapdesk demo`: a local mail server with demo mail, an admin, the worker and the web UI."""
+"""What `imapdesk demo` runs beside the helpdesk: a local mail server with demo mail, an SMTP
+relay that delivers replies into it, an admin agent and the mailboxes in the database. The
+command line (imapdesk/cli/demo.py) prepares these here, then serves as `imapdesk run` does."""
 
 from __future__ import annotations
 
-import logging
 import secrets
-import threading
 from collections import defaultdict
+from dataclasses import dataclass
 
 from rich.console import Console
 from sqlmodel import select
@@ -16,10 +17,8 @@ from imapdesk.devtools.smtp_relay import LocalSmtpRelay
 from imapdesk.domain.accounts.agents import create_agent
 from imapdesk.domain.mailboxes.config import add_mailbox
 from imapdesk.kernel.db import get_engine, unit_of_work, upgrade_database
-from imapdesk.kernel.models import Agent, ImapSecurity, Mailbox
+from imapdesk.kernel.models import Agent, ImapSecurity, Mailbox, SmtpSecurity
 from imapdesk.kernel.settings import get_settings
-
-log = logging.getLogger(__name__)
 
 DEMO_IMAP_PORT = 10143
 DEMO_IMAPS_PORT = 10993
@@ -77,7 +76,7 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
             if existing is not None:
                 if existing.smtp_host is None:  # set up before the demo could send
                     existing.smtp_host, existing.smtp_port = "localhost", DEMO_SMTP_PORT
-                    existing.smtp_security = ImapSecurity.starttls
+                    existing.smtp_security = SmtpSecurity.starttls
                 continue
         server.add_user(box.address, imap_password)
         by_folder: dict[str, list[DemoMessage]] = defaultdict(list)
@@ -107,7 +106,7 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
                 ca_file=str(server.ca_file),
                 smtp_host="localhost",
                 smtp_port=DEMO_SMTP_PORT,
-                smtp_security=ImapSecurity.starttls,
+                smtp_security=SmtpSecurity.starttls,
             )
         console.print(f"demo mailbox {box.name} <{box.address}>: {len(box.messages)} messages")
     if DEMO_CATCH_ALL not in server.users():
@@ -115,35 +114,35 @@ def set_up_demo(server: LocalMailServer, console: Console) -> tuple[str, str]:
     return DEMO_ADMIN, admin_password
 
 
-def run_demo(*, port: int, console: Console) -> None:
-    from imapdesk.api.app import create_app, settle_after_start
-    from imapdesk.cli.app import start_worker, web_server
+@dataclass
+class DemoEnvironment:
+    """What `prepare_demo` started, and the admin's login."""
 
-    settings = get_settings()
+    mail_server: LocalMailServer
+    relay: LocalSmtpRelay
+    admin: str
+    admin_password: str
+
+    @property
+    def customers_password(self) -> str:
+        """The password of the catch-all box where replies to customers arrive."""
+        return self.mail_server.users().get(DEMO_CATCH_ALL, "")
+
+    def stop(self) -> None:
+        self.relay.stop()
+        self.mail_server.stop()
+
+
+def prepare_demo(console: Console) -> DemoEnvironment:
+    """The demo's Dovecot (started or found running) with the demo mail, the admin agent and
+    the mailboxes in the database, and the SMTP relay replies go out through; stopped again
+    when setting up fails."""
     server = start_demo_mailserver(console)
-    admin, password = set_up_demo(server, console)
-    relay = LocalSmtpRelay(server, port=DEMO_SMTP_PORT, catch_all=DEMO_CATCH_ALL)
-    relay.start()
-    stop = threading.Event()
-    worker_thread = start_worker(stop, progress=True)
-    url = f"http://{settings.host}:{port}/"
-    console.rule("imapdesk demo")
-    console.print(f"web UI:  [bold]{url}[/bold]")
-    console.print(f"login:   [bold]{admin}[/bold]  password: [bold]{password}[/bold]")
-    console.print(f"API:     {url}docs   (a token: imapdesk token create {admin})")
-    console.print(f"IMAP:    localhost:{server.imaps_port} (TLS), CA file {server.ca_file}")
-    customers = server.users().get(DEMO_CATCH_ALL, "")
-    console.print(
-        f"SMTP:    localhost:{DEMO_SMTP_PORT} (STARTTLS); replies to customers arrive in "
-        f"{DEMO_CATCH_ALL} (password {customers})"
-    )
-    console.print("Ctrl-C stops everything.")
     try:
-        web = web_server(create_app(), settings.host, port)
-        settle_after_start()
-        web.run()
-    finally:
-        stop.set()
-        worker_thread.join(timeout=10)
-        relay.stop()
+        admin, password = set_up_demo(server, console)
+        relay = LocalSmtpRelay(server, port=DEMO_SMTP_PORT, catch_all=DEMO_CATCH_ALL)
+        relay.start()
+    except BaseException:
         server.stop()
+        raise
+    return DemoEnvironment(server, relay, admin, password)

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import psutil
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -464,6 +463,9 @@ class LocalMailServer:
 
     def master_pid(self) -> int | None:
         """The pid of this instance's Dovecot master, if it is running."""
+        # the [demo] extra, imported on use: without it the command line loads and says so
+        import psutil
+
         try:
             pid = int(self.pid_path.read_text().strip())
             proc = psutil.Process(pid)
@@ -532,6 +534,8 @@ class LocalMailServer:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop Dovecot and wait until its master has exited (Dovecot takes about 3 s)."""
+        import psutil
+
         pid = self.master_pid()
         if pid is None:
             return

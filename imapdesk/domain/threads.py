@@ -49,10 +49,10 @@ from sqlmodel import Session, col
 
 from imapdesk.domain.conversations.aggregates import (
     add_message_to_conversation,
-    as_utc,
+    conversation_by_id,
+    conversation_subject_key,
     conversation_token,
     find_token,
-    get_conversation,
     load_conversations,
     merge_conversations,
     message_customer,
@@ -62,7 +62,6 @@ from imapdesk.domain.conversations.aggregates import (
     pending_conversations,
     recompute_conversation,
     resolve_merged,
-    subject_key,
 )
 from imapdesk.kernel.models import (
     Conversation,
@@ -70,6 +69,7 @@ from imapdesk.kernel.models import (
     Direction,
     Message,
     ThreadNode,
+    as_utc,
 )
 from imapdesk.kernel.settings import Settings
 
@@ -730,7 +730,7 @@ def thread_message(
     found: dict[int, Conversation] = {}
     for cid in found_ids:
         # nodes follow merges; this only guards against a merge made elsewhere
-        resolved = resolve_merged(session, get_conversation(session, cid))
+        resolved = resolve_merged(session, conversation_by_id(session, cid))
         if resolved is not None and resolved.id is not None:
             found.setdefault(resolved.id, resolved)
     conversation: Conversation | None = None
@@ -830,7 +830,7 @@ def _split_off(session: Session, forest: _Forest, own: _Node, old_parent: str) -
     moved_ids = [n.message_id for n in moving if n.message_id is not None and n is not own]
     if moved_ids and session.execute(_GLUED, {"ids": moved_ids}).first() is not None:
         return None
-    source = get_conversation(session, source_id)
+    source = conversation_by_id(session, source_id)
     if source is None:
         return None
     for node in moving:
@@ -843,7 +843,7 @@ def _token_conversation(session: Session, message: Message, mailbox_id: int) -> 
     number = find_token(message.subject)
     if number is None:
         return None
-    conversation = resolve_merged(session, get_conversation(session, number))
+    conversation = resolve_merged(session, conversation_by_id(session, number))
     if conversation is None or conversation.mailbox_id != mailbox_id:
         return None
     return conversation
@@ -858,7 +858,7 @@ def _subject_terms(
 ) -> tuple[str, str | None, datetime, timedelta] | None:
     """(subject key, customer, time, window) of a message's subject lookup; None: no lookup."""
     days = settings.subject_fallback_days
-    key = subject_key(message.subject)
+    key = conversation_subject_key(message.subject)
     if days <= 0 or len(key) < SUBJECT_KEY_MIN or message.direction == Direction.note:
         return None
     ours = our_addresses
@@ -927,4 +927,4 @@ def _subject_conversation(
     if not candidates:
         return None
     best = max(candidates, key=lambda cid: (candidates[cid], cid))
-    return pending.get(best) or get_conversation(session, best)
+    return pending.get(best) or conversation_by_id(session, best)

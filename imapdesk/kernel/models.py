@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
-from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Enum,
+    Index,
+    LargeBinary,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -14,8 +24,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(value: None) -> None: ...
+
+
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
+
+
 def as_utc(value: datetime | None) -> datetime | None:
-    """Datetimes are stored timezone-aware in UTC; naive ones are taken as UTC."""
+    """Datetimes are stored timezone-aware in UTC: an aware value in UTC; a naive one is taken
+    as UTC; None stays None."""
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -24,6 +47,12 @@ def as_utc(value: datetime | None) -> datetime | None:
 class ImapSecurity(StrEnum):
     ssl = "ssl"
     starttls = "starttls"
+    none = "none"
+
+
+class SmtpSecurity(StrEnum):
+    ssl = "ssl"  # TLS from the first byte (usually port 465)
+    starttls = "starttls"  # usually port 587
     none = "none"
 
 
@@ -81,10 +110,6 @@ class Agent(AgentBase, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class AgentPublic(AgentBase):
-    id: int
-
-
 class ApiToken(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     agent_id: int = Field(foreign_key="agent.id", index=True, ondelete="CASCADE")
@@ -133,7 +158,7 @@ class MailboxBase(SQLModel):
     ca_file: str | None = Field(default=None, max_length=1000)
     smtp_host: str | None = Field(default=None, max_length=255)
     smtp_port: int | None = None
-    smtp_security: ImapSecurity | None = None
+    smtp_security: SmtpSecurity | None = None  # None: starttls
     smtp_username: str | None = Field(default=None, max_length=320)
     enabled: bool = True
 
@@ -142,13 +167,17 @@ class Mailbox(MailboxBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     smtp_password_encrypted: str | None = Field(default=None, sa_column=Column(Text))
-    # outbound mail (imapdesk/domain/outbound/replies.py): the mailbox's signature, "Alice at
-    # <display name>" in
-    # From when `from_agent_name`, and the status a conversation takes once a reply went out
+    # outbound mail: the mailbox's signature and "Alice at <display name>" in From when
+    # `from_agent_name` (imapdesk/domain/outbound/replies.py), and the status a conversation
+    # takes once a reply went out (imapdesk/domain/outbound/delivery.py)
     display_name: str | None = Field(default=None, max_length=200)
     signature: str | None = Field(default=None, sa_column=Column(Text))
     from_agent_name: bool = False
-    status_after_reply: str = Field(default="pending", max_length=20)
+    # stored as its name in a VARCHAR(20), as when it was a plain string
+    status_after_reply: ConversationStatus = Field(
+        default=ConversationStatus.pending,
+        sa_type=Enum(ConversationStatus, native_enum=False, length=20),
+    )
     # names of the watched folders; empty means INBOX plus the \Sent folder
     watched_folders: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     # capability probe at connect: {"capabilities": [...], "keywords": bool, ...}

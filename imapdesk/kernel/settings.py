@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     reconnect_max_seconds: float = 300.0
     # how often the worker looks for added, changed or removed mailboxes
     mailbox_refresh_seconds: float = 5.0
-    # write-back (worker/writeback.py): how often the outbox is polled (an API in the same process
-    # wakes it at once with notify_outbox()), and how often a failing action is retried
+    # write-back (worker/writeback/): how often the outbox is polled (a commit in the same process
+    # wakes it at once, imapdesk/kernel/wakeups.py), and how often a failing action is retried
     writeback_poll_seconds: float = 0.05
     writeback_max_attempts: int = 8
     writeback_retry_initial_seconds: float = 5.0

@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ParsedAttachment",
     "ParsedMessage",
+    "base_subject",
     "decode_bytes",
     "extract_msgids",
     "html_to_text",
     "normalize_msgid",
     "parse_message",
     "sanitize_html",
-    "subject_key",
 ]
 
 MAX_MSGID_LEN = 998  # Message.message_id and ThreadNode.msgid columns
@@ -565,8 +565,9 @@ _REPLY_ONLY_PREFIX = re.compile(
 _FWD_SUFFIX = re.compile(r"\s*\((?:fwd|fw)\)\s*$", re.IGNORECASE)
 
 
-def subject_key(subject: str) -> str:
-    """The subject normalised for threading: no Re:/Fwd:/[list] prefixes, casefolded."""
+def base_subject(subject: str) -> str:
+    """The subject as threading compares it (RFC 5256's "base subject"): no Re:/Fwd:/[list]
+    prefixes, casefolded."""
     if not subject:
         return ""
     text = _WS_RUN.sub(" ", subject).strip()

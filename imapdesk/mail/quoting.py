@@ -1,4 +1,8 @@
-"""The quoted history at the end of an HTML reply, collapsed behind "Show quoted text".
+"""The quoted history at the end of a reply: where it starts, in HTML and in plain text.
+
+One set of patterns for both (the attribution line "On … wrote:" and the "-----Original
+Message-----" rule, in the languages the clients write them in); `split_quoted(text)` cuts a
+plain-text body into the answer and the quote after it, for the page to fold.
 
 `collapse_quoted(html)` takes sanitised HTML (imapdesk.mail.parsing.sanitize_html) and wraps the
 trailing quote in `<details class="quoted"><summary>Show quoted text</summary>…</details>`,
@@ -28,7 +32,7 @@ from lxml import html as lxml_html
 
 log = logging.getLogger(__name__)
 
-__all__ = ["QUOTE_CLASS", "QUOTE_SUMMARY", "collapse_quoted"]
+__all__ = ["QUOTE_CLASS", "QUOTE_SUMMARY", "collapse_quoted", "split_quoted"]
 
 QUOTE_CLASS = "quoted"
 QUOTE_SUMMARY = "Show quoted text"
@@ -40,11 +44,14 @@ _ATTRIBUTION = re.compile(
     r"написал|написала)\s*:$",
     re.I | re.S,
 )
-_FORWARD_RULE = re.compile(
-    r"^(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original|"
-    r"Messaggio originale|Oorspronkelijk bericht|Forwarded message)\s*-{2,})",
-    re.I,
+_ORIGINAL_MESSAGE_RULE = (
+    r"-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original|"
+    r"Messaggio originale|Oorspronkelijk bericht|Forwarded message)\s*-{2,}"
 )
+# the rule at the start of an HTML block's text
+_FORWARD_RULE = re.compile(rf"^(?:{_ORIGINAL_MESSAGE_RULE})", re.I)
+# a plain-text line that is the rule, or the line of underscores Outlook puts above its headers
+_FORWARD_RULE_LINE = re.compile(rf"^(?:{_ORIGINAL_MESSAGE_RULE}|_{{10,}})$", re.I)
 # Outlook's header block: "From:" first, then "Sent:"/"Date:" and "Subject:" (or translations)
 _HEADER_FROM = re.compile(r"^(?:From|Von|De|Da|Van|Från|Fra|Od|От)\s*:", re.I)
 _HEADER_OTHERS = (
@@ -70,6 +77,37 @@ _NO_CONTENT_TAGS = frozenset({"br", "hr", "wbr"})
 # elements whose text may be an attribution line, a header block or a forward rule
 _TEXT_BLOCKS = frozenset({"div", "p", "span", "font", "pre", "td", "section", "article"})
 _ATTRIBUTION_MAX = 400
+
+
+# --- plain text ---------------------------------------------------------------------------------
+
+
+def split_quoted(text: str) -> tuple[str, str]:
+    """The new text and the quoted history after it: from an "-----Original Message-----"
+    rule, or the trailing "> " lines with the "On ... wrote:" line above them. A text that is
+    nothing but a quote comes back whole, with no quote: there is no answer to show first."""
+    lines = text.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if _FORWARD_RULE_LINE.match(line.strip())), None
+    )
+    if start is None:
+        i = len(lines)
+        while i > 0 and (not lines[i - 1].strip() or lines[i - 1].lstrip().startswith(">")):
+            i -= 1
+        if any(line.strip() for line in lines[i:]):
+            start = i
+            j = i - 1
+            while j >= 0 and not lines[j].strip():
+                j -= 1
+            if j >= 0 and _ATTRIBUTION.match(lines[j].strip()):
+                # "On ..., Bob <bob@example.com>" / "wrote:" wrapped over two lines
+                start = j - 1 if j >= 1 and len(lines[j].split()) <= 2 else j
+    if start is None or not any(line.strip() for line in lines[:start]):
+        return text, ""
+    return "\n".join(lines[:start]).rstrip(), "\n".join(lines[start:]).strip("\n")
+
+
+# --- HTML ---------------------------------------------------------------------------------------
 
 
 def collapse_quoted(html: str) -> str:

@@ -17,15 +17,14 @@ import re
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from imapdesk.kernel.crypto import decrypt_secret
 from imapdesk.kernel.errors import MailServerError
-from imapdesk.kernel.models import ImapSecurity, Mailbox
-from imapdesk.kernel.settings import Settings
 
 _CRLF = re.compile(rb"\r\n|\r|\n")
 _DOT = re.compile(rb"(?m)^\.")
+# the port each security setting usually listens on, when the mailbox names none
+DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
 
 
 class SmtpError(MailServerError):
@@ -47,44 +46,19 @@ class AnswerLost(SmtpError):
 
 @dataclass(frozen=True)
 class SmtpAccount:
+    """Where and how to send: the server, its TLS mode (ssl | starttls | none) and the login
+    (none when `username` is None). The password never appears in repr or logs."""
+
     host: str
     port: int
     security: str  # ssl | starttls | none
     username: str | None
-    password: str | None
-    ca_file: str | None
+    password: str | None = field(repr=False)
+    ca_file: str | None = None
     timeout: float = 30.0
 
     def describe(self) -> str:
         return f"{self.host}:{self.port} ({self.security})"
-
-
-def smtp_account(mailbox: Mailbox, settings: Settings) -> SmtpAccount | None:
-    """The mailbox's SMTP server, or None when it has none. Without an SMTP user of its own,
-    the IMAP login is used (the usual case on one server)."""
-    if not mailbox.smtp_host:
-        return None
-    security = (mailbox.smtp_security or ImapSecurity.starttls).value
-    username: str | None
-    password: str | None
-    if mailbox.smtp_password_encrypted:
-        password = decrypt_secret(mailbox.smtp_password_encrypted, settings.secret_key)
-        username = mailbox.smtp_username or mailbox.username
-    elif mailbox.smtp_username == "":
-        username = password = None
-    else:
-        username = mailbox.smtp_username or mailbox.username
-        password = decrypt_secret(mailbox.password_encrypted, settings.secret_key)
-    port = mailbox.smtp_port or {"ssl": 465, "starttls": 587}.get(security, 25)
-    return SmtpAccount(
-        host=mailbox.smtp_host,
-        port=port,
-        security=security,
-        username=username,
-        password=password,
-        ca_file=mailbox.ca_file,
-        timeout=settings.smtp_timeout_seconds,
-    )
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -289,6 +263,7 @@ def close(client: smtplib.SMTP | None) -> None:
 
 
 __all__ = [
+    "DEFAULT_PORTS",
     "AnswerLost",
     "SendResult",
     "SmtpAccount",
@@ -297,5 +272,4 @@ __all__ = [
     "close",
     "connect",
     "send_message",
-    "smtp_account",
 ]

@@ -16,8 +16,7 @@ from imapdesk.domain.accounts.agents import create_agent, create_api_token
 from imapdesk.kernel import crypto
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.settings import Settings
-
-PASSWORD = "correct horse battery"
+from tests.support.web import PASSWORD
 
 
 @pytest.fixture

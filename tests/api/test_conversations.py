@@ -15,7 +15,7 @@ from imapdesk.domain.accounts.agents import create_agent
 from imapdesk.domain.conversations import reads
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Agent, ConversationStatus, Direction
-from tests.api import factories as f
+from tests.support import factories as f
 
 LIST = "/api/v1/conversations"
 

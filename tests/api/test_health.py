@@ -9,7 +9,7 @@ from imapdesk.api.app import create_app
 from imapdesk.kernel.db import make_engine, unit_of_work
 from imapdesk.kernel.models import FolderState
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
+from tests.support import factories as f
 
 
 def test_healthz(client: TestClient) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import FolderRole, FolderState
-from tests.api import factories as f
+from tests.support import factories as f
 
 
 def test_mailboxes_with_folder_state_and_no_secrets(api: TestClient, engine: Engine) -> None:

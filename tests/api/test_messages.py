@@ -7,7 +7,7 @@ from sqlalchemy import Engine
 
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
+from tests.support import factories as f
 
 RAW = (
     b"Message-ID: <raw-1@example.com>\r\n"

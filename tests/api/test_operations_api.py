@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from imapdesk.domain.accounts import access
 from imapdesk.domain.accounts.agents import create_agent, create_api_token
-from imapdesk.domain.conversations import reads
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import (
     Activity,
@@ -24,7 +24,7 @@ from imapdesk.kernel.models import (
     Mailbox,
     PendingImapAction,
 )
-from tests.api import factories as f
+from tests.support import factories as f
 
 BASE = "/api/v1/conversations"
 KEYWORDS = {"permanent_flags": ["\\Flagged", "\\Seen", "\\*"]}
@@ -325,7 +325,6 @@ def test_unknown_and_invisible_conversations_are_404(
     api: TestClient,
     scene: Scene,
     engine: Engine,
-    monkeypatch: pytest.MonkeyPatch,
     method: str,
     suffix: str,
     payload: dict[str, Any] | None,
@@ -333,14 +332,11 @@ def test_unknown_and_invisible_conversations_are_404(
     kwargs = {"json": payload} if payload is not None else {}
     error(api.request(method, f"{BASE}/999999{suffix}", **kwargs), 404, "not_found")
 
-    with Session(engine) as s:
-        support = s.exec(select(Mailbox.id).where(Mailbox.name == "support")).one()
-    real = reads.visible_mailbox_ids
-    monkeypatch.setattr(
-        reads,
-        "visible_mailbox_ids",
-        lambda session, agent: [m for m in real(session, agent) if m != support],
-    )
+    # Alice (the API token's agent) may work in billing only: support is hidden from her
+    with unit_of_work(engine) as s:
+        alice = s.exec(select(Agent).where(col(Agent.email) == "alice@example.com")).one()
+        billing = s.exec(select(Mailbox.id).where(Mailbox.name == "billing")).one()
+        access.set_mailbox_access(s, alice, all_mailboxes=False, mailbox_ids=[billing or 0])
     error(api.request(method, f"{BASE}/{scene.conv}{suffix}", **kwargs), 404, "not_found")
     assert rows(engine, Activity) == []
     assert rows(engine, PendingImapAction) == []

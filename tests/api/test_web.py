@@ -2,51 +2,18 @@
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
-
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from imapdesk.api.web.pages import MESSAGE_BODY_CSP
+from imapdesk.api.web.conversation import MESSAGE_BODY_CSP
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Agent, ConversationStatus
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.api.conftest import PASSWORD
-
-
-class Page(HTMLParser):
-    """The parts of a page the tests look at."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.inputs: dict[str, str] = {}
-        self.row_ids: list[int] = []
-        self.links: list[str] = []
-        self.iframes: list[dict[str, str | None]] = []
-        self.text: list[str] = []
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "input" and a.get("name"):
-            self.inputs[str(a["name"])] = a.get("value") or ""
-        if tag == "tr" and a.get("data-id"):
-            self.row_ids.append(int(str(a["data-id"])))
-        if tag == "a" and a.get("href"):
-            self.links.append(str(a["href"]))
-        if tag == "iframe":
-            self.iframes.append(a)
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-    @property
-    def all_text(self) -> str:
-        return " ".join(t.strip() for t in self.text if t.strip())
+from tests.support import factories as f
+from tests.support.web import PASSWORD, Page, csrf, sign_in
 
 
 @pytest.fixture
@@ -65,26 +32,6 @@ def listed(engine: Engine, agent_token: str) -> list[int]:
         b = f.conversation(s, box, "Invoice", minutes=9, status=ConversationStatus.pending)
         f.conversation(s, box, "Binned", minutes=7, status=ConversationStatus.deleted)
     return [int(b.id or 0), int(a.id or 0)]
-
-
-def csrf(browser: TestClient, path: str = "/login") -> str:
-    token = Page(browser.get(path).text).inputs["csrf_token"]
-    assert len(token) >= 32
-    return token
-
-
-def sign_in(browser: TestClient, next: str = "/") -> None:
-    r = browser.post(
-        "/login",
-        data={
-            "email": "alice@example.com",
-            "password": PASSWORD,
-            "csrf_token": csrf(browser),
-            "next": next,
-        },
-    )
-    assert r.status_code == 303, r.text
-    assert r.headers["location"] == next
 
 
 def test_pages_redirect_to_login_before_sign_in(browser: TestClient, listed: list[int]) -> None:

@@ -1,5 +1,6 @@
 """The agent and token commands as an admin types them (`imapdesk user add`, `imapdesk token
-create`), run as the real console program on SQLite and PostgreSQL."""
+create`), run as the real console program on SQLite and PostgreSQL; and the demo commands
+without the `[demo]` extra."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
+from typer.testing import CliRunner
 
+from imapdesk.cli.app import app
 from imapdesk.domain.accounts.agents import agent_for_token
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.corpus import REPO
 
 
 def imapdesk(
@@ -23,7 +26,7 @@ def imapdesk(
     env |= {"IMAPDESK_DATABASE_URL": db_url, "IMAPDESK_DATA_DIR": str(data), "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "imapdesk", *args],
-        cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=env, input=stdin, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
@@ -44,3 +47,15 @@ def test_a_token_for_an_agent_found_by_any_case_of_its_address(
     missing = imapdesk(db_url, tmp_path, "token", "create", "nobody@example.com")
     assert missing.returncode == 1
     assert "no agent nobody@example.com; add one with: imapdesk user add" in missing.stderr
+
+
+@pytest.mark.parametrize("command", [["demo"], ["mailserver", "status"]])
+def test_without_the_demo_extra_the_demo_commands_say_what_to_install(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as a plain `pip install imapdesk` has it (tests/test_packaging.py runs the real thing)
+    monkeypatch.setattr("imapdesk.cli.demo.missing_demo_packages", lambda: ["psutil"])
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "needs the demo extra" in result.stderr
+    assert "pip install 'imapdesk[demo]'" in result.stderr

@@ -18,6 +18,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from typer.testing import CliRunner
 
+from imapdesk.cli.mailserver import mailserver_app
 from imapdesk.devtools.mailserver import (
     DovecotNotInstalled,
     LocalMailServer,
@@ -29,8 +30,8 @@ from imapdesk.devtools.mailserver import (
     free_port,
     make_base_dir,
 )
-from imapdesk.devtools.mailserver_cli import mailserver_app
-from tests.conftest import CORPUS, REPO, imap_client
+from tests.support.corpus import CORPUS, REPO
+from tests.support.imap import imap_client
 
 
 def _message(i: int, to: str = "box@example.test", subject: str | None = None) -> bytes:
@@ -478,7 +479,9 @@ finally:
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
 def test_runs_without_root_as_the_calling_user() -> None:
     run_as = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    probe = subprocess.run([*run_as, sys.executable, "-c", "import imapdesk"], cwd=REPO, check=False)
+    probe = subprocess.run(
+        [*run_as, sys.executable, "-c", "import imapdesk"], cwd=REPO, check=False
+    )
     if probe.returncode != 0:
         pytest.skip("this Python is not usable by `nobody` (e.g. installed under /root)")
     base = make_base_dir("imapdesk-test-nonroot-")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from imapdesk.domain.accounts.agents import create_agent
 from imapdesk.domain.conversations import operations as ops
+from imapdesk.domain.conversations import reads, snooze
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound
 from imapdesk.kernel.models import (
@@ -28,8 +30,9 @@ from imapdesk.kernel.models import (
     Mailbox,
     Message,
     PendingImapAction,
+    utcnow,
 )
-from tests.api import factories as f
+from tests.support import factories as f
 
 API = ActivitySource.api
 WEB = ActivitySource.web
@@ -536,6 +539,83 @@ def test_set_status_from_a_mail_client(scene: Scene) -> None:
     assert flags_rows(scene) == []
 
 
+def snoozed(scene: Scene) -> None:
+    """The scene's conversation snoozed by Alice for four hours, its log and outbox emptied."""
+    with unit_of_work(scene.engine) as s:
+        snooze.snooze(
+            s, scene.conv, utcnow() + timedelta(hours=4), source=WEB, agent=agent(s, scene.alice)
+        )
+    with unit_of_work(scene.engine) as s:
+        for row in [*activities(s), *outbox(s)]:
+            s.delete(row)
+
+
+@pytest.mark.parametrize(
+    ("source", "by", "status"),
+    [
+        (API, "alice", "closed"),
+        (WEB, "bob", "open"),
+        (IMAP, None, "closed"),
+        (ActivitySource.system, None, "spam"),
+    ],
+)
+def test_a_change_of_status_ends_the_snooze(
+    scene: Scene, source: ActivitySource, by: str | None, status: str
+) -> None:
+    snoozed(scene)
+    agent_id = getattr(scene, by) if by else None
+    do(scene, ops.set_status, status, source=source, by=agent_id)
+    with scene.session() as s:
+        c = conversation(s, scene.conv)
+        assert (c.status, c.snoozed_until) == (status, None)
+        assert [(a.action, a.source) for a in activities(s)] == [
+            ("status", source),
+            ("unsnoozed", source),
+        ]
+        # one change: the version moves once
+        assert c.version == 4
+    # the time of the snooze passes: nothing reopens it
+    with unit_of_work(scene.engine) as s:
+        assert snooze.wake_due(s, now=utcnow() + timedelta(hours=5)) == []
+    with scene.session() as s:
+        assert conversation(s, scene.conv).status == status
+
+
+def test_a_snooze_ended_by_a_close_never_wakes_the_conversation_later(scene: Scene) -> None:
+    """Closed from the API, then set pending by hand (waiting for the customer): the snooze's
+    time passing leaves it pending; a snooze left behind by the close would reopen it."""
+    snoozed(scene)
+    do(scene, ops.set_status, "closed", source=API, by=scene.alice)
+    do(scene, ops.set_status, "pending", source=API, by=scene.alice)
+    with unit_of_work(scene.engine) as s:
+        assert snooze.wake_due(s, now=utcnow() + timedelta(hours=5)) == []
+    with scene.session() as s:
+        c = conversation(s, scene.conv)
+        assert (c.status, c.snoozed_until) == ("pending", None)
+
+
+def test_setting_the_status_it_has_keeps_the_snooze(scene: Scene) -> None:
+    snoozed(scene)
+    do(scene, ops.set_status, "pending", source=IMAP)
+    with scene.session() as s:
+        assert conversation(s, scene.conv).snoozed_until is not None
+        assert activities(s) == []
+
+
+def test_end_snooze(scene: Scene) -> None:
+    snoozed(scene)
+    do(scene, ops.end_snooze, source=WEB, by=scene.bob)
+    with scene.session() as s:
+        c = conversation(s, scene.conv)
+        assert (c.status, c.snoozed_until) == ("pending", None)
+        assert [(a.action, a.agent_id) for a in activities(s)] == [("unsnoozed", scene.bob)]
+        assert outbox(s) == []
+    # ending no snooze is a no-op
+    do(scene, ops.end_snooze, source=WEB, by=scene.bob)
+    with scene.session() as s:
+        assert len(activities(s)) == 1
+
+
 # --- tags -------------------------------------------------------------------------------------
 
 
@@ -670,12 +750,12 @@ def test_operations_follow_merges_and_the_log_includes_merged(scene: Scene) -> N
     with scene.session() as s:
         assert conversation(s, scene.conv).status == "closed"
         assert conversation(s, old_id).status == "open"
-        log = ops.activity_for(s, scene.conv)
+        log = reads.conversation_activity(s, scene.conv)
         assert [(a.action, a.conversation_id) for a in log] == [
             ("status", scene.conv),
             ("tagged", old_id),
         ]
-        assert ops.activity_for(s, old_id)[0].action == "tagged"
+        assert reads.conversation_activity(s, old_id)[0].action == "tagged"
 
 
 def test_activity_newest_first_with_actors(scene: Scene) -> None:
@@ -683,7 +763,7 @@ def test_activity_newest_first_with_actors(scene: Scene) -> None:
     run(scene, lambda s: ops.set_status(s, scene.conv, "pending", source=IMAP))
     run(scene, lambda s: ops.add_tag(s, scene.conv, "x", source=ActivitySource.system))
     with scene.session() as s:
-        log = ops.activity_for(s, scene.conv)
+        log = reads.conversation_activity(s, scene.conv)
         emails = ops.agent_emails(s, log)
         assert [(a.action, ops.activity_actor(a, emails)) for a in log] == [
             ("tagged", "imapdesk"),

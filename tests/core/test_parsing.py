@@ -23,13 +23,13 @@ import imapdesk.mail.parsing as parsing
 from imapdesk.kernel.attachment_store import blob_path, store_blob
 from imapdesk.mail.parsing import (
     ParsedMessage,
+    base_subject,
     extract_msgids,
     normalize_msgid,
     parse_message,
     sanitize_html,
-    subject_key,
 )
-from tests.conftest import CORPUS
+from tests.support.corpus import CORPUS
 
 STALWART = CORPUS / "stalwart-eml"
 NOTMUCH = CORPUS / "notmuch" / "test" / "corpora"
@@ -707,12 +707,12 @@ def test_dates(value: str, expected: datetime | None) -> None:
         ("", ""),
     ],
 )
-def test_subject_key(subject: str, key: str) -> None:
-    assert subject_key(subject) == key
+def test_base_subject(subject: str, key: str) -> None:
+    assert base_subject(subject) == key
 
 
-def test_subject_key_is_bounded() -> None:
-    assert len(subject_key("Re: " + "x" * 1000)) == 255
+def test_base_subject_is_bounded() -> None:
+    assert len(base_subject("Re: " + "x" * 1000)) == 255
 
 
 # --- robustness ---------------------------------------------------------------------------------

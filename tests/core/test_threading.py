@@ -26,13 +26,13 @@ from sqlmodel import Session, col, delete, select
 
 from imapdesk.devtools.demo_data import synthetic_corpus
 from imapdesk.domain.conversations.aggregates import (
+    conversation_subject_key,
     conversation_token,
     find_token,
     recompute_conversation,
-    subject_key,
 )
 from imapdesk.domain.mailboxes.config import ensure_folder
-from imapdesk.domain.sync.ingest import FetchedMessage, ingest_batch
+from imapdesk.domain.sync.ingest import ingest_batch
 from imapdesk.domain.threads import (
     RULE_NEW,
     RULE_REFERENCES,
@@ -57,8 +57,9 @@ from imapdesk.kernel.models import (
     as_utc,
 )
 from imapdesk.kernel.settings import Settings
+from imapdesk.mail.imap import FetchedMessage
 from imapdesk.mail.parsing import parse_message
-from tests.conftest import CORPUS
+from tests.support.corpus import CORPUS
 
 NOTMUCH = CORPUS / "notmuch"
 IMAPTEST = CORPUS / "imaptest-thread"
@@ -210,7 +211,11 @@ def test_token() -> None:
     assert find_token("Order 123 [#7]") == 7
     assert find_token("[support #42] no") is None
     assert find_token("") is None
-    assert subject_key("Re: [#42] Order 123") == subject_key("Order 123") == "order 123"
+    assert (
+        conversation_subject_key("Re: [#42] Order 123")
+        == conversation_subject_key("Order 123")
+        == "order 123"
+    )
 
 
 # --- the notmuch default corpus ----------------------------------------------------------------

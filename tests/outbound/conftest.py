@@ -1,25 +1,26 @@
 """Fixtures for outbound mail: a real aiosmtpd relay (STARTTLS + AUTH, verified) that delivers
-into the test Dovecot over LMTP, a customer's box, and the shared box set up to send."""
+into the test Dovecot over LMTP, a customer's box and fast-retrying settings (the shared box is
+set up to send by tests/support/outbound.py); for the REST tests without a mail server, two
+agents' API clients and a conversation to answer."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
 
+from imapdesk.api.app import create_app
 from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
 from imapdesk.devtools.smtp_relay import LocalSmtpRelay
-from imapdesk.domain.accounts.agents import create_agent
-from imapdesk.domain.mailboxes.config import add_mailbox
+from imapdesk.domain.accounts.agents import create_agent, create_api_token
 from imapdesk.kernel.db import unit_of_work
-from imapdesk.kernel.models import Agent, Conversation, ConversationStatus, ImapSecurity, Message
+from imapdesk.kernel.models import Direction, SmtpSecurity
 from imapdesk.kernel.settings import Settings
-from tests.outbound.mail import customer_mail
-from tests.worker.helpers import make_settings
+from tests.support import factories
+from tests.support.worker import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -56,61 +57,53 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
     )
 
 
-def add_sending_mailbox(
-    engine: Engine,
-    settings: Settings,
-    account: MailAccount,
-    relay: LocalSmtpRelay,
-    *,
-    name: str = "support",
-    **extra: Any,
-) -> int:
+@pytest.fixture
+def tokens(engine: Engine) -> tuple[str, str]:
+    """Alice's and Bob's API tokens."""
     with unit_of_work(engine) as db:
-        mb = add_mailbox(
+        alice = create_agent(db, "alice@example.com", "Alice", "correct horse battery")
+        bob = create_agent(db, "bob@example.com", "Bob", "correct horse battery")
+        return create_api_token(db, alice), create_api_token(db, bob)
+
+
+@pytest.fixture
+def conversation_id(engine: Engine) -> int:
+    """Carol's conversation in a mailbox with an SMTP server (never reached: no worker runs)."""
+    with unit_of_work(engine) as db:
+        box = factories.mailbox(
             db,
-            settings,
-            name=name,
-            address=account.user,
-            imap_host="localhost",
-            imap_port=account.imaps_port,
-            imap_security=ImapSecurity.ssl,
-            username=account.user,
-            password=account.password,
-            ca_file=str(account.ca_file),
-            smtp_host="localhost",
-            smtp_port=relay.port,
-            smtp_security=ImapSecurity.starttls,
+            smtp_host="smtp.example.com",
+            smtp_port=587,
+            smtp_security=SmtpSecurity.starttls,
+            display_name="Example Support",
         )
-        for key, value in extra.items():
-            setattr(mb, key, value)
-        assert mb.id is not None
-        return mb.id
+        conv = factories.conversation(
+            db, box, "Broken printer", customer_email="carol@customer.example"
+        )
+        factories.message(
+            db,
+            conv,
+            message_id="q1@customer.example",
+            from_email="carol@customer.example",
+            from_name="Carol",
+            to=[{"email": "support@example.com", "name": ""}],
+            cc=[{"email": "dave@customer.example", "name": "Dave"}],
+            direction=Direction.inbound,
+            references=["root@customer.example"],
+        )
+        assert conv.id is not None
+        return conv.id
 
 
-def mail_from_customer(
-    mailserver: LocalMailServer, customer: MailAccount, account: MailAccount, subject: str
-) -> str:
-    """The customer's mail delivered to the shared box; its Message-ID."""
-    msgid, raw = customer_mail(customer.user, account.user, subject)
-    mailserver.deliver(account.user, raw)
-    return msgid
-
-
-def conversation_of(engine: Engine, msgid: str) -> int | None:
-    """The conversation of the message with this Message-ID, once it is in."""
-    with Session(engine) as db:
-        m = db.exec(select(Message).where(col(Message.message_id) == msgid)).first()
-        return m.conversation_id if m is not None else None
-
-
-def status_of(engine: Engine, cid: int) -> ConversationStatus | None:
-    with Session(engine) as db:
-        conv = db.get(Conversation, cid)
-        return conv.status if conv is not None else None
-
-
-def make_agent(engine: Engine, email: str = "alice@example.com", name: str = "Alice") -> Agent:
-    with unit_of_work(engine) as db:
-        agent = create_agent(db, email, name, "correct horse battery")
-        db.flush()
-        return agent
+@pytest.fixture
+def clients(
+    settings: Settings, engine: Engine, tokens: tuple[str, str]
+) -> Iterator[tuple[TestClient, TestClient]]:
+    """The REST API as Alice and as Bob."""
+    app = create_app(settings=settings, engine=engine)
+    alice, bob = tokens
+    with (
+        TestClient(app, headers={"Authorization": f"Bearer {alice}"}) as a,
+        TestClient(app, headers={"Authorization": f"Bearer {bob}"}) as b,
+    ):
+        yield a, b

@@ -15,13 +15,13 @@ from sqlmodel import Session, select
 from imapdesk.devtools.mailserver import MailAccount, free_port
 from imapdesk.devtools.smtp_relay import LocalSmtpRelay
 from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.mailboxes.servers import smtp_account
 from imapdesk.kernel import crypto
 from imapdesk.kernel.db import unit_of_work
-from imapdesk.kernel.models import ImapSecurity, Mailbox
+from imapdesk.kernel.models import ImapSecurity, Mailbox, SmtpSecurity
 from imapdesk.kernel.settings import Settings
-from imapdesk.mail.smtp import smtp_account
-from tests.api.conftest import PASSWORD, app, cheap_password_hashing  # noqa: F401  (the app on this test's database)
-from tests.api.test_web import Page, csrf
+from tests.api.conftest import app, cheap_password_hashing  # noqa: F401  (the app on this test's database)
+from tests.support.web import PASSWORD, Page, csrf
 
 SMTP_SECRET = "smtp-secret-7c1e"
 
@@ -103,7 +103,7 @@ def test_smtp_settings_are_saved_with_the_password_encrypted_and_never_shown(
         box = s.exec(select(Mailbox).where(Mailbox.name == "support")).one()
         box_id = box.id
         assert (box.smtp_host, box.smtp_port) == ("localhost", relay.port)
-        assert box.smtp_security == ImapSecurity.starttls
+        assert box.smtp_security == SmtpSecurity.starttls
         assert box.smtp_username == "sender@example.test"
         assert box.smtp_password_encrypted and SMTP_SECRET not in box.smtp_password_encrypted
         assert crypto.decrypt_secret(box.smtp_password_encrypted, settings.secret_key) == (

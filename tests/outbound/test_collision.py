@@ -7,74 +7,17 @@ from __future__ import annotations
 
 import email
 import email.policy
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from imapdesk.api.app import create_app
-from imapdesk.domain.accounts.agents import create_agent, create_api_token
-from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import (
     ConversationStatus,
     Direction,
-    ImapSecurity,
     Message,
     OutboundMail,
 )
-from imapdesk.kernel.settings import Settings
-from tests.api import factories
-
-
-@pytest.fixture
-def tokens(engine: Engine) -> tuple[str, str]:
-    with unit_of_work(engine) as db:
-        alice = create_agent(db, "alice@example.com", "Alice", "correct horse battery")
-        bob = create_agent(db, "bob@example.com", "Bob", "correct horse battery")
-        return create_api_token(db, alice), create_api_token(db, bob)
-
-
-@pytest.fixture
-def conversation_id(engine: Engine) -> int:
-    with unit_of_work(engine) as db:
-        box = factories.mailbox(
-            db,
-            smtp_host="smtp.example.com",
-            smtp_port=587,
-            smtp_security=ImapSecurity.starttls,
-            display_name="Example Support",
-        )
-        conv = factories.conversation(
-            db, box, "Broken printer", customer_email="carol@customer.example"
-        )
-        factories.message(
-            db,
-            conv,
-            message_id="q1@customer.example",
-            from_email="carol@customer.example",
-            from_name="Carol",
-            to=[{"email": "support@example.com", "name": ""}],
-            cc=[{"email": "dave@customer.example", "name": "Dave"}],
-            direction=Direction.inbound,
-            references=["root@customer.example"],
-        )
-        assert conv.id is not None
-        return conv.id
-
-
-@pytest.fixture
-def clients(
-    settings: Settings, engine: Engine, tokens: tuple[str, str]
-) -> Iterator[tuple[TestClient, TestClient]]:
-    app = create_app(settings=settings, engine=engine)
-    alice, bob = tokens
-    with (
-        TestClient(app, headers={"Authorization": f"Bearer {alice}"}) as a,
-        TestClient(app, headers={"Authorization": f"Bearer {bob}"}) as b,
-    ):
-        yield a, b
 
 
 def test_second_reply_to_the_same_version_gets_409(

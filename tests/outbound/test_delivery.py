@@ -12,19 +12,20 @@ from sqlmodel import Session, col, select
 from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
 from imapdesk.devtools.smtp_relay import LocalSmtpRelay
 from imapdesk.domain.outbound.replies import queue_reply
+from imapdesk.kernel import wakeups
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Activity, ActivitySource, Agent, OutboundMail, OutboundState
 from imapdesk.kernel.settings import Settings
-from imapdesk.worker.sender import CRASH_ENV, notify_sender
-from tests.outbound.conftest import (
+from imapdesk.worker.sender import CRASH_ENV
+from tests.support.imap import folder_messages
+from tests.support.outbound import (
     add_sending_mailbox,
     conversation_of,
     mail_from_customer,
     make_agent,
 )
-from tests.outbound.mail import folder_messages
-from tests.outbound.worker_process import start_worker_process
-from tests.worker.helpers import caught_up, running_worker, wait_for
+from tests.support.worker import caught_up, running_worker, wait_for
+from tests.support.worker_process import start_worker_process
 
 
 def _outbound(engine: Engine, outbound_id: int) -> OutboundMail:
@@ -64,7 +65,7 @@ def test_smtp_down_then_back_delivers_once_and_refusals_show(
         # down: nothing listens on the relay's port
         running_relay.stop()
         first = _reply(engine, agent.id, cid, "First answer")
-        notify_sender(mailbox_id)
+        wakeups.wake(wakeups.Loop.SENDER, mailbox_id)
         wait_for(lambda: _outbound(engine, first).attempts >= 2, what="retries while SMTP is down")
         down = _outbound(engine, first)
         assert down.state in (OutboundState.queued, OutboundState.sending)
@@ -75,14 +76,14 @@ def test_smtp_down_then_back_delivers_once_and_refusals_show(
         # a temporary refusal is retried, a permanent one fails with the server's words
         running_relay.fail_next("451 4.7.1 Greylisted, please try again")
         second = _reply(engine, agent.id, cid, "Second answer")
-        notify_sender(mailbox_id)
+        wakeups.wake(wakeups.Loop.SENDER, mailbox_id)
         wait_for(lambda: _outbound(engine, second).state == OutboundState.sent, what="2nd sent")
         assert "Greylisted" in (_outbound(engine, second).smtp_response or "") or (
             _outbound(engine, second).attempts == 2
         )
         running_relay.fail_next("554 5.7.1 Message rejected: policy violation")
         third = _reply(engine, agent.id, cid, "Third answer")
-        notify_sender(mailbox_id)
+        wakeups.wake(wakeups.Loop.SENDER, mailbox_id)
         wait_for(lambda: _outbound(engine, third).state == OutboundState.failed, what="failed")
         wait_for(lambda: _outbound(engine, second).copy_uid is not None, what="2nd copy")
     delivered = _msgids(customer)

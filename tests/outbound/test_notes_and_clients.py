@@ -13,14 +13,8 @@ from sqlmodel import Session, col, select
 
 from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
 from imapdesk.devtools.smtp_relay import LocalSmtpRelay
-from imapdesk.domain.outbound.replies import (
-    Upload,
-    add_note,
-    compose,
-    from_address,
-    may_send_automatically,
-    queue_reply,
-)
+from imapdesk.domain.outbound.automatic import may_send_automatically
+from imapdesk.domain.outbound.replies import add_note, from_address, queue_reply
 from imapdesk.domain.sync.rebuild import forget_mail
 from imapdesk.kernel.db import unit_of_work, upgrade_database
 from imapdesk.kernel.models import (
@@ -35,10 +29,12 @@ from imapdesk.kernel.models import (
     OutboundState,
 )
 from imapdesk.kernel.settings import Settings
+from imapdesk.mail.compose import Upload, compose
 from imapdesk.worker.supervisor import sync_until_caught_up
-from tests.outbound.conftest import add_sending_mailbox, mail_from_customer, make_agent, status_of
-from tests.outbound.mail import colleague_append, customer_mail, folder_messages
-from tests.worker.helpers import caught_up, running_worker, wait_for
+from tests.support.imap import colleague_append, folder_messages
+from tests.support.mail import customer_mail
+from tests.support.outbound import add_sending_mailbox, mail_from_customer, make_agent, status_of
+from tests.support.worker import caught_up, running_worker, wait_for
 
 
 def _message(engine: Engine, msgid: str) -> Message | None:

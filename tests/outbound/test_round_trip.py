@@ -24,14 +24,15 @@ from imapdesk.kernel.models import (
     OutboundState,
 )
 from imapdesk.kernel.settings import Settings
-from tests.outbound.conftest import (
+from tests.support.imap import folder_messages
+from tests.support.mail import customer_mail
+from tests.support.outbound import (
     add_sending_mailbox,
     conversation_of,
     mail_from_customer,
     status_of,
 )
-from tests.outbound.mail import customer_mail, folder_messages
-from tests.worker.helpers import running_worker, wait_for
+from tests.support.worker import running_worker, wait_for
 
 
 @pytest.fixture

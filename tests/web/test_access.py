@@ -19,9 +19,8 @@ from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.errors import InvalidInput, NotFound
 from imapdesk.kernel.models import ActivitySource, Agent, Conversation, ConversationStatus
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.api.conftest import PASSWORD
-from tests.api.test_web import Page, csrf
+from tests.support import factories as f
+from tests.support.web import PASSWORD, Page, csrf
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 

@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import FolderState
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, sign_in_page, signed_in_context
+from tests.support import factories as f
+from tests.support.browser import LiveServer, sign_in_page, signed_in_context
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cheap_password_hashing")]
 

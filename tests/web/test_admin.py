@@ -17,9 +17,8 @@ from imapdesk.domain.accounts import access
 from imapdesk.domain.accounts.agents import create_agent
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Agent, ApiToken, FolderState, Mailbox
-from tests.api import factories as f
-from tests.api.conftest import PASSWORD
-from tests.api.test_web import Page, csrf
+from tests.support import factories as f
+from tests.support.web import PASSWORD, Page, csrf
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 

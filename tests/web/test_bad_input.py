@@ -14,8 +14,8 @@ from sqlmodel import select
 
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Agent
-from tests.api import factories as f
-from tests.api.test_web import Page, csrf, sign_in
+from tests.support import factories as f
+from tests.support.web import Page, csrf, sign_in
 
 BIG = str(2**63)
 WEB_GETS = [

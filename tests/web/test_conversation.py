@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from imapdesk.api.app import SESSION_COOKIE
-from imapdesk.api.web.conversation import MESSAGE_BODY_CSP, MESSAGE_BODY_CSP_IMAGES, split_quoted
+from imapdesk.api.web.conversation import MESSAGE_BODY_CSP, MESSAGE_BODY_CSP_IMAGES
 from imapdesk.domain.conversations import operations, snooze
 from imapdesk.domain.live import presence
 from imapdesk.kernel.db import unit_of_work
@@ -30,8 +30,8 @@ from imapdesk.kernel.models import (
     utcnow,
 )
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.web.conftest import session_cookie
+from tests.support import factories as f
+from tests.support.web import session_cookie
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 FETCH = {"X-Requested-With": "fetch"}
@@ -260,16 +260,3 @@ def test_composer_reply_note_and_collision(
         rows = s.exec(select(Message).where(Message.conversation_id == conv["id"]))
         directions = [m.direction for m in rows]
         assert directions.count(Direction.note) == 1 and directions.count(Direction.outbound) == 2
-
-
-def test_split_quoted() -> None:
-    assert split_quoted("Hi\n\nOn Mon, Bob <b@x> wrote:\n> old\n") == (
-        "Hi",
-        "On Mon, Bob <b@x> wrote:\n> old",
-    )
-    assert split_quoted("Hi\n-----Original Message-----\nFrom: x\nold") == (
-        "Hi",
-        "-----Original Message-----\nFrom: x\nold",
-    )
-    assert split_quoted("> all quoted\n> here") == ("> all quoted\n> here", "")
-    assert split_quoted("plain") == ("plain", "")

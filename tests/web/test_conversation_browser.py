@@ -23,8 +23,8 @@ from imapdesk.kernel.models import (
     Message,
 )
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, sign_in_page, signed_in_context
+from tests.support import factories as f
+from tests.support.browser import LiveServer, sign_in_page, signed_in_context
 
 pytestmark = pytest.mark.browser
 

@@ -20,8 +20,8 @@ from sqlalchemy import Engine
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.parsing import parse_message
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, signed_in_context
+from tests.support import factories as f
+from tests.support.browser import LiveServer, signed_in_context
 
 pytestmark = pytest.mark.browser
 

@@ -25,8 +25,9 @@ from imapdesk.domain.live.changes import ChangeFeed
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import ActivitySource, Agent, Conversation, utcnow
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, session_cookie
+from tests.support import factories as f
+from tests.support.browser import LiveServer
+from tests.support.web import session_cookie
 
 
 def _setup(engine: Engine, agents: dict[str, int]) -> tuple[int, int, int]:

@@ -20,16 +20,16 @@ from imapdesk.domain.conversations import snooze
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import ActivitySource, Agent, Conversation, Message, utcnow
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, signed_in_context
-from tests.worker.helpers import (
+from tests.support import factories as f
+from tests.support.browser import LiveServer, signed_in_context
+from tests.support.mail import make_mail
+from tests.support.worker import (
     add_test_mailbox,
     caught_up,
     make_settings,
     running_worker,
     wait_for,
 )
-from tests.worker.test_sync import make_mail
 
 pytestmark = pytest.mark.browser
 

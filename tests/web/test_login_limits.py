@@ -19,8 +19,7 @@ from imapdesk.kernel.crypto import hash_password
 from imapdesk.kernel.db import make_engine, unit_of_work
 from imapdesk.kernel.models import Agent, LoginAttempt
 from imapdesk.kernel.settings import Settings
-from tests.api.conftest import PASSWORD
-from tests.api.test_web import Page, csrf
+from tests.support.web import PASSWORD, Page, csrf
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 

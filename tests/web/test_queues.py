@@ -29,9 +29,8 @@ from imapdesk.kernel.models import (
     ConversationStatus,
     Mailbox,
 )
-from tests.api import factories as f
-from tests.api.conftest import PASSWORD
-from tests.api.test_web import Page, csrf
+from tests.support import factories as f
+from tests.support.web import PASSWORD, Page, csrf
 
 pytestmark = pytest.mark.usefixtures("cheap_password_hashing")
 

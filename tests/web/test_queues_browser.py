@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from imapdesk.domain.accounts import login_attempts
 from imapdesk.kernel.db import unit_of_work
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, sign_in_page
+from tests.support import factories as f
+from tests.support.browser import LiveServer, sign_in_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("cheap_password_hashing")]
 

@@ -24,11 +24,11 @@ from imapdesk.domain.conversations import operations
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import ActivitySource, Agent, Conversation
 from imapdesk.kernel.settings import Settings
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, signed_in_context
-from tests.worker.helpers import add_test_mailbox, caught_up, make_settings, running_worker
-from tests.worker.helpers import wait_for as wait_until
-from tests.worker.test_sync import make_mail
+from tests.support import factories as f
+from tests.support.browser import LiveServer, signed_in_context
+from tests.support.mail import make_mail
+from tests.support.worker import add_test_mailbox, caught_up, make_settings, running_worker
+from tests.support.worker import wait_for as wait_until
 
 pytestmark = pytest.mark.browser
 

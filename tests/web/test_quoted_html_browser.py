@@ -21,9 +21,10 @@ from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Conversation
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.parsing import parse_message
-from tests.api import factories as f
-from tests.web.conftest import LiveServer, session_cookie, signed_in_context
-from tests.web.test_quoting import GMAIL
+from tests.support import factories as f
+from tests.support.browser import LiveServer, signed_in_context
+from tests.support.quoted_html import GMAIL
+from tests.support.web import session_cookie
 
 pytestmark = pytest.mark.browser
 

@@ -1,7 +1,8 @@
 """The quoted history of HTML mail, collapsed in the message frame: one sample per client,
 modelled on the markup each really sends, taken both as stored (sanitised, which drops the
 clients' class and id markers) and as sent; the interleaved and quote-only cases stay open;
-real mail from the shared corpus is left alone."""
+real mail from the shared corpus is left alone. Plain-text mail is split at the same lines, in
+the same languages."""
 
 from __future__ import annotations
 
@@ -13,70 +14,9 @@ import pytest
 from lxml import html as lxml_html
 
 from imapdesk.mail.parsing import parse_message, sanitize_html
-from imapdesk.mail.quoting import QUOTE_SUMMARY, collapse_quoted
-from tests.conftest import _find_corpus
-
-GMAIL = """<div dir="ltr">Thanks, that fixed it.<div><br></div><div>Anna</div></div><br>\
-<div class="gmail_quote gmail_quote_container"><div dir="ltr" class="gmail_attr">On Mon, \
-3 Mar 2025 at 10:00, Example Support &lt;<a href="mailto:support@example.com">\
-support@example.com</a>&gt; wrote:<br></div><blockquote class="gmail_quote" style="margin:0px \
-0px 0px 0.8ex;border-left:1px solid rgb(204,204,204);padding-left:1ex"><div dir="ltr">Please \
-restart the router.</div><br><div class="gmail_quote"><div dir="ltr" class="gmail_attr">On \
-Sun, 2 Mar 2025 at 09:00, Anna &lt;<a href="mailto:anna@example.org">anna@example.org</a>\
-&gt; wrote:<br></div><blockquote class="gmail_quote">The router is down.</blockquote></div>\
-</blockquote></div>
-"""
-
-APPLE = """<html><head><meta http-equiv="content-type" content="text/html; charset=utf-8">\
-</head><body style="overflow-wrap: break-word; -webkit-nbsp-mode: space; line-break: \
-after-white-space;">Yes, that works now.<div><br></div><div>Carl</div><div><br \
-id="lineBreakAtBeginningOfMessage"><div><br><blockquote type="cite"><div>On 3 Mar 2025, at \
-10:00, Example Support &lt;support@example.com&gt; wrote:</div><br \
-class="Apple-interchange-newline"><div><div>Please restart the router.</div></div>\
-</blockquote></div><br></div></body></html>"""
-
-THUNDERBIRD = """<!DOCTYPE html><html><head><meta http-equiv="Content-Type" \
-content="text/html; charset=UTF-8"></head><body><p>Still broken, the log is attached.</p>\
-<p>Dana<br></p><div class="moz-cite-prefix">On 03/03/2025 10:00, Example Support wrote:<br>\
-</div><blockquote type="cite" cite="mid:abc@example.com"><p>Please restart the router.</p>\
-</blockquote></body></html>"""
-
-OUTLOOK_WEB = """<html><head><style type="text/css" style="display:none;"> P \
-{margin-top:0;margin-bottom:0;} </style></head><body dir="ltr"><div class="elementToProof" \
-style="font-family: Aptos, Calibri, sans-serif; font-size: 12pt; color: rgb(0, 0, 0);">We \
-still see the error.</div><div class="elementToProof">Erik</div><div id="appendonsend"></div>\
-<hr style="display:inline-block;width:98%" tabindex="-1"><div id="divRplyFwdMsg" dir="ltr">\
-<font face="Calibri, sans-serif" style="font-size:11pt" color="#000000"><b>From:</b> Example \
-Support &lt;support@example.com&gt;<br><b>Sent:</b> Monday, March 3, 2025 10:00<br><b>To:</b> \
-Erik &lt;erik@example.org&gt;<br><b>Subject:</b> Re: Router</font><div>&nbsp;</div></div>\
-<div><div dir="ltr">Please restart the router.</div></div></body></html>"""
-
-OUTLOOK_DESKTOP = """<html xmlns:o="urn:schemas-microsoft-com:office:office"><body lang="EN-US" \
-link="#0563C1"><div class="WordSection1"><p class="MsoNormal">Thanks, we will try that.\
-<o:p></o:p></p><p class="MsoNormal"><o:p>&nbsp;</o:p></p><div><div style="border:none;\
-border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm"><p class="MsoNormal"><b><span \
-lang="DE">Von:</span></b><span lang="DE"> Example Support &lt;support@example.com&gt; <br>\
-<b>Gesendet:</b> Montag, 3. März 2025 10:00<br><b>An:</b> Fiona &lt;fiona@example.org&gt;<br>\
-<b>Betreff:</b> AW: Router<o:p></o:p></span></p></div></div><p class="MsoNormal"><o:p>&nbsp;\
-</o:p></p><p class="MsoNormal">Please restart the router.<o:p></o:p></p></div></body></html>"""
-
-YAHOO = """<html><head></head><body><div class="ydp1a2b3c4dyahoo-style-wrap" \
-style="font-family:Helvetica Neue, Helvetica, Arial, sans-serif;font-size:13px;"><div \
-dir="ltr" data-setdir="false">Here is the invoice number: 4711.</div></div><div \
-id="yahoo_quoted_9876543210" class="yahoo_quoted"><div style="font-family:'Helvetica Neue', \
-Helvetica, Arial, sans-serif;font-size:13px;color:#26282a;"><div>On Monday, March 3, 2025 at \
-10:00:00 AM GMT+1, Example Support &lt;support@example.com&gt; wrote:</div><div><br></div>\
-<div><br></div><div><div dir="ltr">Which invoice is it about?</div></div></div></div></body>\
-</html>"""
-
-CLIENTS = {
-    "gmail": (GMAIL, "Thanks, that fixed it.", "On Mon, 3 Mar 2025 at 10:00"),
-    "apple": (APPLE, "Yes, that works now.", "On 3 Mar 2025, at 10:00"),
-    "thunderbird": (THUNDERBIRD, "Still broken", "On 03/03/2025 10:00, Example Support wrote:"),
-    "outlook-web": (OUTLOOK_WEB, "We still see the error.", "From: Example Support"),
-    "outlook-desktop": (OUTLOOK_DESKTOP, "Thanks, we will try that.", "Von: Example Support"),
-    "yahoo": (YAHOO, "Here is the invoice number: 4711.", "On Monday, March 3, 2025"),
-}
+from imapdesk.mail.quoting import QUOTE_SUMMARY, collapse_quoted, split_quoted
+from tests.support.corpus import find_corpus as _find_corpus
+from tests.support.quoted_html import CLIENTS
 
 
 def parts(html: str) -> tuple[str, str, int]:
@@ -228,3 +168,81 @@ def test_real_html_mail_from_the_corpus() -> None:
     assert len(bodies) >= 10
     for name, html in bodies:
         assert collapse_quoted(html) == html, name
+
+
+# --- the attribution lines and rules, in every language, in HTML and in plain text --------------
+
+# each language's "On … wrote:" line (the verb ends it); the plain-text split and the HTML
+# collapse once knew different lists (writes, skrev, napisał, написала were the HTML's alone)
+ATTRIBUTIONS = [
+    "On Mon, 3 Mar 2025 at 10:00, Bob <bob@example.com> wrote:",
+    "On 3 Mar 2025 at 10:00, Bob <bob@example.com> writes:",
+    "Am 03.03.2025 um 10:00, Bob <bob@example.com> schrieb:",
+    "Le 3 mars 2025 à 10:00, Bob <bob@example.com> a écrit :",
+    "El 3 mar 2025, a las 10:00, Bob <bob@example.com> escribió:",
+    "Il giorno 3 mar 2025, alle ore 10:00, Bob <bob@example.com> ha scritto:",
+    "Op 3 mrt 2025 om 10:00, Bob <bob@example.com> schreef:",
+    "Den 3 mars 2025 kl. 10:00, Bob <bob@example.com> skrev:",
+    "W dniu 3.03.2025 o 10:00, Bob <bob@example.com> napisał:",
+    "3 марта 2025, в 10:00, Bob <bob@example.com> написал:",
+    "3 марта 2025, в 10:00, Анна <anna@example.com> написала:",
+]
+# each language's "-----Original Message-----" rule; Mensaje original, Messaggio originale and
+# Oorspronkelijk bericht were the HTML's alone
+RULES = [
+    "-----Original Message-----",
+    "-----Ursprüngliche Nachricht-----",
+    "-----Message d'origine-----",
+    "-----Mensaje original-----",
+    "-----Messaggio originale-----",
+    "-----Oorspronkelijk bericht-----",
+    "---------- Forwarded message ---------",
+]
+
+
+def test_split_quoted() -> None:
+    assert split_quoted("Hi\n\nOn Mon, Bob <b@x> wrote:\n> old\n") == (
+        "Hi",
+        "On Mon, Bob <b@x> wrote:\n> old",
+    )
+    assert split_quoted("Hi\n-----Original Message-----\nFrom: x\nold") == (
+        "Hi",
+        "-----Original Message-----\nFrom: x\nold",
+    )
+    assert split_quoted("> all quoted\n> here") == ("> all quoted\n> here", "")
+    assert split_quoted("plain") == ("plain", "")
+
+
+@pytest.mark.parametrize("line", ATTRIBUTIONS)
+def test_attribution_lines_in_every_language(line: str) -> None:
+    text = f"Thanks, it works.\n\n{line}\n> Please restart the router.\n"
+    assert split_quoted(text) == ("Thanks, it works.", f"{line}\n> Please restart the router.")
+    html = (
+        "<p>Thanks, it works.</p><p>"
+        + line.replace("<", "&lt;").replace(">", "&gt;")
+        + "</p><blockquote>Please restart the router.</blockquote>"
+    )
+    outside, inside, wrappers = parts(collapse_quoted(html))
+    assert wrappers == 1 and outside == "Thanks, it works."
+    assert inside == f"{QUOTE_SUMMARY}{line}Please restart the router."
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_original_message_rules_in_every_language(rule: str) -> None:
+    text = f"Thanks, it works.\n\n{rule}\nFrom: Bob\nPlease restart the router.\n"
+    assert split_quoted(text) == (
+        "Thanks, it works.",
+        f"{rule}\nFrom: Bob\nPlease restart the router.",
+    )
+    html = f"<p>Thanks, it works.</p><p>{rule}</p><p>Please restart the router.</p>"
+    outside, inside, wrappers = parts(collapse_quoted(html))
+    assert wrappers == 1 and outside == "Thanks, it works."
+    assert inside == f"{QUOTE_SUMMARY}{rule}Please restart the router."
+
+
+def test_outlooks_line_of_underscores_starts_a_plain_text_quote() -> None:
+    text = "Thanks.\n\n" + "_" * 32 + "\nFrom: Bob\nSent: Monday\nSubject: Router\n\nOld"
+    assert split_quoted(text) == (
+        "Thanks.",
+        "_" * 32 + "\nFrom: Bob\nSent: Monday\nSubject: Router\n\nOld",
+    )

@@ -15,7 +15,7 @@ from imapdesk.domain.conversations import reads, search
 from imapdesk.domain.conversations.search import search_words
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Message
-from tests.api import factories as f
+from tests.support import factories as f
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_search_respects_mailbox_access(engine: Engine, found: dict[str, int]) -
 
 
 def test_web_search_box(app: FastAPI, engine: Engine, found: dict[str, int]) -> None:
-    from tests.api.test_web import Page, sign_in
+    from tests.support.web import Page, sign_in
 
     browser = TestClient(app, follow_redirects=False)
     sign_in(browser)

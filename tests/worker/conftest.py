@@ -7,6 +7,7 @@ import pytest
 from imapclient import IMAPClient
 
 from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from tests.support.mapping import writes  # noqa: F401  (a fixture of the mapping tests)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from imapclient import IMAPClient
 
 from imapdesk.devtools.mailserver import MailAccount
 from imapdesk.mail.imap import ImapAccount, ImapSession
-from tests.worker.helpers import make_mail
+from tests.support.mail import message_with_id as make_mail
 
 
 @pytest.fixture

@@ -20,8 +20,7 @@ from sqlalchemy import Engine
 
 from imapdesk.devtools.mailserver import MailAccount
 from imapdesk.mail.parsing import normalize_msgid
-from tests.worker.helpers import wait_for
-from tests.worker.test_mapping_e2e import (
+from tests.support.mapping import (
     BASE,
     CONVERSATION,
     INBOUND,
@@ -35,8 +34,8 @@ from tests.worker.test_mapping_e2e import (
     only_tidy_ups,
     open_scene,
     places,
-    writes,  # noqa: F401 (a fixture)
 )
+from tests.support.worker import wait_for
 
 MBSYNC = "/usr/bin/mbsync"
 # IMAP system flags as mbsync writes them into Maildir file names
@@ -139,7 +138,7 @@ def scene(
     tmp_path: Path,
     mail_account: MailAccount,
     imap_client: Callable[[MailAccount], IMAPClient],
-    writes: Writes,  # noqa: F811
+    writes: Writes,
 ) -> Iterator[Scene]:
     with open_scene(engine, db_url, tmp_path, mail_account, imap_client, writes) as s:
         yield s

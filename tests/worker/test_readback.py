@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from imapdesk.kernel.models import Folder, Message, MessageLocation
-from tests.worker.helpers import (
+from tests.support.mail import make_mail
+from tests.support.worker import (
     add_test_mailbox,
     caught_up,
     count_messages,
@@ -17,7 +18,6 @@ from tests.worker.helpers import (
     running_worker,
     wait_for,
 )
-from tests.worker.test_sync import make_mail
 
 
 def _locations(engine: Engine, message_id: str) -> list[tuple[str, list[str]]]:

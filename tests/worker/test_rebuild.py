@@ -23,14 +23,14 @@ from imapdesk.kernel.models import (
     Message,
     PendingImapAction,
 )
-from tests.worker.helpers import (
+from tests.support.mail import make_mail
+from tests.support.worker import (
     add_test_mailbox,
     caught_up,
     make_settings,
     running_worker,
     wait_for,
 )
-from tests.worker.test_sync import make_mail
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import email
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,10 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from imapdesk.kernel.models import Folder, FolderState, Mailbox, Message, MessageLocation
-from tests.conftest import CORPUS
-from tests.worker.helpers import (
+from tests.support.corpus import CORPUS
+from tests.support.imap import snapshot_mailbox
+from tests.support.mail import make_mail
+from tests.support.worker import (
     add_test_mailbox,
     caught_up,
     count_locations,
@@ -27,32 +27,10 @@ from tests.worker.helpers import (
     live_conversations,
     make_settings,
     running_worker,
-    snapshot_mailbox,
     wait_for,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_mail(
-    i: int,
-    *,
-    subject: str | None = None,
-    refs: str | None = None,
-    sender: str = "customer@example.com",
-    size: int = 0,
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = f"Customer {i} <{sender}>"
-    msg["To"] = "support@example.test"
-    msg["Subject"] = subject or f"Question number {i}"
-    msg["Message-ID"] = f"<m{i}@example.com>"
-    msg["Date"] = email.utils.format_datetime(email.utils.localtime())
-    if refs:
-        msg["In-Reply-To"] = refs
-        msg["References"] = refs
-    msg.set_content(f"Hello, this is message {i}.\n" + "x" * size)
-    return msg.as_bytes().replace(b"\n", b"\r\n")
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,15 +18,18 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import imapdesk.worker.writeback as writeback_module
+import imapdesk.worker.writeback.loop as writeback_loop
 from imapdesk.devtools.mailserver import MailAccount
 from imapdesk.domain.accounts.agents import create_agent
 from imapdesk.domain.conversations import operations
+from imapdesk.domain.mailboxes.servers import imap_account
 from imapdesk.domain.mailstate import assignee_keyword
+from imapdesk.kernel import wakeups
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
+    Conversation,
     Folder,
     ImapActionState,
     Mailbox,
@@ -34,12 +38,13 @@ from imapdesk.kernel.models import (
     PendingImapAction,
 )
 from imapdesk.kernel.settings import Settings
-from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.kernel.wakeups import Loop
+from imapdesk.mail.imap import ImapAccount, ImapReply, ImapSession
 from imapdesk.mail.parsing import normalize_msgid
 from imapdesk.worker.folder_sync import SyncContext
-from imapdesk.worker.supervisor import account_for
-from imapdesk.worker.writeback import WriteBack, notify_outbox
-from tests.worker.helpers import (
+from imapdesk.worker.writeback import WriteBack, WriteBackError
+from tests.support.imap import where_on_server
+from tests.support.worker import (
     add_test_mailbox,
     caught_up,
     count_messages,
@@ -47,7 +52,6 @@ from tests.worker.helpers import (
     running_worker,
     seed_conversation,
     wait_for,
-    where_on_server,
 )
 
 CONVERSATION = ("m1@example.com", "m2@example.com", "m3@example.com")
@@ -156,7 +160,8 @@ def wait_synced(engine: Engine, mailbox_id: int) -> None:
 
 @dataclass
 class Recorder:
-    """Every command the write-back's sessions send; `before` runs ahead of each one."""
+    """Every raw command the write-back's sessions send (and any bare EXPUNGE or CLOSE);
+    `before` runs ahead of each raw command."""
 
     commands: list[tuple[str, ...]] = field(default_factory=list)
     before: Callable[[tuple[str, ...]], None] | None = None
@@ -177,24 +182,33 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
 
     class RecordingSession(ImapSession):
+        """Every raw command passes `command`; a bare EXPUNGE or a CLOSE could only come
+        through imapclient's own methods, so those are recorded too."""
+
         def __init__(self, account: ImapAccount) -> None:
             super().__init__(account)
             self.capabilities = self.capabilities - rec.without
-            raw: Any = self.client._imap
-            send = raw._simple_command
+            for method, name in (("expunge", "EXPUNGE"), ("close_folder", "CLOSE")):
+                setattr(self.client, method, _recorded(rec, name, getattr(self.client, method)))
 
-            def recorded(name: str, *args: Any) -> Any:
-                command = (name, *(a.decode() if isinstance(a, bytes) else str(a) for a in args))
-                if rec.before is not None:
-                    rec.before(command)
-                with rec.lock:
-                    rec.commands.append(command)
-                return send(name, *args)
+        def command(self, *words: str, collect: Iterable[str] = ()) -> ImapReply:
+            if rec.before is not None:
+                rec.before(words)
+            with rec.lock:
+                rec.commands.append(words)
+            return super().command(*words, collect=collect)
 
-            raw._simple_command = recorded
-
-    monkeypatch.setattr(writeback_module, "ImapSession", RecordingSession)
+    monkeypatch.setattr(writeback_loop, "ImapSession", RecordingSession)
     return rec
+
+
+def _recorded(rec: Recorder, name: str, send: Callable[..., Any]) -> Callable[..., Any]:
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        with rec.lock:
+            rec.commands.append((name, *(str(a) for a in args)))
+        return send(*args, **kwargs)
+
+    return recorded
 
 
 # -- fixtures ------------------------------------------------------------------------------------
@@ -229,7 +243,7 @@ def direct_writeback(engine: Engine, settings: Settings, mailbox_id: int) -> Wri
     with Session(engine) as db:
         mailbox = db.get(Mailbox, mailbox_id)
         assert mailbox is not None
-        acc = account_for(mailbox, settings)
+        acc = imap_account(mailbox, settings)
     ctx = SyncContext(settings=settings, engine=engine, stop=threading.Event())
     return WriteBack(ctx, mailbox_id, "support", acc)
 
@@ -674,7 +688,7 @@ def test_a_crash_between_applying_and_recording_is_replayed_once(
         def crash(*_args: Any) -> None:
             raise Crash("killed after the IMAP work, before the database knew")
 
-        monkeypatch.setattr(crashing, "_record", crash)
+        monkeypatch.setattr(crashing.recorder, "done", crash)
         recorder.clear()
         with pytest.raises(Crash):
             crashing.apply_action(action)
@@ -741,14 +755,14 @@ def test_a_failing_action_backs_off_blocks_only_its_conversation_then_fails_visi
     later = add_action(engine, mailbox_id, cid, "flags", {"add": ["\\Answered"]})
     elsewhere = add_action(engine, mailbox_id, other_cid, "flags", {"add": ["\\Flagged"]})
     wb = direct_writeback(engine, settings, mailbox_id)
-    apply_flags = wb._apply_flags
+    apply_flags = wb.flags.apply
 
     def refuse_the_first(imap: ImapSession, plan: Any, outcome: Any) -> None:
         if plan.action_id == broken:
-            raise writeback_module.WriteBackError("the server said NO (a test)")
+            raise WriteBackError("the server said NO (a test)")
         apply_flags(imap, plan, outcome)
 
-    monkeypatch.setattr(wb, "_apply_flags", refuse_the_first)
+    monkeypatch.setattr(wb.flags, "apply", refuse_the_first)
     assert wb.drain() is True
     first = action_row(engine, broken)
     assert first.state == ImapActionState.pending and first.attempts == 1
@@ -776,23 +790,69 @@ def test_a_failing_action_backs_off_blocks_only_its_conversation_then_fails_visi
     assert "\\Flagged" not in flags_of(on_server, "m1@example.com")
 
 
-def test_notify_outbox_wakes_the_loop_at_once(
+def test_a_committed_claim_wakes_the_loop_at_once(
     engine: Engine,
     db_url: str,
     tmp_path: Path,
     mail_account: MailAccount,
     imap_client: Callable[[MailAccount], IMAPClient],
 ) -> None:
+    """No notify call anywhere: the commit that wrote the outbox row wakes the write-back."""
     slow = make_settings(db_url, tmp_path / "slow", writeback_poll_seconds=60.0)
     seed_conversation(mail_account)
     mailbox_id = add_test_mailbox(engine, slow, mail_account)
     with running_worker(slow, engine):
         wait_synced(engine, mailbox_id)
         time.sleep(0.5)  # the loop has polled once and is in its 60 s wait
-        action = add_action(
-            engine, mailbox_id, conversation_id(engine), "flags", {"add": ["\\Flagged"]}
-        )
-        notify_outbox(mailbox_id)
-        wait_done(engine, action, timeout=10)
+        with unit_of_work(engine) as db:
+            alice = create_agent(db, "alice@example.test", "Alice", "pw", handle="alice")
+            operations.claim(db, conversation_id(engine), alice, source=ActivitySource.web)
+        claim_action = wait_for(lambda: _one_action(engine, "flags"), what="the claim's outbox row")
+        assert claim_action is not None
+        wait_done(engine, claim_action, timeout=10)
     on_server = where_on_server(imap_client(mail_account))
     assert "\\Flagged" in flags_of(on_server, "m1@example.com")
+
+
+def test_a_claim_sets_the_registered_loops_event_when_it_commits(
+    engine: Engine, settings: Settings
+) -> None:
+    """The domain operation alone wakes the write-back of its mailbox (kernel.wakeups): set on
+    commit, not before, not for a rolled-back claim, not for another mailbox's loop."""
+    not_connected = SimpleNamespace(
+        imaps_port=993, user="support@example.test", password="pw", ca_file=""
+    )
+    mailbox_id = add_test_mailbox(engine, settings, not_connected)
+    other_mailbox = add_test_mailbox(engine, settings, not_connected, name="sales")
+    with unit_of_work(engine) as db:
+        alice = create_agent(db, "alice@example.test", "Alice", "pw", handle="alice")
+        conversation = Conversation(mailbox_id=mailbox_id, subject="Order 123")
+        db.add(conversation)
+        db.flush()
+        cid = conversation.id
+    assert cid is not None
+    wake = wakeups.register(Loop.WRITEBACK, mailbox_id)
+    elsewhere = wakeups.register(Loop.WRITEBACK, other_mailbox)
+    sender = wakeups.register(Loop.SENDER, mailbox_id)
+    try:
+        with pytest.raises(RuntimeError), unit_of_work(engine) as db:
+            operations.claim(db, cid, alice, source=ActivitySource.web)
+            db.flush()
+            assert not wake.is_set(), "woken before the commit"
+            raise RuntimeError("the request failed after the claim: rolled back")
+        assert not wake.is_set(), "a rolled-back claim wakes nobody"
+        with unit_of_work(engine) as db:
+            operations.claim(db, cid, alice, source=ActivitySource.web)
+            db.flush()
+            assert not wake.is_set(), "woken before the commit"
+        assert wake.is_set()
+        assert not elsewhere.is_set() and not sender.is_set()
+        with Session(engine) as db:
+            queued = db.exec(
+                select(PendingImapAction).where(PendingImapAction.mailbox_id == mailbox_id)
+            ).all()
+        assert [a.kind for a in queued] == ["flags"]
+    finally:
+        wakeups.unregister(Loop.WRITEBACK, mailbox_id, wake)
+        wakeups.unregister(Loop.WRITEBACK, other_mailbox, elsewhere)
+        wakeups.unregister(Loop.SENDER, mailbox_id, sender)

@@ -6,6 +6,8 @@ a new `imapdesk user add` changes nothing for a small team), else only in the ma
 `AgentMailboxAccess` rows: a restricted agent without rows sees nothing. A mailbox an agent may
 not work in does not exist for that agent: its conversations, messages and attachments answer
 404, in the web UI and the REST API alike, and it is missing from every list and count.
+For one conversation that rule is `ensure_can_see`, asked by the reads
+(`imapdesk.domain.conversations.reads.visible_conversation`) and by every operation.
 """
 
 from __future__ import annotations

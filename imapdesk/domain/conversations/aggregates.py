@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, Protocol, cast
 
@@ -30,13 +30,15 @@ from imapdesk.kernel.models import (
     Mailbox,
     Message,
     ThreadNode,
+    as_utc,
     utcnow,
 )
-from imapdesk.mail.parsing import subject_key as parsing_subject_key
+from imapdesk.mail.parsing import base_subject
 
 # "[#123]": what our own replies carry in the subject so that answers find their way back
 _TOKEN_RE = re.compile(r"\[#(\d{1,18})\]")
-_MAX_MERGE_HOPS = 32
+# a merge points every chain straight at the survivor: more hops than this is a loop
+MAX_MERGE_HOPS = 32
 SUBJECT_KEY_MAX = 255
 # the most active status wins when two conversations are merged
 _STATUS_PRECEDENCE = (
@@ -73,20 +75,16 @@ def find_token(subject: str | None) -> int | None:
 _SPACE_RE = re.compile(r"\s+")
 
 
-def subject_key(subject: str | None) -> str:
-    """The subject without reply/forward prefixes, list tags and our token, for comparison."""
+def conversation_subject_key(subject: str | None) -> str:
+    """`Conversation.subject_key` for a subject: its base subject (no reply/forward prefixes or
+    list tags, casefolded) without our token, for the subject fallback to compare."""
     if not subject:
         return ""
     without_token = _SPACE_RE.sub(" ", _TOKEN_RE.sub(" ", subject)).strip()
-    return parsing_subject_key(without_token)[:SUBJECT_KEY_MAX]
+    return base_subject(without_token)[:SUBJECT_KEY_MAX]
 
 
 # --- customer ----------------------------------------------------------------------------------
-
-
-def as_utc(value: datetime) -> datetime:
-    """An aware UTC datetime (the columns are UTCDateTime); a naive one is taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def message_time(message: Message) -> datetime:
@@ -185,7 +183,7 @@ def new_conversation(
     values.update(
         mailbox_id=mailbox_id,
         subject=message.subject or "",
-        subject_key=subject_key(message.subject),
+        subject_key=conversation_subject_key(message.subject),
         customer_email=customer_email,
         customer_name=customer_name,
         message_count=0 if is_note else 1,
@@ -241,7 +239,7 @@ def add_message_to_conversation(
     _touch(session, conversation)
     conversation.updated_at = utcnow()
     conversation.version += 1
-    # collision detection (imapdesk/domain/outbound/replies.py): what joined after the version an
+    # collision detection (imapdesk/domain/outbound/collisions.py): what joined after the version an
     # agent saw
     message.added_version = conversation.version
     if message.direction == Direction.note:
@@ -262,7 +260,7 @@ def add_message_to_conversation(
     )
     if earliest:
         conversation.subject = message.subject or ""
-        conversation.subject_key = subject_key(message.subject)
+        conversation.subject_key = conversation_subject_key(message.subject)
     if message.direction == Direction.inbound:
         email, name = message_customer(message, our_addresses)
         if conversation.customer_email is None or (
@@ -352,7 +350,7 @@ def recompute_conversation(
         return
     conversation.last_message_at = max(m.when for m in messages)
     conversation.subject = messages[0].subject or ""
-    conversation.subject_key = subject_key(messages[0].subject)
+    conversation.subject_key = conversation_subject_key(messages[0].subject)
     conversation.unread = any(m.direction == Direction.inbound and not m.seen for m in messages)
     inbound = [m for m in messages if m.direction == Direction.inbound]
     source = inbound[0] if inbound else messages[0]
@@ -386,12 +384,24 @@ def _in_session(session: Session, conversation_id: int) -> Conversation | None:
     return None
 
 
-def get_conversation(session: Session, conversation_id: int) -> Conversation | None:
-    """`session.get`, at two thirds of the cost when the row must be read (a prebuilt query)."""
-    known = _in_session(session, conversation_id)
-    if known is not None:
-        return known
-    return session.execute(_CONVERSATION_BY_ID, {"id": conversation_id}).scalar_one_or_none()
+def conversation_by_id(
+    session: Session, conversation_id: int, *, fresh: bool = False, lock: bool = False
+) -> Conversation | None:
+    """`session.get`, at two thirds of the cost when the row must be read (a prebuilt query).
+
+    `fresh`: read from the database even when the session holds it, overwriting what it holds
+    (an operation decides on the row as it is now); `lock` (implies `fresh`): row-locked too
+    (FOR UPDATE on PostgreSQL), so read-then-write is safe against a concurrent change.
+    """
+    if not (fresh or lock):
+        known = _in_session(session, conversation_id)
+        if known is not None:
+            return known
+        return session.execute(_CONVERSATION_BY_ID, {"id": conversation_id}).scalar_one_or_none()
+    stmt = _CONVERSATION_BY_ID.with_for_update() if lock else _CONVERSATION_BY_ID
+    return session.execute(
+        stmt.execution_options(populate_existing=True), {"id": conversation_id}
+    ).scalar_one_or_none()
 
 
 _LOAD_CHUNK = 500
@@ -399,9 +409,9 @@ _LOAD_CHUNK = 500
 
 def load_conversations(session: Session, conversation_ids: Iterable[int]) -> None:
     """Read the conversations of `conversation_ids` not in the session yet, and the ones they
-    were merged into, in a few queries: `get_conversation` then finds them in the session."""
+    were merged into, in a few queries: `conversation_by_id` then finds them in the session."""
     todo = {i for i in conversation_ids if _in_session(session, i) is None}
-    for _ in range(_MAX_MERGE_HOPS):
+    for _ in range(MAX_MERGE_HOPS):
         if not todo:
             return
         ordered, todo = sorted(todo), set()
@@ -420,12 +430,24 @@ def load_conversations(session: Session, conversation_ids: Iterable[int]) -> Non
 # --- merging -----------------------------------------------------------------------------------
 
 
-def resolve_merged(session: Session, conversation: Conversation | None) -> Conversation | None:
-    """Follow `merged_into_id` to the surviving conversation."""
-    for _ in range(_MAX_MERGE_HOPS):
+def resolve_merged(
+    session: Session,
+    conversation: Conversation | None,
+    *,
+    fresh: bool = False,
+    lock: bool = False,
+) -> Conversation | None:
+    """Follow `merged_into_id` to the surviving conversation: the one place that does, for
+    the threading, the operations and the reads alike. Each hop is read by
+    `conversation_by_id` (`fresh` and `lock` as there). After `MAX_MERGE_HOPS` (a loop, which
+    no merge makes) the conversation reached is returned, still merged: callers that need a
+    survivor check `merged_into_id`."""
+    for _ in range(MAX_MERGE_HOPS):
         if conversation is None or conversation.merged_into_id is None:
             return conversation
-        conversation = get_conversation(session, conversation.merged_into_id)
+        conversation = conversation_by_id(
+            session, conversation.merged_into_id, fresh=fresh, lock=lock
+        )
     return conversation
 
 

@@ -1,5 +1,6 @@
 """What agents, integrations and the mailbox do to a conversation: claim, release, assign, set
-its status, tag it, mark it read. One code path for the web UI, the REST API and the worker.
+its status (which ends a snooze), end a snooze, tag it, mark it read. One code path for the web
+UI, the REST API and the worker.
 
 Every operation validates, writes the new state, records an `Activity` (where the change came
 from and who made it), bumps `version` and `updated_at`, and, unless the change was read back
@@ -31,6 +32,7 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from imapdesk.domain.accounts import access
+from imapdesk.domain.conversations.aggregates import conversation_by_id, resolve_merged
 from imapdesk.domain.mailstate import (
     TAG_MAX,
     FlagChange,
@@ -65,7 +67,6 @@ MAIL_CLIENT = "a mail client"
 # who holds a conversation that a mail client flagged without naming an assignee
 MAIL_CLIENT_HOLDER = "someone via mail client"
 SYSTEM_ACTOR = "imapdesk"
-_MAX_MERGE_HOPS = 32
 _ASSIGNMENT_ACTIONS = ("claimed", "released", "assigned", "unassigned")
 
 ConversationRef = Conversation | int
@@ -97,19 +98,16 @@ def _load(
     """
     session.flush()
     cid = _ref_id(conversation)
-    for _ in range(_MAX_MERGE_HOPS):
-        stmt = select(Conversation).where(col(Conversation.id) == cid)
-        if lock:
-            stmt = stmt.with_for_update()
-        found = session.exec(stmt.execution_options(populate_existing=True)).first()
-        if found is None:
-            raise NotFound(f"no conversation {cid}", conversation_id=cid)
-        if found.merged_into_id is None:
-            if agent is not None and source in (ActivitySource.web, ActivitySource.api):
-                access.ensure_can_see(session, agent, found)
-            return found
-        cid = found.merged_into_id
-    raise NotFound(f"conversation {_ref_id(conversation)} was merged too many times")
+    found = resolve_merged(
+        session, conversation_by_id(session, cid, fresh=True, lock=lock), fresh=True, lock=lock
+    )
+    if found is None:
+        raise NotFound(f"no conversation {cid}", conversation_id=cid)
+    if found.merged_into_id is not None:
+        raise NotFound(f"conversation {cid} was merged too many times")
+    if agent is not None and source in (ActivitySource.web, ActivitySource.api):
+        access.ensure_can_see(session, agent, found)
+    return found
 
 
 def _email(session: Session, agent_id: int | None) -> str | None:
@@ -556,7 +554,13 @@ def set_status(
     actor: str = "",
 ) -> Conversation:
     """Open, pending, closed, spam or deleted; written back as a move to the folder of that
-    role (`move`, payload {"role": ...})."""
+    role (`move`, payload {"role": ...}).
+
+    A change of status ends a snooze, whoever made it and from wherever (the web UI, the API,
+    a bulk action, a mail client): left in place, the old snooze would reopen the conversation
+    at its time once it is pending again. Setting the status it has changes nothing, the
+    snooze included (the read-back of the snooze's own move to Pending is such a change).
+    """
     source = ActivitySource(source)
     try:
         new = ConversationStatus(status)
@@ -585,7 +589,49 @@ def set_status(
         kind="move",
         payload={"role": role_for_status(new).value},
     )
+    if current.snoozed_until is not None:
+        _forget_snooze(session, current, source=source, agent=agent, actor=actor, bump=False)
     return current
+
+
+def end_snooze(
+    session: Session,
+    conversation: ConversationRef,
+    *,
+    source: ActivitySource,
+    agent: Agent | None = None,
+    actor: str = "",
+) -> Conversation:
+    """Forget the snooze; the status stays what it is. Ending no snooze is a no-op."""
+    source = ActivitySource(source)
+    current = _load(session, conversation, lock=True, agent=agent, source=source)
+    if current.snoozed_until is not None:
+        _forget_snooze(session, current, source=source, agent=agent, actor=actor, bump=True)
+    return current
+
+
+def _forget_snooze(
+    session: Session,
+    current: Conversation,
+    *,
+    source: ActivitySource,
+    agent: Agent | None,
+    actor: str,
+    bump: bool,
+) -> None:
+    """`snoozed_until` cleared and the "unsnoozed" activity (nothing to write back: the
+    mailbox knows no snooze)."""
+    current.snoozed_until = None
+    _record(
+        session,
+        current,
+        source=source,
+        agent=agent,
+        actor=actor,
+        action="unsnoozed",
+        details={},
+        bump=bump,
+    )
 
 
 # --- tags -------------------------------------------------------------------------------------
@@ -779,23 +825,6 @@ def mark_read(
 
 
 # --- the log ----------------------------------------------------------------------------------
-
-
-def activity_for(session: Session, conversation_id: int) -> list[Activity]:
-    """The conversation's activity, newest first, with that of conversations merged into it."""
-    merged = select(Conversation.id).where(col(Conversation.merged_into_id) == conversation_id)
-    return list(
-        session.exec(
-            select(Activity)
-            .where(
-                or_(
-                    col(Activity.conversation_id) == conversation_id,
-                    col(Activity.conversation_id).in_(merged),
-                )
-            )
-            .order_by(col(Activity.created_at).desc(), col(Activity.id).desc())
-        )
-    )
 
 
 def activity_actor(activity: Activity, emails: dict[int, str]) -> str:

@@ -1,6 +1,8 @@
 """Read-side queries shared by the REST API and the web UI.
 
-Every query goes through `visible_mailbox_ids`, so per-mailbox permissions change one place.
+Every query goes through `visible_mailbox_ids`, so per-mailbox permissions change one place;
+a single conversation through `visible_conversation` (the rule of
+`imapdesk.domain.accounts.access`, and what a merged id answers).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from imapdesk.domain.accounts import access
 from imapdesk.domain.accounts.agents import agent_by_email
 from imapdesk.domain.conversations import search
+from imapdesk.domain.conversations.aggregates import resolve_merged
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput, NotFound
 from imapdesk.kernel.models import (
     Activity,
@@ -44,7 +47,6 @@ ASSIGNEE_NONE = "none"
 ASSIGNEE_ME = "me"
 # statuses listed when the caller names none: everything but the bin
 DEFAULT_STATUSES = tuple(s for s in ConversationStatus if s != ConversationStatus.deleted)
-_MAX_MERGE_HOPS = 32
 
 
 class ConversationMerged(ImapdeskError):
@@ -336,43 +338,38 @@ class ConversationDetail:
     messages: list[MessageView]
 
 
-def _visible_conversation(session: Session, agent: Agent, conversation_id: int) -> Conversation:
+def visible_conversation(session: Session, agent: Agent, conversation_id: int) -> Conversation:
+    """The conversation, if the agent may see it: NotFound, as if it did not exist, when it
+    does not or its mailbox is hidden from the agent; ConversationMerged, naming the survivor,
+    when it was merged into another. What the REST API and the web UI both ask first."""
     conversation = session.get(Conversation, conversation_id)
-    if conversation is None or conversation.mailbox_id not in visible_mailbox_ids(session, agent):
+    if conversation is None:
         raise NotFound(f"no conversation {conversation_id}", conversation_id=conversation_id)
+    access.ensure_can_see(session, agent, conversation)
+    if conversation.merged_into_id is not None:
+        survivor = resolve_merged(session, conversation)
+        assert survivor is not None and survivor.id is not None  # a foreign key: it exists
+        raise ConversationMerged(conversation_id, survivor.id)
     return conversation
-
-
-def _merge_target(session: Session, conversation: Conversation) -> int:
-    """Follow merged_into_id to the conversation that survives."""
-    assert conversation.id is not None
-    current = conversation
-    for _ in range(_MAX_MERGE_HOPS):
-        if current.merged_into_id is None:
-            break
-        nxt = session.get(Conversation, current.merged_into_id)
-        if nxt is None:
-            break
-        current = nxt
-    assert current.id is not None
-    return current.id
 
 
 def visible_conversation_id(session: Session, agent: Agent, conversation_id: int) -> int:
     """The id of the conversation the agent may see, following merges (NotFound otherwise),
-    without loading its messages."""
-    conversation = _visible_conversation(session, agent, conversation_id)
-    return _merge_target(session, conversation)
+    without loading its messages: where the web UI's actions on a merged id go."""
+    try:
+        conversation = visible_conversation(session, agent, conversation_id)
+    except ConversationMerged as merged:
+        return merged.merged_into
+    assert conversation.id is not None
+    return conversation.id
 
 
-def get_conversation(session: Session, agent: Agent, conversation_id: int) -> ConversationDetail:
+def conversation_detail(session: Session, agent: Agent, conversation_id: int) -> ConversationDetail:
     """A conversation with its messages (by date, then id), attachments, locations and tags.
 
     Raises NotFound, or ConversationMerged with the id of the conversation it now lives in.
     """
-    conversation = _visible_conversation(session, agent, conversation_id)
-    if conversation.merged_into_id is not None:
-        raise ConversationMerged(conversation_id, _merge_target(session, conversation))
+    conversation = visible_conversation(session, agent, conversation_id)
     names = _mailbox_names(session, [conversation.mailbox_id])
     row = _rows(session, [conversation], names)[0]
 

@@ -1,7 +1,8 @@
 """Snooze: a conversation waits (status pending) until a time, then reopens by itself.
 
 `wake_due` is what reopens them; the worker's supervisor calls it every few seconds, so
-snoozes wake whichever API process set them and whether or not anyone has a page open.
+snoozes wake whichever API process set them and whether or not anyone has a page open. Any
+change of status ends a snooze (`operations.set_status`, whatever path made the change).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from imapdesk.domain.conversations import operations
 from imapdesk.kernel.db import unit_of_work
-from imapdesk.kernel.errors import InvalidInput, NotFound
+from imapdesk.kernel.errors import InvalidInput
 from imapdesk.kernel.models import (
     Activity,
     ActivitySource,
@@ -68,7 +69,6 @@ def snooze(
 ) -> Conversation:
     """Pending (moved to the Pending folder like any pending conversation) until `until`."""
     when = as_utc(until)
-    assert when is not None
     if when <= (now or utcnow()):
         raise InvalidInput("snooze until a time in the future", field="until")
     current = operations.set_status(
@@ -90,14 +90,9 @@ def unsnooze(
     session: Session, conversation_id: int, *, source: ActivitySource, agent: Agent | None
 ) -> Conversation:
     """Forget the snooze (the status stays what it is)."""
-    current = session.get(Conversation, conversation_id)
-    if current is None:
-        raise NotFound(f"no conversation {conversation_id}", conversation_id=conversation_id)
-    if current.snoozed_until is None:
-        return current
-    current.snoozed_until = None
-    _note(session, current, "unsnoozed", {}, source=source, agent=agent)
-    return current
+    return operations.end_snooze(
+        session, conversation_id, source=source, agent=agent, actor=SNOOZE_ACTOR
+    )
 
 
 def wake_due(session: Session, *, now: datetime | None = None, limit: int = 200) -> list[int]:

@@ -8,7 +8,7 @@ from sqlmodel import Session, select
 
 from imapdesk.kernel.crypto import decrypt_secret, encrypt_secret
 from imapdesk.kernel.errors import Conflict, InvalidInput
-from imapdesk.kernel.models import Folder, FolderRole, ImapSecurity, Mailbox
+from imapdesk.kernel.models import Folder, FolderRole, ImapSecurity, Mailbox, SmtpSecurity
 from imapdesk.kernel.settings import Settings
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -28,7 +28,7 @@ def add_mailbox(
     ca_file: str | None = None,
     smtp_host: str | None = None,
     smtp_port: int | None = None,
-    smtp_security: ImapSecurity | None = None,
+    smtp_security: SmtpSecurity | None = None,
     smtp_username: str | None = None,
     smtp_password: str | None = None,
     folders: list[str] | None = None,

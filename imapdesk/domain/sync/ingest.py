@@ -12,7 +12,6 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, event, func, insert, text
@@ -38,6 +37,7 @@ from imapdesk.kernel.models import (
     utcnow,
 )
 from imapdesk.kernel.settings import Settings
+from imapdesk.mail.imap import FetchedMessage
 from imapdesk.mail.parsing import ParsedAttachment, ParsedMessage, parse_message
 
 log = logging.getLogger(__name__)
@@ -64,17 +64,6 @@ _THREADING_COLUMNS = (
 # decisions (which conversation a message joins) must see each other's results.
 INGEST_LOCK = threading.Lock()
 _PG_INGEST_LOCK_KEY = 0x1A3D_0001
-
-
-@dataclass
-class FetchedMessage:
-    uid: int
-    raw: bytes
-    flags: tuple[str, ...] = ()
-    modseq: int | None = None
-    internal_date: datetime | None = None
-    size: int = 0
-    truncated: bool = False  # only the header was fetched: the message is over the size limit
 
 
 @dataclass
@@ -227,7 +216,7 @@ def ingest_batch(
         or (row["auto_submitted"] and row["in_reply_to"])
     ]
     if candidates:
-        from imapdesk.domain.outbound.replies import after_ingest
+        from imapdesk.domain.outbound.delivery import after_ingest
 
         after_ingest(session, settings, mailbox, folder, candidates)
     return result
@@ -355,7 +344,7 @@ def _message_row(
     in_reply_to, references = p.in_reply_to, p.references
     if p.is_bounce and not in_reply_to:
         # a delivery status notification joins the conversation of the message it reports on
-        from imapdesk.domain.outbound.replies import dsn_report
+        from imapdesk.mail.dsn import dsn_report
 
         original = dsn_report(item.raw).original_msgid
         if original:

@@ -65,7 +65,7 @@ def conversation_facts(
     places: dict[int, list[LocationFacts]] = defaultdict(list)
     rows = session.exec(
         select(MessageLocation.message_id, Folder.role, Folder.watched, MessageLocation.flags)
-        .join(Folder, Folder.id == MessageLocation.folder_id)  # type: ignore[arg-type]
+        .join(Folder, col(Folder.id) == col(MessageLocation.folder_id))
         .where(
             Folder.mailbox_id == mailbox_id,
             col(MessageLocation.message_id).in_([m[0] for m in messages]),
@@ -145,10 +145,10 @@ def _apply(
     assert conversation.id is not None
     move_pending, flags_pending = _pending(session, conversation.id)
     before = conversation.version
-    common = {"source": ActivitySource.imap, "actor": operations.MAIL_CLIENT}
+    imap, client = ActivitySource.imap, operations.MAIL_CLIENT
 
     if derived.status is not None and derived.status != conversation.status and not move_pending:
-        operations.set_status(session, conversation, derived.status, **common)  # type: ignore[arg-type]
+        operations.set_status(session, conversation, derived.status, source=imap, actor=client)
 
     assignment_pending = FLAGGED in flags_pending or any(
         is_assignee_keyword(f) for f in flags_pending
@@ -157,18 +157,20 @@ def _apply(
         handle = derived.assignee_handle if keywords else None
         current_handle = _assignee_handle(session, conversation)
         if derived.claimed and handle and handle != current_handle:
-            operations.assign(session, conversation, handle, **common)  # type: ignore[arg-type]
+            operations.assign(session, conversation, handle, source=imap, actor=client)
         elif derived.claimed and not conversation.claimed:
-            operations.claim(session, conversation, None, **common)  # type: ignore[arg-type]
+            operations.claim(session, conversation, None, source=imap, actor=client)
         elif not derived.claimed and conversation.claimed:
-            operations.release(session, conversation, **common)  # type: ignore[arg-type]
+            operations.release(session, conversation, source=imap, actor=client)
 
     if keywords:
         tag_keywords_pending = {f for f in flags_pending if not f.startswith("\\")}
         if not tag_keywords_pending:
             current = operations.tags_of(session, conversation)
             if set(derived.tags) != current:
-                operations.set_tags(session, conversation, set(derived.tags), **common)  # type: ignore[arg-type]
+                operations.set_tags(
+                    session, conversation, set(derived.tags), source=imap, actor=client
+                )
 
     if SEEN not in flags_pending:
         _apply_seen(session, conversation, derived)

@@ -1,0 +1,161 @@
+"""Recording outcomes: what the IMAP work did, written to the database.
+
+The IMAP work and the recording of its result are two steps; the action is marked done in the
+same transaction that records the new locations, flags and MODSEQs. A crash between them
+replays the action, which then finds nothing left to do (see `moves` and `flags`). What an
+action did before it failed is recorded all the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from sqlmodel import Session, select
+
+from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
+from imapdesk.kernel.db import unit_of_work
+from imapdesk.kernel.models import (
+    Folder,
+    ImapActionState,
+    Mailbox,
+    MessageLocation,
+    PendingImapAction,
+    utcnow,
+)
+from imapdesk.worker.folder_sync import SyncContext, wrote
+from imapdesk.worker.writeback.failures import count_failed_attempt, error_message
+from imapdesk.worker.writeback.plan import Outcome, Plan
+
+# at most this many entries in capabilities["keywords_dropped"]
+MAX_DROPPED_RECORDS = 200
+
+
+class OutcomeRecorder:
+    """Writes what came of one mailbox's actions, with INGEST_LOCK held like the read side."""
+
+    def __init__(
+        self, ctx: SyncContext, mailbox_id: int, log: logging.LoggerAdapter[logging.Logger]
+    ) -> None:
+        self.ctx = ctx
+        self.mailbox_id = mailbox_id
+        self.log = log
+
+    def done(self, plan: Plan, outcome: Outcome) -> None:
+        """The action is done: its outcome and its state, in one transaction."""
+        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            lock_for_ingest(db)
+            flagged = self._write_outcome(db, outcome)
+            action = db.get(PendingImapAction, plan.action_id)
+            if action is not None:
+                action.state = ImapActionState.done
+                action.done_at = utcnow()
+                action.next_attempt_at = None
+            if flagged and self.ctx.on_mail_change is not None:
+                # the flags just read may hold another client's change made meanwhile: it is
+                # recorded here, so the read side will see no difference; judge it now
+                db.flush()
+                self.ctx.on_mail_change(db, self.mailbox_id, flagged)
+        self.log.info(
+            "action %d (%s) done: %d STORE, %d moved, %d keywords not kept",
+            plan.action_id,
+            plan.kind,
+            outcome.stores,
+            outcome.moved,
+            len(outcome.dropped),
+        )
+
+    def partial(self, plan: Plan, outcome: Outcome) -> None:
+        """The connection was lost half-way: what did happen is recorded, the action stays."""
+        try:
+            with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+                lock_for_ingest(db)
+                self._write_outcome(db, outcome)
+        except Exception:
+            self.log.exception("action %d: could not record what was done", plan.action_id)
+
+    def failed(self, plan: Plan, outcome: Outcome, exc: BaseException) -> None:
+        """The attempt failed: what it did, and the failure policy's verdict on the action."""
+        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+            lock_for_ingest(db)
+            self._write_outcome(db, outcome)
+            action = db.get(PendingImapAction, plan.action_id)
+            if action is None:
+                return
+            verdict = count_failed_attempt(db, action, exc, self.ctx.settings)
+        if verdict.retry_in is None:
+            self.log.warning(
+                "action %d (%s) failed for good after %d attempts: %s",
+                plan.action_id,
+                plan.kind,
+                verdict.attempts,
+                error_message(exc),
+            )
+        else:
+            self.log.warning(
+                "action %d (%s) attempt %d failed, retrying in %.0f s: %s",
+                plan.action_id,
+                plan.kind,
+                verdict.attempts,
+                verdict.retry_in,
+                error_message(exc),
+            )
+
+    def _write_outcome(self, db: Session, outcome: Outcome) -> set[int]:
+        """Record the new places and flags; returns the ids of messages whose flags were read."""
+        if outcome.updates:
+            wrote(self.mailbox_id)
+        counts: dict[int, int] = defaultdict(int)
+        flagged: set[int] = set()
+        for update in outcome.updates:
+            loc = db.get(MessageLocation, update.location_id)
+            if loc is None:
+                continue  # the read side saw it vanish meanwhile
+            moved = update.folder_id is not None and update.uid is not None
+            if moved and (loc.folder_id, loc.uid) != (update.folder_id, update.uid):
+                assert update.folder_id is not None and update.uid is not None
+                there = db.exec(
+                    select(MessageLocation).where(
+                        MessageLocation.folder_id == update.folder_id,
+                        MessageLocation.uid == update.uid,
+                    )
+                ).first()
+                counts[loc.folder_id] -= 1
+                if there is not None:
+                    # the target's folder sync took the new copy in first: one location
+                    db.delete(loc)
+                    loc = there
+                else:
+                    loc.folder_id = update.folder_id
+                    loc.uid = update.uid
+                    counts[update.folder_id] += 1
+            if update.flags is not None:
+                loc.flags = list(update.flags)
+                loc.modseq = update.modseq
+                flagged.add(loc.message_id)
+            db.flush()
+        for folder_id, delta in counts.items():
+            folder = db.get(Folder, folder_id)
+            if folder is not None and delta:
+                folder.message_count = max(0, folder.message_count + delta)
+        if outcome.dropped:
+            mailbox = db.get(Mailbox, self.mailbox_id)
+            if mailbox is not None:
+                caps = dict(mailbox.capabilities or {})
+                records = list(caps.get("keywords_dropped") or [])
+                for entry in outcome.dropped:
+                    known = next(
+                        (
+                            r
+                            for r in records
+                            if r.get("folder") == entry["folder"]
+                            and r.get("keyword") == entry["keyword"]
+                        ),
+                        None,
+                    )
+                    if known is not None:
+                        records.remove(known)
+                    records.append({**entry, "at": utcnow().isoformat(timespec="seconds")})
+                caps["keywords_dropped"] = records[-MAX_DROPPED_RECORDS:]
+                mailbox.capabilities = caps
+        return flagged
