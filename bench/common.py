@@ -763,3 +763,24 @@ def print_failure(title: str, problems: Iterable[str]) -> None:
     for problem in problems:
         print(f"  {problem}")
     print("!" * 78)
+
+
+def start_serve(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m imapdesk serve`, as an install runs it."""
+    env = dict(os.environ)
+    env.update(
+        IMAPDESK_DATABASE_URL=url,
+        IMAPDESK_DATA_DIR=str(data_dir),
+        IMAPDESK_SECRET_KEY=new_secret_key(),
+        IMAPDESK_ENVIRONMENT="development",
+        IMAPDESK_HOST="127.0.0.1",
+        IMAPDESK_PORT=str(port),
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        # cwd: the data directory, so no developer's .env is read
+        return subprocess.Popen(
+            [sys.executable, "-m", "imapdesk", "serve"],
+            env=env, cwd=data_dir, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip

@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from sqlalchemy import update
@@ -42,13 +39,13 @@ from bench.common import (
     bench_parser,
     command_line,
     fresh_database,
-    new_secret_key,
     percentile,
     print_table,
     say,
     scratch_dir,
     setup_logging,
     sign_in,
+    start_serve,
 )
 from bench.web_queue import PASSWORD as QUEUE_PASSWORD
 from bench.web_queue import seed
@@ -89,24 +86,6 @@ def _seed_list(url: str, conversations: int) -> int:
         )
     engine.dispose()
     return 1
-
-
-def _start_api(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ)
-    env.update(
-        IMAPDESK_DATABASE_URL=url,
-        IMAPDESK_DATA_DIR=str(data_dir),
-        IMAPDESK_SECRET_KEY=new_secret_key(),
-        IMAPDESK_ENVIRONMENT="development",
-        IMAPDESK_HOST="127.0.0.1",
-        IMAPDESK_PORT=str(port),
-    )
-    out = log.open("wb")
-    # `imapdesk serve`, as an install runs it
-    return subprocess.Popen(
-        [sys.executable, "-m", "imapdesk", "serve"],
-        env=env, cwd=Path(__file__).resolve().parent.parent, stdout=out, stderr=subprocess.STDOUT,
-    )  # fmt: skip
 
 
 def _login(
@@ -245,7 +224,7 @@ def main() -> None:
         else:
             cid = _seed(url)
         port = free_port()
-        api = _start_api(url, tmp / "data", port, tmp / "api.log")
+        api = start_serve(url, tmp / "data", port, tmp / "api.log")
         try:
             live, baseline, missing = asyncio.run(
                 _run(f"http://127.0.0.1:{port}", url, cid, args.clients, args.changes, list_page)

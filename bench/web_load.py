@@ -83,7 +83,6 @@ from bench.common import (
     bench_parser,
     command_line,
     fresh_database,
-    new_secret_key,
     percentile,
     print_failure,
     print_table,
@@ -91,6 +90,7 @@ from bench.common import (
     scratch_dir,
     setup_logging,
     sign_in,
+    start_serve,
     verdict,
 )
 from imapdesk.devtools.mailserver import free_port
@@ -473,27 +473,6 @@ def seed_database(url: str, conversations: int, agents: int) -> Seeded:
         if cid and status in (ConversationStatus.open, ConversationStatus.pending)
     ]
     return Seeded(PASSWORD, emails, tokens, sorted(detail), sorted(patch))
-
-
-def start_serve(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """`python -m imapdesk serve`, as an install runs it."""
-    env = dict(os.environ)
-    env.update(
-        IMAPDESK_DATABASE_URL=url,
-        IMAPDESK_DATA_DIR=str(data_dir),
-        IMAPDESK_SECRET_KEY=new_secret_key(),
-        IMAPDESK_ENVIRONMENT="development",
-        IMAPDESK_HOST="127.0.0.1",
-        IMAPDESK_PORT=str(port),
-    )
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        # cwd: the data directory, so no developer's .env is read
-        return subprocess.Popen(
-            [sys.executable, "-m", "imapdesk", "serve"],
-            env=env, cwd=data_dir, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
 
 
 def start_baseline(port: int, log: Path) -> subprocess.Popen[bytes]:
