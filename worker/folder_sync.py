@@ -57,8 +57,9 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 # How many times the write-back recorded what it wrote, per mailbox (read and bumped with
-# INGEST_LOCK held). A flag read that began before a write and is recorded after it would put
-# back what was just overwritten: the read side compares the count and reads again.
+# INGEST_LOCK held). A read that began before a write and is recorded after it would put back
+# what was just overwritten (flags) or moved away (arrivals): the read side compares the count
+# and reads again.
 _WRITE_EPOCHS: dict[int, int] = {}
 STALE_READ_ATTEMPTS = 3
 
@@ -287,7 +288,7 @@ class FolderSync:
         sizes = imap.sizes(uids) if uids else {}
         parser = self.ctx.parser
         # a pipeline: batch N is parsed on another core while N+1 is fetched and N-1 stored
-        pending: tuple[list[int], list[FetchedMessage], Future[list[ParsedMessage]]] | None = None
+        pending: _FetchedBatch | None = None
         for batch in [
             *_batches(uids, sizes, settings.fetch_batch_size, settings.fetch_batch_bytes),
             [],
@@ -296,13 +297,14 @@ class FolderSync:
                 return
             submitted = None
             if batch:
+                epoch = write_epoch(self.mailbox_id)
                 fetched = self._fetch(imap, batch, sizes)
-                submitted = (batch, fetched, parser.submit([m.raw for m in fetched]))
+                future = parser.submit([m.raw for m in fetched])
+                submitted = _FetchedBatch(batch, epoch, fetched, future)
             if pending is not None:
-                done_batch, done_fetched, future = pending
-                parsed = parser.result(future, [m.raw for m in done_fetched])
-                touched = self._store(done_fetched, parsed, next_uid=done_batch[-1] + 1)
-                done += len(done_batch)
+                parsed = parser.result(pending.parsed, [m.raw for m in pending.fetched])
+                touched = self._store(imap, pending, parsed)
+                done += len(pending.uids)
                 if self.ctx.progress:
                     self.ctx.progress(self.label, done, total)
                 if self.ctx.on_change and touched:
@@ -456,9 +458,43 @@ class FolderSync:
         return fetched
 
     def _store(
+        self, imap: ImapSession, batch: _FetchedBatch, parsed: list[ParsedMessage]
+    ) -> set[int]:
+        """Take in a fetched batch and move the checkpoint past it."""
+        fetched = batch.fetched
+        with INGEST_LOCK:
+            if write_epoch(self.mailbox_id) != batch.epoch:
+                fetched, parsed = self._still_here(imap, fetched, parsed)
+            return self._store_batch(fetched, parsed, next_uid=batch.uids[-1] + 1)
+
+    def _still_here(
+        self, imap: ImapSession, fetched: list[FetchedMessage], parsed: list[ParsedMessage]
+    ) -> tuple[list[FetchedMessage], list[ParsedMessage]]:
+        """What of a fetched batch is still in the folder, asked with INGEST_LOCK held (so no
+        write of ours is recorded between the answer and the store).
+
+        The write-back recorded a write since the batch was fetched: a move of ours may have
+        taken some of it on, and is recorded already. Taking those in would put the messages
+        back where they were, as if a mail client had moved them back (an echo). A UID gone
+        now is gone for good: UIDs are never reused.
+        """
+        # a server may keep what left in a session's view until it reports it at the end of
+        # a command (RFC 3501 7.4.1; Dovecot does): a NOOP first, then the search
+        imap.command("NOOP")
+        present = set(imap.uids_present([m.uid for m in fetched]))
+        kept = [(m, p) for m, p in zip(fetched, parsed, strict=True) if m.uid in present]
+        if len(kept) < len(fetched):
+            self._expunge_hint = True
+            self.log.info(
+                "%d messages left the folder while they were fetched: not taken in",
+                len(fetched) - len(kept),
+            )
+        return [m for m, _ in kept], [p for _, p in kept]
+
+    def _store_batch(
         self, fetched: list[FetchedMessage], parsed: list[ParsedMessage], *, next_uid: int
     ) -> set[int]:
-        with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+        with unit_of_work(self.ctx.engine) as db:
             lock_for_ingest(db)
             folder = db.get(Folder, self.folder_id)
             mailbox = db.get(Mailbox, self.mailbox_id)
@@ -519,6 +555,16 @@ class FolderSync:
             )
         ).all()
         return telling | set(elsewhere) | {m for m in settled if m is not None}
+
+
+@dataclass
+class _FetchedBatch:
+    """A batch on its way through the pipeline: fetched, being parsed, to be stored."""
+
+    uids: list[int]
+    epoch: int  # the write epoch before it was fetched
+    fetched: list[FetchedMessage]
+    parsed: Future[list[ParsedMessage]]
 
 
 def _batches(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -39,6 +40,9 @@ class Target:
     uid: int
     flags: tuple[str, ...]
     modseq: int | None
+    # the copy's bytes and arrival time, which a move keeps
+    content_hash: str
+    internal_date: datetime | None
 
 
 @dataclass
@@ -121,6 +125,8 @@ def load_plan(engine: Engine, mailbox_id: int, action_id: int) -> Plan | None:
                 uid=loc.uid,
                 flags=tuple(loc.flags or ()),
                 modseq=loc.modseq,
+                content_hash=loc.content_hash,
+                internal_date=loc.internal_date,
             )
             for loc, folder, msg in db.exec(q).all()
             if loc.id is not None and folder.id is not None and msg.id is not None

@@ -19,13 +19,14 @@ from imapdesk.kernel.models import (
     Folder,
     ImapActionState,
     Mailbox,
+    Message,
     MessageLocation,
     PendingImapAction,
     utcnow,
 )
 from imapdesk.worker.folder_sync import SyncContext, wrote
 from imapdesk.worker.writeback.failures import count_failed_attempt, error_message
-from imapdesk.worker.writeback.plan import Outcome, Plan
+from imapdesk.worker.writeback.plan import LocationUpdate, Outcome, Plan, Target
 
 # at most this many entries in capabilities["keywords_dropped"]
 MAX_DROPPED_RECORDS = 200
@@ -45,7 +46,7 @@ class OutcomeRecorder:
         """The action is done: its outcome and its state, in one transaction."""
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
             lock_for_ingest(db)
-            flagged = self._write_outcome(db, outcome)
+            flagged = self._write_outcome(db, plan, outcome)
             action = db.get(PendingImapAction, plan.action_id)
             if action is not None:
                 action.state = ImapActionState.done
@@ -70,7 +71,7 @@ class OutcomeRecorder:
         try:
             with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
                 lock_for_ingest(db)
-                self._write_outcome(db, outcome)
+                self._write_outcome(db, plan, outcome)
         except Exception:
             self.log.exception("action %d: could not record what was done", plan.action_id)
 
@@ -78,7 +79,7 @@ class OutcomeRecorder:
         """The attempt failed: what it did, and the failure policy's verdict on the action."""
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
             lock_for_ingest(db)
-            self._write_outcome(db, outcome)
+            self._write_outcome(db, plan, outcome)
             action = db.get(PendingImapAction, plan.action_id)
             if action is None:
                 return
@@ -101,25 +102,24 @@ class OutcomeRecorder:
                 error_message(exc),
             )
 
-    def _write_outcome(self, db: Session, outcome: Outcome) -> set[int]:
+    def _write_outcome(self, db: Session, plan: Plan, outcome: Outcome) -> set[int]:
         """Record the new places and flags; returns the ids of messages whose flags were read."""
         if outcome.updates:
             wrote(self.mailbox_id)
         counts: dict[int, int] = defaultdict(int)
         flagged: set[int] = set()
+        targets = {t.location_id: t for t in plan.targets}
         for update in outcome.updates:
             loc = db.get(MessageLocation, update.location_id)
             if loc is None:
-                continue  # the read side saw it vanish meanwhile
+                # the read side saw it leave before this record: it is where our move put it
+                loc = _where_moved(db, targets[update.location_id], update, counts)
+                if loc is None:
+                    continue  # gone meanwhile, and not seen where a move of ours put it
             moved = update.folder_id is not None and update.uid is not None
             if moved and (loc.folder_id, loc.uid) != (update.folder_id, update.uid):
                 assert update.folder_id is not None and update.uid is not None
-                there = db.exec(
-                    select(MessageLocation).where(
-                        MessageLocation.folder_id == update.folder_id,
-                        MessageLocation.uid == update.uid,
-                    )
-                ).first()
+                there = _location_at(db, update.folder_id, update.uid)
                 counts[loc.folder_id] -= 1
                 if there is not None:
                     # the target's folder sync took the new copy in first: one location
@@ -159,3 +159,37 @@ class OutcomeRecorder:
                 caps["keywords_dropped"] = records[-MAX_DROPPED_RECORDS:]
                 mailbox.capabilities = caps
         return flagged
+
+
+def _location_at(db: Session, folder_id: int, uid: int) -> MessageLocation | None:
+    return db.exec(
+        select(MessageLocation).where(
+            MessageLocation.folder_id == folder_id, MessageLocation.uid == uid
+        )
+    ).first()
+
+
+def _where_moved(
+    db: Session, moved: Target, update: LocationUpdate, counts: dict[int, int]
+) -> MessageLocation | None:
+    """The place a move of ours gave a message whose old location the read side deleted
+    before the move was recorded: the one the target's sync took in, else a new one. Without
+    it the message would be nowhere until the target's sync catches up, and judged deleted."""
+    if update.folder_id is None or update.uid is None or update.flags is None:
+        return None  # not a move, or the new copy was not seen in the target
+    there = _location_at(db, update.folder_id, update.uid)
+    if there is None:
+        if db.get(Message, moved.message_pk) is None:
+            return None  # dropped meanwhile (a rebuild)
+        there = MessageLocation(
+            message_id=moved.message_pk,
+            folder_id=update.folder_id,
+            uid=update.uid,
+            flags=list(update.flags),
+            modseq=update.modseq,
+            content_hash=moved.content_hash,
+            internal_date=moved.internal_date,
+        )
+        db.add(there)
+        counts[update.folder_id] += 1
+    return there

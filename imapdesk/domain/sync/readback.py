@@ -133,17 +133,28 @@ def apply_mail_changes(session: Session, mailbox_id: int, message_ids: Iterable[
             continue  # another box's conversation (the same mail in two boxes)
         if conversation.merged_into_id is not None:
             continue
-        derived = derive_state(conversation_facts(session, mailbox_id, cid))
-        if _apply(session, conversation, derived, keywords=keywords):
+        move_pending, flags_pending = _pending(session, cid)
+        facts = conversation_facts(session, mailbox_id, cid)
+        if move_pending and not any(m.locations for m in facts):
+            # every message left its folder and our move's record of where it went is still
+            # to come: nothing in the mailbox speaks for the conversation yet
+            continue
+        derived = derive_state(facts)
+        if _apply(session, conversation, derived, move_pending, flags_pending, keywords=keywords):
             changed.add(cid)
     return changed
 
 
 def _apply(
-    session: Session, conversation: Conversation, derived: DerivedState, *, keywords: bool
+    session: Session,
+    conversation: Conversation,
+    derived: DerivedState,
+    move_pending: bool,
+    flags_pending: set[str],
+    *,
+    keywords: bool,
 ) -> bool:
     assert conversation.id is not None
-    move_pending, flags_pending = _pending(session, conversation.id)
     before = conversation.version
     imap, client = ActivitySource.imap, operations.MAIL_CLIENT
 
