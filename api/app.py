@@ -5,8 +5,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
@@ -14,30 +17,26 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imapdesk.api import health, rest, web
+from imapdesk.api import docs, health, rest, web
+from imapdesk.api.capacity import Turns
 from imapdesk.api.errors import install_error_handlers
+from imapdesk.api.limits import RequestLimitsMiddleware
+from imapdesk.api.web.live import LiveHub, close_streams
 from imapdesk.api.web.templating import STATIC_DIR
 from imapdesk.domain.conversations.queues import ChangeCache
 from imapdesk.kernel.db import get_engine, make_engine
 from imapdesk.kernel.settings import Settings, get_settings
 
 SESSION_COOKIE = "imapdesk_session"
-SESSION_MAX_AGE = 14 * 24 * 3600
 
-# our own pages: no inline script or style, nothing from elsewhere
+# our own pages (/docs too: api/docs.py): no inline script or style, nothing from elsewhere
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'self'; "
     "base-uri 'none'"
 )
-# FastAPI's Swagger UI is an inline script that loads its bundle from a CDN
-DOCS_CSP = (
-    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
-    "frame-ancestors 'self'; base-uri 'none'"
-)
-DOCS_PATH = "/docs"
+# production: browsers reach the helpdesk over HTTPS only, for a year after each visit
+HSTS = "max-age=31536000; includeSubDomains"
 OPENAPI_PATH = "/api/v1/openapi.json"
 
 DESCRIPTION = """
@@ -59,10 +58,12 @@ def _version() -> str:
 
 
 class SecurityHeadersMiddleware:
-    """Adds the security headers to every response that does not set its own."""
+    """Adds the security headers to every response that does not set its own (and HSTS in
+    production, which is served over HTTPS)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,11 +77,12 @@ class SecurityHeadersMiddleware:
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "no-referrer")
                 headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+                if self.hsts:
+                    headers.setdefault("Strict-Transport-Security", HSTS)
                 if not path.startswith("/static/"):
                     headers.setdefault("Cache-Control", "no-store")
                 if headers.get("content-type", "").startswith("text/html"):
-                    csp = DOCS_CSP if path.startswith(DOCS_PATH) else PAGE_CSP
-                    headers.setdefault("Content-Security-Policy", csp)
+                    headers.setdefault("Content-Security-Policy", PAGE_CSP)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -100,24 +102,46 @@ def settle_after_start() -> None:
     gc.freeze()
 
 
+def begin_shutdown(app: FastAPI) -> None:
+    """The server is stopping: the open live streams end now, so that their connections close
+    within the server's graceful wait instead of being cut at its end (`imapdesk serve` calls
+    it as it begins to shut down; the lifespan's end, for any other server)."""
+    close_streams(app)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # this event loop's threads for request handlers (anyio's default thread pool)
+    to_thread.current_default_thread_limiter().total_tokens = app.state.settings.web_threads
+    try:
+        yield
+    finally:
+        begin_shutdown(app)
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """The ASGI app. Without an engine: the process-wide one, or one for `settings`' database."""
     if settings is None:
         settings = get_settings()
         engine = engine or get_engine()
     elif engine is None:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings=settings)
 
     app = FastAPI(
         title="imapdesk",
         version=_version(),
         description=DESCRIPTION,
         openapi_url=OPENAPI_PATH,
-        docs_url=DOCS_PATH,
+        docs_url=None,  # served by api/docs.py, from our own files
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
+    # the requests' turns at the database connections (api/capacity.py)
+    app.state.database_turns = Turns.for_app(engine, settings)
+    # the open /live streams and their one poller (api/web/live.py)
+    app.state.live_hub = LiveHub(engine, settings=settings, turns=app.state.database_turns)
     # the list pages' sidebar counts, reused while nothing changed
     # (imapdesk/domain/conversations/queues.py)
     app.state.queue_counts = ChangeCache()
@@ -126,18 +150,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(rest.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    # inside the session middleware: it knows the sender from the cookie before reading a body
+    app.add_middleware(RequestLimitsMiddleware, settings=settings)
     app.add_middleware(
         SessionMiddleware,
         secret_key=_session_signing_key(settings.secret_key),
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE,
+        # the cookie carries a stored session's key (api/web/auth.py): it lasts as long as one
+        max_age=settings.session_lifetime_seconds,
         same_site="lax",
         https_only=settings.environment != "development",
     )
     # added last, so outermost: its headers reach error responses too
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.environment == "production")
     return app

@@ -11,8 +11,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import DataError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from imapdesk.api.capacity import ServerBusy
+from imapdesk.api.web.conversation import wants_json
 from imapdesk.api.web.templating import templates
 from imapdesk.kernel.errors import ImapdeskError, NotAuthenticated
 
@@ -57,11 +60,12 @@ def _error_page(request: Request, status_code: int, title: str, message: str) ->
 
 async def handle_imapdesk_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ImapdeskError)
-    if exc.status_code >= 500:
+    # a server at capacity says so in its own, rate-limited, log line (api/capacity.py)
+    if exc.status_code >= 500 and not isinstance(exc, ServerBusy):
         log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+    # an error may carry response headers (a WWW-Authenticate challenge, a Retry-After)
+    headers: dict[str, str] = dict(getattr(exc, "headers", None) or {})
     if is_api_request(request):
-        # an error may carry response headers (a WWW-Authenticate challenge, a Location)
-        headers: dict[str, str] = dict(getattr(exc, "headers", None) or {})
         if isinstance(exc, NotAuthenticated):
             headers.setdefault("WWW-Authenticate", "Bearer")
         return error_json(exc, headers=headers)
@@ -69,7 +73,24 @@ async def handle_imapdesk_error(request: Request, exc: Exception) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         login = request.url_for("login").path
         return RedirectResponse(f"{login}?{urlencode({'next': target})}", status_code=303)
-    return _error_page(request, exc.status_code, exc.code.replace("_", " "), exc.message)
+    page = _error_page(request, exc.status_code, exc.code.replace("_", " "), exc.message)
+    page.headers.update(headers)
+    return page
+
+
+async def refusal_response(request: Request, exc: ImapdeskError) -> Response:
+    """The answer to a request refused before its route ran (api/limits.py): the one its route
+    would give, but JSON to a page's script (it shows the error's message; a sign-in redirect
+    stays a redirect, on which the script reloads the page)."""
+    if wants_json(request) and not isinstance(exc, NotAuthenticated):
+        return error_json(exc, headers=getattr(exc, "headers", None))
+    return await handle_imapdesk_error(request, exc)
+
+
+async def handle_pool_timeout(request: Request, exc: Exception) -> Response:
+    """No database connection came in time (requests take turns for them, api/capacity.py, but
+    a worker in the same process shares the pool): 503 with Retry-After, as a busy server."""
+    return await handle_imapdesk_error(request, ServerBusy.refusing("a database connection"))
 
 
 def _field_name(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -141,5 +162,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(DataError, handle_unstorable_value)
+    app.add_exception_handler(PoolTimeout, handle_pool_timeout)
     app.add_exception_handler(OverflowError, handle_unstorable_value)
     app.add_exception_handler(Exception, handle_unexpected_error)

@@ -41,6 +41,7 @@ from imapdesk.kernel.models import (
     SmtpSecurity,
     as_utc,
 )
+from imapdesk.mail.parsing import sanitize_html
 
 # a datetime the database gave back naive is UTC; the API says so explicitly
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
@@ -134,7 +135,12 @@ class MessagePublic(BaseModel):
     date: UtcDatetime | None
     subject: str
     text: str
-    html: str | None = Field(description="Sanitised when the message was taken in.")
+    html: str | None = Field(
+        description="Sanitised when the message was taken in. Images from other hosts have "
+        "no `src` (their `alt` stays) unless asked for with `remote_content=allow`, so that "
+        "showing it loads nothing from elsewhere (no tracking pixel); the message's own "
+        "images (`cid:`, `data:`) stay."
+    )
     seen: bool
     attachments: list[AttachmentPublic]
     thread_rule: str = Field(description="Why the message joined this conversation.")
@@ -345,7 +351,16 @@ def _deliveries(detail: ConversationDetail) -> dict[int, OutboundMail]:
     return outbound_for_messages(cast(Session, session), ids)
 
 
-def conversation_detail_public(detail: ConversationDetail) -> ConversationDetailPublic:
+def _without_remote_images(html: str | None) -> str | None:
+    # the one sanitiser, as strict as the web UI's frame (whose CSP blocks them)
+    return sanitize_html(html, remote_images=False) if html else html
+
+
+def conversation_detail_public(
+    detail: ConversationDetail, *, remote_images: bool = False
+) -> ConversationDetailPublic:
+    """The conversation with its messages; their HTML without images from elsewhere unless
+    `remote_images` (as the web UI shows it until the agent asks)."""
     base = conversation_public(detail.row)
     deliveries = _deliveries(detail)
     messages = []
@@ -363,7 +378,7 @@ def conversation_detail_public(detail: ConversationDetail) -> ConversationDetail
                 date=m.date,
                 subject=m.subject,
                 text=m.text,
-                html=m.html,
+                html=m.html if remote_images else _without_remote_images(m.html),
                 seen=m.seen,
                 attachments=[_attachment_public(a) for a in view.attachments],
                 thread_rule=m.thread_rule,

@@ -24,9 +24,11 @@ dropped it; the row says so ("taken as sent: ...") so that an agent can check. T
 order would send twice instead; imapdesk prefers never sending twice.
 
 A dead sender's `sending` rows (its process gone, or its claim older than a lease) are taken
-over by the next sender. Temporary SMTP failures (4xx, no connection) are retried with
-exponential back-off; permanent ones (5xx) fail at once, with the server's words on the
-conversation (`last_error`, an activity).
+over by the next sender. SMTP failures are named for what they are (`imapdesk.mail.smtp`):
+temporary ones (a 4xx reply, no connection) are retried with exponential back-off; permanent
+ones (a 5xx reply, or settings that cannot work with the server: a login it offers no AUTH for,
+a certificate it cannot verify) fail at once, with the server's words on the conversation
+(`last_error`, an activity).
 """
 
 from __future__ import annotations
@@ -311,7 +313,12 @@ class Sender:
             if client is None:
                 client = smtp.connect(account)
             result = smtp.send_message(
-                client, envelope_from, recipients, raw, before_final_dot=before_final_dot
+                client,
+                envelope_from,
+                recipients,
+                raw,
+                before_final_dot=before_final_dot,
+                where=account.describe(),
             )
         except smtp.AnswerLost as exc:
             smtp.close(client)
@@ -383,7 +390,9 @@ class Sender:
                             },
                         )
                     )
-                self.log.warning("outbound %d failed for good: %s", outbound_id, words)
+                self.log.warning(
+                    "outbound %d failed for good (%s): %s", outbound_id, exc.code, words
+                )
                 return
             delay = min(
                 settings.smtp_retry_max_seconds,
@@ -392,9 +401,10 @@ class Sender:
             outbound.state = OutboundState.queued
             outbound.next_attempt_at = utcnow() + timedelta(seconds=delay)
             self.log.warning(
-                "outbound %d: attempt %d failed, retrying in %.1f s: %s",
+                "outbound %d: attempt %d failed (%s), retrying in %.1f s: %s",
                 outbound_id,
                 outbound.attempts,
+                exc.code,
                 delay,
                 words,
             )

@@ -4,7 +4,7 @@ live in `imapdesk.domain.conversations.operations`."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -43,9 +43,23 @@ _MERGED_RESPONSES: dict[int | str, dict[str, object]] = {
 ConversationId = RowId
 
 
+RemoteContent = Annotated[
+    Literal["block", "allow"],
+    Query(
+        description="`block` (the default): the messages' `html` has no images from other "
+        "hosts (each keeps its `alt`), as the web UI shows mail until the agent asks, so "
+        "that rendering it fetches nothing from the sender's servers (a tracking pixel "
+        "would tell them it was read). `allow`: the `html` as stored, remote images "
+        "included, for an integration that blocks them itself or wants them."
+    ),
+]
+
+
 def _merged(request: Request, route: str, exc: reads.ConversationMerged) -> JSONResponse:
-    location = request.app.url_path_for(route, conversation_id=exc.merged_into)
-    return error_json(exc, headers={"Location": str(location)})
+    location = str(request.app.url_path_for(route, conversation_id=exc.merged_into))
+    if request.url.query:  # the same request for the new id: its parameters too
+        location += f"?{request.url.query}"
+    return error_json(exc, headers={"Location": location})
 
 
 def _detail(session: Session, agent: Agent, conversation_id: int) -> ConversationDetailPublic:
@@ -118,7 +132,8 @@ def list_conversations(
     summary="A conversation with its messages",
     description=(
         "Messages come by date, then id, each with its attachments and where it lives on the "
-        "IMAP server.\n\n" + MERGED_DESCRIPTION
+        "IMAP server. Their `html` loads nothing from elsewhere unless asked "
+        "(`remote_content`).\n\n" + MERGED_DESCRIPTION
     ),
     responses=_MERGED_RESPONSES,
 )
@@ -127,12 +142,13 @@ def get_conversation(
     session: SessionDep,
     agent: CurrentAgent,
     conversation_id: ConversationId,
+    remote_content: RemoteContent = "block",
 ) -> ConversationDetailPublic | JSONResponse:
     try:
         detail = reads.conversation_detail(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "get_conversation", exc)
-    return conversation_detail_public(detail)
+    return conversation_detail_public(detail, remote_images=remote_content == "allow")
 
 
 @router.patch(

@@ -20,11 +20,16 @@ from imapdesk.domain.conversations import reads
 from imapdesk.domain.outbound import replies
 from imapdesk.kernel.errors import InvalidInput
 from imapdesk.kernel.models import ActivitySource
-from imapdesk.mail.compose import Upload
+from imapdesk.mail.compose import Upload, recipient_entries
 
 router = APIRouter(tags=["replies"])
 
 _MAX_FIELD = 1_000_000
+_RECIPIENTS = (
+    "One address per entry, `local@domain` or `Name <local@domain>`, sent to exactly as "
+    "written: an entry that is not exactly one address is refused (422), never guessed at. "
+    "In multipart, repeat the field or separate entries with commas."
+)
 
 
 class ReplyIn(BaseModel):
@@ -32,9 +37,11 @@ class ReplyIn(BaseModel):
     body: str = Field(max_length=_MAX_FIELD, description="The text (a signature is added).")
     html: str | None = Field(default=None, max_length=_MAX_FIELD)
     to: list[str] | None = Field(
-        default=None, max_length=100, description="Default: who the answered message came from."
+        default=None,
+        max_length=100,
+        description="Default: who the answered message came from. " + _RECIPIENTS,
     )
-    cc: list[str] | None = Field(default=None, max_length=100)
+    cc: list[str] | None = Field(default=None, max_length=100, description=_RECIPIENTS)
     kind: str = Field(default="reply", pattern="^(reply|reply_all|forward)$")
     version: int | None = Field(
         default=None,
@@ -55,9 +62,13 @@ class NoteIn(BaseModel):
 class NewConversationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mailbox: str = Field(max_length=100)
-    to: list[str] = Field(min_length=1, max_length=100)
-    cc: list[str] | None = Field(default=None, max_length=100)
-    subject: str = Field(min_length=1, max_length=998)
+    to: list[str] = Field(min_length=1, max_length=100, description=_RECIPIENTS)
+    cc: list[str] | None = Field(default=None, max_length=100, description=_RECIPIENTS)
+    subject: str = Field(
+        min_length=1,
+        max_length=998,
+        description="One line: no line break or other control character (422 otherwise).",
+    )
     body: str = Field(max_length=_MAX_FIELD)
     html: str | None = Field(default=None, max_length=_MAX_FIELD)
 
@@ -89,9 +100,7 @@ async def _read(request: Request) -> tuple[_Form, list[Upload]]:
                     )
                 )
             elif key in ("to", "cc"):
-                data.setdefault(key, []).extend(
-                    a.strip() for a in str(value).split(",") if a.strip()
-                )
+                data.setdefault(key, []).extend(recipient_entries(str(value)))
             elif key == "force":
                 data[key] = str(value).lower() in ("1", "true", "yes", "on")
             elif key == "version":

@@ -1,22 +1,31 @@
-"""Browser sign-in: a signed session cookie holding the agent id, and a per-session CSRF token."""
+"""Browser sign-in: a signed cookie holding the key of a session stored server-side
+(imapdesk.domain.accounts.sessions), and a per-session CSRF token."""
 
 from __future__ import annotations
 
-import hashlib
+import os
 import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from imapdesk.api.deps import SessionDep
+from imapdesk.api.capacity import ServerBusy, Turns
+from imapdesk.api.deps import SessionDep, bookkeeping_write
+from imapdesk.domain.accounts import sessions
+from imapdesk.domain.accounts.agents import password_matches
+from imapdesk.domain.accounts.sessions import SessionPolicy
 from imapdesk.kernel.errors import Forbidden, NotAuthenticated
 from imapdesk.kernel.models import Agent
 
-SESSION_AGENT = "agent_id"
-SESSION_STAMP = "stamp"
+SESSION_KEY = "sid"
 SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
+# password checks at once per process: each takes a core and 64 MiB (argon2's defaults); the
+# others wait without a thread, and after PASSWORD_CHECK_WAIT_SECONDS answer 503
+PASSWORD_CHECKS_AT_ONCE = max(1, min(os.cpu_count() or 1, 8))
+PASSWORD_CHECK_WAIT_SECONDS = 30.0
 
 
 def csrf_token(request: Request) -> str:
@@ -41,38 +50,69 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         )
 
 
-def _credential_stamp(agent: Agent) -> str:
-    """Changes when the password does, so a reset signs every browser out."""
-    return hashlib.sha256(agent.password_hash.encode()).hexdigest()[:32]
+def session_policy(request: Request) -> SessionPolicy:
+    return SessionPolicy.of(request.app.state.settings)
 
 
-def sign_in(request: Request, agent: Agent) -> None:
-    # a fresh session: nothing from before sign-in carries over, not even the CSRF token
+def client_address(request: Request) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --proxy-headers)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def check_password(request: Request, candidate: Agent | None, password: str) -> Agent | None:
+    """`password_matches` in a thread, at most PASSWORD_CHECKS_AT_ONCE at a time: a burst of
+    sign-ins waits its turn on the event loop instead of taking every thread (and core)."""
+    state = request.app.state
+    checks: Turns | None = getattr(state, "password_checks", None)
+    if checks is None:
+        checks = state.password_checks = Turns(PASSWORD_CHECKS_AT_ONCE)
+    if not await checks.take(PASSWORD_CHECK_WAIT_SECONDS):
+        raise ServerBusy.refusing("a password check")
+    try:
+        return await run_in_threadpool(password_matches, candidate, password)
+    finally:
+        checks.give_back()
+
+
+def sign_in(request: Request, db: Session, agent: Agent, policy: SessionPolicy) -> None:
+    """A new stored session for the agent (in `db`'s transaction), its key in the cookie."""
+    key = sessions.start_session(
+        db,
+        agent,
+        policy,
+        user_agent=request.headers.get("user-agent"),
+        client_address=client_address(request),
+    )
+    # a fresh cookie: nothing from before sign-in carries over, not even the CSRF token
     request.session.clear()
-    request.session[SESSION_AGENT] = agent.id
-    request.session[SESSION_STAMP] = _credential_stamp(agent)
+    request.session[SESSION_KEY] = key
     request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
 
 
-def sign_out(request: Request) -> None:
+def sign_out(request: Request, db: Session) -> None:
+    """The stored session revoked (a copy of the cookie signs no one in), the cookie emptied."""
+    key = request.session.get(SESSION_KEY)
+    if isinstance(key, str):
+        sessions.end_session(db, key)
     request.session.clear()
 
 
 def signed_in_agent(request: Request, session: Session) -> Agent | None:
-    agent_id = request.session.get(SESSION_AGENT)
-    if not isinstance(agent_id, int):
+    """The agent the cookie's session signs in, else None (and the cookie forgets the key).
+    Records the session's use now and then (apart from the request's read: bookkeeping_write).
+    `request.state.browser_session_id` names the session for pages that stay open."""
+    key = request.session.get(SESSION_KEY)
+    if not isinstance(key, str):
         return None
-    agent = session.get(Agent, agent_id)
-    stamp = request.session.get(SESSION_STAMP)
-    if (
-        agent is None
-        or not agent.is_active
-        or not isinstance(stamp, str)
-        or not secrets.compare_digest(stamp, _credential_stamp(agent))
-    ):
-        request.session.pop(SESSION_AGENT, None)
-        request.session.pop(SESSION_STAMP, None)
+    found = sessions.signed_in(session, key, session_policy(request))
+    if found is None:
+        request.session.pop(SESSION_KEY, None)
         return None
+    row, agent = found
+    if sessions.activity_due(row) and row.id is not None:
+        with bookkeeping_write(session):
+            sessions.record_activity(session, row.id)
+    request.state.browser_session_id = row.id
     return agent
 
 

@@ -27,16 +27,15 @@ from imapdesk.domain.outbound import replies
 from imapdesk.domain.outbound.collisions import VersionConflict
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput
 from imapdesk.kernel.models import ActivitySource
-from imapdesk.mail.compose import Upload
+from imapdesk.mail.compose import Upload, recipient_entries
 
 router = APIRouter(include_in_schema=False)
 
 KINDS = ("reply", "reply_all", "forward", "note")
-MAX_FILES = 20
 
 
 def _addresses(value: str) -> list[str] | None:
-    found = [a.strip() for a in value.replace(";", ",").split(",") if a.strip()]
+    found = recipient_entries(value)
     return found or None
 
 
@@ -62,9 +61,8 @@ async def conversation_compose(
     try:
         if kind not in KINDS:
             raise InvalidInput("kind is reply, reply_all, forward or note", field="kind")
+        # their number and total size were held to the limits as they arrived (api/limits.py)
         files = [a for a in (attachments or []) if a.filename]
-        if len(files) > MAX_FILES:
-            raise InvalidInput(f"at most {MAX_FILES} attachments", field="attachments")
         uploads = [
             Upload(
                 filename=a.filename or "attachment",

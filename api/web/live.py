@@ -6,12 +6,23 @@
 - `event: conversation`, `data: {"id", "mailbox_id", "version"}`: it changed;
 - `event: presence`, `data: {"id", "mailbox_id", "agents": [{"id","name","email","state"}]}`;
 - `event: parts` (with `?parts=1` and the list page's parameters): that list's changing parts
-  (`GET /queue-parts`'s JSON) after every batch of changes the agent may see, made once per
-  agent and view for all its pages instead of fetched by each;
+  (`GET /queue-parts`'s JSON) after every batch of changes the agent may see (at most once per
+  PARTS_INTERVAL_SECONDS: under a stream of changes one rendering covers them all), made once
+  per agent and view for all its pages instead of fetched by each;
 - `event: resync`: this client fell behind (or its parts could not be made); refetch everything.
+The stream ends when the server shuts down, and when its agent may no longer see anything:
+deactivated, or its browser session ended (signed out, expired).
 In the browser, `live.js` turns them into DOM events on `document`: `imapdesk:conversation`,
 `imapdesk:presence`, `imapdesk:parts`, `imapdesk:live` (connected/resync), each with the data as
 `detail`.
+
+An open stream holds no database connection and no thread: it waits on its queue, which the
+hub's one poller fills. With every batch of changes (and every ACCESS_CHECK_SECONDS without
+one) the poller reads again, for all streams at once, what each agent may see
+(imapdesk/domain/live/audience.py) and whether each stream's browser session still signs its
+agent in (`browser_sessions_still_valid`): a stream keeps no permission from when it opened.
+At most `live_streams_max` streams per process and `live_streams_per_agent` per agent; one
+more answers 503 with Retry-After, before any database work for a full process.
 """
 
 from __future__ import annotations
@@ -19,20 +30,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from imapdesk.api.deps import MAX_ROW_ID, SessionDep
-from imapdesk.api.web.auth import WebAgent
+from imapdesk.api.capacity import ServerBusy, Turns
+from imapdesk.api.deps import MAX_ROW_ID
+from imapdesk.api.web.auth import WebAgent, session_policy
 from imapdesk.api.web.queues import ListParams, ListParamsDep, parts_body
-from imapdesk.domain.conversations import reads
+from imapdesk.domain.accounts import sessions
+from imapdesk.domain.live import audience
 from imapdesk.domain.live.changes import Change, ChangeFeed
 from imapdesk.kernel.models import Agent
+from imapdesk.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -41,104 +58,323 @@ POLL_SECONDS = 0.25
 KEEPALIVE_SECONDS = 15.0
 QUEUE_SIZE = 256
 RESYNC = "resync"
+END = "end"
+# what each agent may see is read with every batch of changes, and this often without one
+ACCESS_CHECK_SECONDS = 5.0
+# a list's parts are pushed at most this often per page (the first change at once)
+PARTS_INTERVAL_SECONDS = 1.0
+# lists' parts made at once in the process (more wait their turn)
+PARTS_AT_ONCE = 2
+# how long a page refused at capacity waits before it tries again (live.js adds jitter)
+STREAM_RETRY_AFTER_SECONDS = 10
 
 
 # an agent and the view of its list
 PartsKey = tuple[int | None, ListParams]
 
 
-class LiveHub:
-    """One poller for all of this process's subscribers, running while there are any."""
+@dataclass(frozen=True)
+class LiveEvent:
+    """A change and its text on the stream, written once (by the poller) for every stream."""
 
-    def __init__(self, engine: Engine, interval: float = POLL_SECONDS) -> None:
+    change: Change
+    text: str
+
+    @classmethod
+    def of(cls, change: Change) -> LiveEvent:
+        return cls(change, _event(change.kind, change.payload()))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Changes for one stream, with the mailboxes its agent may see as of the same poll."""
+
+    events: list[LiveEvent]
+    visible: frozenset[int]
+
+
+@dataclass(eq=False)
+class LiveStream:
+    """An open stream's place in the hub: its queue; once its caller is known, whose it is and
+    the request it came with (which names its browser session)."""
+
+    queue: asyncio.Queue[Batch | str] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    agent_id: int | None = None
+    request: Request | None = None
+    # changes found while this stream joined, before its access was read: sent with the next
+    held: list[LiveEvent] = field(default_factory=list)
+
+    def send(self, item: Batch | str) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            # a client that does not keep up: it refetches everything instead
+            self._replace_all(RESYNC)
+
+    def end(self) -> None:
+        self._replace_all(END)
+
+    def _replace_all(self, item: str) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(item)
+
+
+def browser_sessions_still_valid(db: Session, streams: Collection[LiveStream]) -> set[LiveStream]:
+    """Of these streams, those whose browser session still signs their agent in: not revoked
+    (signed out, a new password, the agent deactivated), not expired, not idle too long
+    (imapdesk.domain.accounts.sessions). The session is the one the stream's request was
+    signed in with (`request.state.browser_session_id`, api/web/auth.py); each is read once."""
+    signs_in: dict[int, bool] = {}
+    valid = set()
+    for stream in streams:
+        request = stream.request
+        session_id = getattr(request.state, "browser_session_id", None) if request else None
+        if request is None or not isinstance(session_id, int):
+            continue
+        if session_id not in signs_in:
+            agent = sessions.session_agent(db, session_id, session_policy(request))
+            signs_in[session_id] = agent is not None and agent.id == stream.agent_id
+        if signs_in[session_id]:
+            valid.add(stream)
+    return valid
+
+
+@dataclass(eq=False)
+class PartsMaking:
+    """A list's parts being made (or made) for its pages: `started` at which poll, if yet."""
+
+    task: asyncio.Task[str | None] = field(init=False)
+    started: int | None = None
+
+
+# per open stream: the mailboxes its agent may see now, or None when its access has ended
+Access = dict[LiveStream, frozenset[int] | None]
+
+
+class LiveHub:
+    """One poller for all of this process's streams, running while there are any; the count of
+    open streams against the process's and each agent's limit."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        interval: float = POLL_SECONDS,
+        *,
+        settings: Settings | None = None,
+        turns: Turns | None = None,
+    ) -> None:
+        settings = settings or Settings.model_construct()
         self.engine = engine
         self.interval = interval
-        self.subscribers: set[asyncio.Queue[list[Change] | str]] = set()
+        self.max_streams = settings.live_streams_max
+        self.max_per_agent = settings.live_streams_per_agent
+        # the requests' turns at the database, which making a list's parts takes too
+        self.turns = turns or Turns.for_app(engine, settings)
+        self.streams: set[LiveStream] = set()
+        self.per_agent: Counter[int] = Counter()
+        self.closed = False
         self._task: asyncio.Task[None] | None = None
         self.polls = 0
         # a list's parts as pushed after a poll, per (agent, view): the first of that agent's
-        # pages to need them makes them, the others (tabs) await the same result
-        self.parts: dict[PartsKey, tuple[int, asyncio.Future[str | None]]] = {}
+        # pages to need them starts making them, the others (tabs) await the same result
+        self.parts: dict[PartsKey, PartsMaking] = {}
+        self.parts_at_once = Turns(PARTS_AT_ONCE)
 
-    async def shared_parts(self, key: PartsKey, make: Callable[[], str | None]) -> str | None:
-        """`make()` (in a thread), once per key and poll. A result made after poll N saw the
-        database as of poll N or later, so it serves every page handling a batch up to N."""
-        entry = self.parts.get(key)
-        if entry is not None and entry[0] == self.polls:
-            return await asyncio.shield(entry[1])
-        made: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self.parts[key] = (self.polls, made)
-        try:
-            made.set_result(await asyncio.to_thread(make))
-        except Exception as exc:
-            made.set_exception(exc)
-            made.exception()  # the pages awaiting it get it; none need be
-            self.parts.pop(key, None)
-            raise
-        return made.result()
+    # --- capacity -------------------------------------------------------------------------
 
-    def subscribe(self) -> asyncio.Queue[list[Change] | str]:
-        queue: asyncio.Queue[list[Change] | str] = asyncio.Queue(QUEUE_SIZE)
-        self.subscribers.add(queue)
-        if self._task is None or self._task.done():
+    def take_place(self) -> LiveStream:
+        """A place for one more stream; 503 when the process has its fill or is stopping."""
+        if self.closed:
+            raise ServerBusy.refusing(
+                "a running server", "the server is restarting; try again in a moment"
+            )
+        if len(self.streams) >= self.max_streams:
+            raise ServerBusy.refusing(
+                "a place for a live stream",
+                "too many live pages are open on this server; try again later",
+                STREAM_RETRY_AFTER_SECONDS,
+            )
+        stream = LiveStream()
+        self.streams.add(stream)
+        return stream
+
+    def seat(self, stream: LiveStream, agent_id: int, request: Request) -> None:
+        """The stream is this agent's (503 when the agent has its fill); updates start."""
+        if self.per_agent[agent_id] >= self.max_per_agent:
+            raise ServerBusy.refusing(
+                "a place for a live stream",
+                "too many of your pages are open for live updates; close some tabs",
+                STREAM_RETRY_AFTER_SECONDS,
+            )
+        self.per_agent[agent_id] += 1
+        stream.agent_id, stream.request = agent_id, request
+        if not self.closed and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run(), name="live-poller")
-        return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[list[Change] | str]) -> None:
-        self.subscribers.discard(queue)
-        if not self.subscribers:
+    def leave(self, stream: LiveStream) -> None:
+        """The stream has ended, however it ended (called once per `take_place`)."""
+        self.streams.discard(stream)
+        if stream.agent_id is not None:
+            self.per_agent[stream.agent_id] -= 1
+            if self.per_agent[stream.agent_id] <= 0:
+                del self.per_agent[stream.agent_id]
+        if not self.per_agent:
             self.parts.clear()
 
-    def _poll(self, feed: ChangeFeed) -> list[Change]:
-        with Session(self.engine) as session:
-            return feed.poll(session)
+    def close(self) -> None:
+        """The server stops: every stream ends now (its page reconnects to the next server),
+        new ones are refused, the poller stops."""
+        self.closed = True
+        for stream in self.streams:
+            stream.end()
+        if self._task is not None:
+            self._task.cancel()
+
+    # --- the list pages' parts ------------------------------------------------------------
+
+    async def shared_parts(self, key: PartsKey, make: Callable[[], str | None]) -> str | None:
+        """`make()` (in a thread, with a turn at the database), once per key and poll. A result
+        made after poll N saw the database as of poll N or later, so it serves every page
+        handling a batch up to N; one not yet started serves any. Made apart from the page
+        asking first, which may leave; at most PARTS_AT_ONCE at a time in the process, so that
+        many agents' lists under a stream of changes slow down their own updates, not the
+        requests (each list then waits its turn, with all its changes meanwhile in one)."""
+        making = self.parts.get(key)
+        if making is None or (making.started is not None and making.started < self.polls):
+            making = PartsMaking()
+            making.task = asyncio.get_running_loop().create_task(self._make(making, make))
+            self.parts[key] = making
+            making.task.add_done_callback(lambda done: self._forget_failed(key, done))
+        return await asyncio.shield(making.task)
+
+    async def _make(self, making: PartsMaking, make: Callable[[], str | None]) -> str | None:
+        async with self.parts_at_once.turn(), self.turns.turn():
+            making.started = self.polls
+            return await asyncio.to_thread(make)
+
+    def _forget_failed(self, key: PartsKey, task: asyncio.Task[str | None]) -> None:
+        making = self.parts.get(key)
+        if making is not None and making.task is task and (task.cancelled() or task.exception()):
+            del self.parts[key]
+
+    # --- the poller -----------------------------------------------------------------------
+
+    def _poll(
+        self, feed: ChangeFeed, streams: list[LiveStream], check: bool
+    ) -> tuple[list[LiveEvent], Access | None]:
+        """What changed; with changes (or `check`), what each stream's agent may see now."""
+        with Session(self.engine) as db:
+            changes = [LiveEvent.of(change) for change in feed.poll(db)]
+            if not (changes or check):
+                return changes, None
+            visible = audience.visible_mailboxes(
+                db, {s.agent_id for s in streams if s.agent_id is not None}
+            )
+            signed_in = browser_sessions_still_valid(
+                db, [s for s in streams if s.agent_id in visible]
+            )
+            access: Access = {
+                s: visible[s.agent_id] if s in signed_in and s.agent_id is not None else None
+                for s in streams
+            }
+            return changes, access
 
     async def _run(self) -> None:
         feed = ChangeFeed()
-        while self.subscribers:
+        checked_at = -ACCESS_CHECK_SECONDS
+        while not self.closed:
+            streams = [s for s in self.streams if s.agent_id is not None]
+            if not streams:
+                break
+            check = (
+                time.monotonic() - checked_at >= ACCESS_CHECK_SECONDS
+                or any(s.held for s in streams)
+            )  # fmt: skip
             try:
-                changes = await asyncio.to_thread(self._poll, feed)
+                changes, access = await asyncio.to_thread(self._poll, feed, streams, check)
             except Exception:
                 log.exception("live updates: polling the database failed")
-                changes = []
+                changes, access = [], None
             self.polls += 1
-            if changes:
-                for queue in list(self.subscribers):
-                    try:
-                        queue.put_nowait(changes)
-                    except asyncio.QueueFull:
-                        # a client that does not keep up: it refetches everything instead
-                        while not queue.empty():
-                            queue.get_nowait()
-                        queue.put_nowait(RESYNC)
+            if access is not None:
+                checked_at = time.monotonic()
+                self._deliver(changes, access)
             await asyncio.sleep(self.interval)
 
+    def _deliver(self, changes: list[LiveEvent], access: Access) -> None:
+        for stream in list(self.streams):
+            if stream not in access:
+                # joined during the poll: its access is read with the next one
+                if stream.agent_id is not None:
+                    stream.held += changes
+                    if len(stream.held) > QUEUE_SIZE:
+                        stream.held.clear()
+                        stream.send(RESYNC)
+                continue
+            visible = access[stream]
+            if visible is None:
+                stream.end()
+                continue
+            if stream.held:
+                held, stream.held = stream.held, []
+                stream.send(Batch(held + changes, visible))
+            elif changes:
+                stream.send(Batch(changes, visible))
 
-def hub_for(request: Request) -> LiveHub:
-    state = request.app.state
-    hub: LiveHub | None = getattr(state, "live_hub", None)
-    if hub is None:
-        hub = LiveHub(state.engine)
-        state.live_hub = hub
+
+def hub_for(app: FastAPI) -> LiveHub:
+    hub: LiveHub = app.state.live_hub
     return hub
+
+
+def close_streams(app: FastAPI) -> None:
+    """The server stops: the open streams end (see LiveHub.close)."""
+    hub: LiveHub | None = getattr(app.state, "live_hub", None)
+    if hub is not None:
+        hub.close()
+
+
+def _changes_a_list(batch: Batch) -> bool:
+    """Whether the batch changes a conversation its agent may see (its lists' parts, then)."""
+    return any(
+        e.change.kind == "conversation" and e.change.mailbox_id in batch.visible
+        for e in batch.events
+    )
 
 
 def _event(kind: str, data: object) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+async def stream_place(request: Request) -> AsyncIterator[LiveStream]:
+    """A place among the process's open streams (503 when there is none), held until the
+    response has ended, however it ends."""
+    hub = hub_for(request.app)
+    stream = hub.take_place()
+    try:
+        yield stream
+    finally:
+        hub.leave(stream)
+
+
+# declared first: a full process answers before any database work
+StreamPlace = Annotated[LiveStream, Depends(stream_place)]
+
+
 @router.get("/live", name="live")
 async def live_events(
     request: Request,
-    session: SessionDep,
+    place: StreamPlace,
     agent: WebAgent,
     params: ListParamsDep,
     conversation: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
     parts: Annotated[bool, Query()] = False,
 ) -> StreamingResponse:
-    visible = set(reads.visible_mailbox_ids(session, agent))
-    hub = hub_for(request)
+    hub = hub_for(request.app)
     agent_id = agent.id
+    assert agent_id is not None
+    hub.seat(place, agent_id, request)
     engine: Engine = request.app.state.engine
 
     def make_parts() -> str | None:
@@ -149,50 +385,59 @@ async def live_events(
             return _event("parts", parts_body(request, db, me, params))
 
     async def stream() -> AsyncIterator[str]:
-        queue = hub.subscribe()
-        try:
-            yield "retry: 1000\n" + _event("hello", {"conversation": conversation, "parts": parts})
-            while True:
+        queue = place.queue
+        loop = asyncio.get_running_loop()
+        parts_due = loop.time()
+        yield "retry: 1000\n" + _event("hello", {"conversation": conversation, "parts": parts})
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if item == END:
+                return
+            if item == RESYNC:
+                yield _event(RESYNC, {})
+                continue
+            assert isinstance(item, Batch)
+            batch = item
+            if parts:
+                if _changes_a_list(batch):
+                    # the parts at most every PARTS_INTERVAL_SECONDS: under a stream of changes
+                    # one rendering covers all of that time's
+                    await asyncio.sleep(parts_due - loop.time())
+                # what is already waiting too: one rendering for the whole burst
+                while not queue.empty():
+                    more = queue.get_nowait()
+                    if more == END:
+                        return
+                    if more == RESYNC:
+                        yield _event(RESYNC, {})
+                        continue
+                    assert isinstance(more, Batch)
+                    # what the agent may see as of the later batch
+                    batch = Batch(batch.events + more.events, more.visible)
+            visible = batch.visible
+            out = [
+                event.text
+                for event in batch.events
+                if event.change.mailbox_id in visible
+                and (conversation is None or event.change.conversation_id == conversation)
+            ]
+            if not out:
+                continue
+            if parts and _changes_a_list(batch):
+                parts_due = loop.time() + PARTS_INTERVAL_SECONDS
                 try:
-                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if item == RESYNC:
-                    yield _event(RESYNC, {})
-                    continue
-                assert isinstance(item, list)
-                if parts:
-                    # what is already waiting too: one rendering for the whole burst
-                    while not queue.empty():
-                        more = queue.get_nowait()
-                        if more == RESYNC:
-                            yield _event(RESYNC, {})
-                            continue
-                        assert isinstance(more, list)
-                        item = item + more
-                out = [
-                    _event(change.kind, change.payload())
-                    for change in item
-                    if change.mailbox_id in visible
-                    and (conversation is None or change.conversation_id == conversation)
-                ]
-                if not out:
-                    continue
-                if parts and any(
-                    c.kind == "conversation" and c.mailbox_id in visible for c in item
-                ):
-                    try:
-                        pushed = await hub.shared_parts((agent_id, params), make_parts)
-                    except Exception:
-                        log.exception("live updates: making the list's parts failed")
-                        pushed = _event(RESYNC, {})
-                    if pushed is None:
-                        return  # signed out or deactivated meanwhile
-                    out.append(pushed)
-                yield "".join(out)
-        finally:
-            hub.unsubscribe(queue)
+                    pushed = await hub.shared_parts((agent_id, params), make_parts)
+                except Exception:
+                    log.exception("live updates: making the list's parts failed")
+                    pushed = _event(RESYNC, {})
+                if pushed is None:
+                    return  # deactivated meanwhile
+                out.append(pushed)
+            yield "".join(out)
 
     return StreamingResponse(
         stream(),

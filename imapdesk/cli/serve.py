@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -26,14 +27,20 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def start_worker(stop: threading.Event, *, progress: bool) -> threading.Thread:
-    """The worker in a thread until `stop` is set; `progress`: a bar per folder on a terminal."""
-    from imapdesk.kernel.db import get_engine
+    """The worker in a thread until `stop` is set; `progress`: a bar per folder on a terminal.
+    It has database connections of its own: beside the API (`imapdesk run`), the requests'
+    turns at the API's connections (api/capacity.py) count exactly what they share."""
+    from imapdesk.kernel.db import make_engine
     from imapdesk.worker.progress import ProgressDisplay
     from imapdesk.worker.supervisor import make_worker
 
+    settings = get_settings()
     display = ProgressDisplay(console) if progress and console.is_terminal else None
     worker = make_worker(
-        get_settings(), get_engine(), stop, progress=display.update if display else None
+        settings,
+        make_engine(settings.database_url, settings=settings),
+        stop,
+        progress=display.update if display else None,
     )
     thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     thread.start()
@@ -42,8 +49,13 @@ def start_worker(stop: threading.Event, *, progress: bool) -> threading.Thread:
 
 def web_server(app: Any, host: str, port: int) -> Any:
     """A uvicorn server that, on SIGINT/SIGTERM, returns instead of re-raising the signal, so
-    the caller's clean-up (stop the worker, stop the demo's Dovecot) runs."""
+    the caller's clean-up (stop the worker, stop the demo's Dovecot) runs. As it stops it ends
+    the app's live streams first (`begin_shutdown`): they would otherwise hold its graceful
+    wait to the end, and the process's exit with it."""
     import uvicorn
+
+    from imapdesk.api.app import begin_shutdown
+    from imapdesk.api.limits import server_options
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -52,8 +64,22 @@ def web_server(app: Any, host: str, port: int) -> Any:
                 signal.signal(sig, self.handle_exit)
             yield
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # no new connection first, so that the pages reconnect to the next server
+            for server in self.servers:
+                server.close()
+            begin_shutdown(app)
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=2
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        # the request limits the app cannot see: headers' size and time, keep-alive
+        **server_options(get_settings()),
     )
     return Server(config)
 

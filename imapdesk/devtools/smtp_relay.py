@@ -2,12 +2,13 @@
 demo and the tests send imapdesk's replies through.
 
 STARTTLS (or implicit TLS) with the mail server's certificate, AUTH PLAIN/LOGIN against the
-mail server's users (required, and only over TLS), and each accepted message handed to
-Dovecot's LMTP for every recipient it knows. Recipients it does not know are refused with a
-permanent 550 at RCPT, as a real server would, or, with `catch_all`, delivered to that user
-(the demo's box of "the customers"). `fail_next` makes it answer the next DATA with a
-given error (for tests of temporary and permanent refusals); `accepted` records what it
-delivered.
+mail server's users (only over TLS; required, or with `auth="none"` not offered at all, like
+a local Postfix or a provider's relay that takes mail from its network without a login), and
+each accepted message handed to Dovecot's LMTP for every recipient it knows. Recipients it
+does not know are refused with a permanent 550 at RCPT, as a real server would, or, with
+`catch_all`, delivered to that user (the demo's box of "the customers"). `fail_next` makes it
+answer the next MAIL, RCPT or DATA with a given error (for tests of temporary and permanent
+refusals); `accepted` records what it delivered.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from imapdesk.devtools.mailserver import LocalMailServer, LocalMailServerError, 
 log = logging.getLogger(__name__)
 
 RelaySecurity = Literal["starttls", "ssl", "none"]
+# required: no mail without a login; none: EHLO lists no AUTH and anyone may send
+RelayAuth = Literal["required", "none"]
+FailAt = Literal["MAIL", "RCPT", "DATA"]
 
 
 @dataclass
@@ -40,22 +44,53 @@ class _Handler:
     server: LocalMailServer
     # unknown recipients go to this user (the demo's "customers" box) instead of a 550
     catch_all: str | None = None
+    offer_auth: bool = True
     accepted: list[Accepted] = field(default_factory=list)
-    fail_next: list[str] = field(default_factory=list)
+    # (command, reply): replies to give instead of the usual one, first come first served
+    fail_next: list[tuple[FailAt, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _failure(self, command: FailAt) -> str | None:
+        with self.lock:
+            for i, (at, reply) in enumerate(self.fail_next):
+                if at == command:
+                    del self.fail_next[i]
+                    return reply
+        return None
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> list[str]:
+        session.host_name = hostname  # this hook's job, once it exists
+        if self.offer_auth:
+            return list(responses)
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        failure = self._failure("MAIL")
+        if failure is not None:
+            return failure
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
+        failure = self._failure("RCPT")
+        if failure is not None:
+            return failure
         if address.strip().lower() not in self.server.users() and not self.catch_all:
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.lock:
-            if self.fail_next:
-                return self.fail_next.pop(0)
+        failure = self._failure("DATA")
+        if failure is not None:
+            return failure
         data = envelope.original_content or b""
         if isinstance(data, str):
             data = data.encode()
@@ -87,24 +122,25 @@ class LocalSmtpRelay:
         *,
         port: int | None = None,
         security: RelaySecurity = "starttls",
-        require_auth: bool = True,
+        auth: RelayAuth = "required",
         catch_all: str | None = None,
     ) -> None:
         self.server = server
         self.port = port or free_port()
         self.security = security
-        self.require_auth = require_auth
-        self.handler = _Handler(server, catch_all=catch_all)
+        self.auth = auth
+        self.handler = _Handler(server, catch_all=catch_all, offer_auth=auth != "none")
         self._controller: Controller | None = None
 
     @property
     def accepted(self) -> list[Accepted]:
         return self.handler.accepted
 
-    def fail_next(self, reply: str) -> None:
-        """Answer the next DATA with `reply` (e.g. "451 4.7.1 Try again later")."""
+    def fail_next(self, reply: str, *, at: FailAt = "DATA") -> None:
+        """Answer the next `at` command (MAIL, RCPT, or DATA: the message after its final
+        ".") with `reply`, e.g. "451 4.7.1 Try again later"."""
         with self.handler.lock:
-            self.handler.fail_next.append(reply)
+            self.handler.fail_next.append((at, reply))
 
     def _tls(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -128,11 +164,15 @@ class LocalSmtpRelay:
             "hostname": "127.0.0.1",
             "port": self.port,
             "server_hostname": "localhost",
-            "authenticator": self._authenticate,
-            "auth_required": self.require_auth,
+            "auth_required": self.auth == "required",
             "auth_require_tls": self.security != "none",
             "ident": "imapdesk local relay",
         }
+        if self.auth == "none":
+            # AUTH is then neither listed nor accepted: every mechanism is left out
+            kwargs["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]
+        else:
+            kwargs["authenticator"] = self._authenticate
         if self.security == "ssl":
             kwargs["ssl_context"] = self._tls()
         elif self.security == "starttls":
@@ -143,7 +183,9 @@ class LocalSmtpRelay:
         controller = Controller(self.handler, **kwargs)
         controller.start()
         self._controller = controller
-        log.info("local SMTP relay on 127.0.0.1:%d (%s)", self.port, self.security)
+        log.info(
+            "local SMTP relay on 127.0.0.1:%d (%s, AUTH %s)", self.port, self.security, self.auth
+        )
 
     def stop(self) -> None:
         if self._controller is not None:

@@ -10,21 +10,49 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
 from imapdesk.kernel import wakeups  # noqa: F401  (its listeners wake the worker after commits)
-from imapdesk.kernel.settings import get_settings
+from imapdesk.kernel.settings import Settings, get_settings
 
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def pool_options(settings: Settings) -> dict[str, Any]:
+    """The connection pool's size, and how long a checkout waits for a connection before it
+    raises (sqlalchemy.exc.TimeoutError: a 503 with Retry-After in the API)."""
+    return {
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_wait_seconds,
+    }
+
+
+def pool_capacity(engine: Engine) -> int:
+    """How many connections the engine's pool hands out at most at once."""
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        return pool.size() + max(pool._max_overflow, 0)
+    return 1
+
+
+def make_engine(url: str, *, settings: Settings | None = None, **kwargs: Any) -> Engine:
+    """An engine for `url`, its pool sized by `settings` (by default the settings' defaults,
+    not the environment's: the process-wide engine is `get_engine`)."""
     parsed = make_url(url)
+    in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    if not in_memory:
+        for key, value in pool_options(settings or Settings.model_construct()).items():
+            kwargs.setdefault(key, value)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        if not in_memory:
+            assert parsed.database is not None
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # a pool of connections, as for a server (SQLAlchemy's default for a file)
+            kwargs.setdefault("poolclass", QueuePool)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
@@ -54,14 +82,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
 
 
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
+    settings = get_settings()
+    return make_engine(settings.database_url, settings=settings)
 
 
 @contextmanager

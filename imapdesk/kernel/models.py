@@ -145,6 +145,24 @@ class LoginAttempt(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class BrowserSession(SQLModel, table=True):
+    """A browser signed in as an agent (imapdesk/domain/accounts/sessions.py). The cookie
+    carries a random key; only its hash is stored, so the table signs no one in. It ends when
+    revoked (sign-out, deactivation, a new password), idle too long, at `expires_at`, or when
+    the agent's password hash no longer has `password_stamp` (however it was changed)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", index=True, ondelete="CASCADE")
+    key_hash: str = Field(max_length=64, unique=True)
+    password_stamp: str = Field(max_length=32)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    user_agent: str | None = Field(default=None, max_length=300)
+    client_address: str | None = Field(default=None, max_length=64)
+
+
 # --- mailboxes and folders ---------------------------------------------------------------------
 
 

@@ -6,10 +6,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET = "imapdesk-development-secret-change-me"
+# production's least secret key (IMAPDESK_SECRET_KEY), in bytes: 256 bits
+MIN_SECRET_KEY_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -62,12 +64,52 @@ class Settings(BaseSettings):
     # largest total size of a reply's attachments
     max_outbound_attachment_bytes: int = 25 * 1024 * 1024
 
+    # request limits (api/limits.py), held before anything is parsed: the request line and
+    # headers together, the time to send them, and an idle keep-alive connection's life; a
+    # body by its kind (JSON; forms; an upload is its attachments, above, counted as they
+    # arrive, plus a JSON body's worth of text), the files in one request, the fields in one
+    # form, how deep JSON may nest; how long a body may stop arriving
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(default=15.0, gt=0)
+    keep_alive_seconds: float = Field(default=5.0, gt=0)
+    max_json_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_form_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_upload_files: int = Field(default=20, ge=1)
+    max_form_fields: int = Field(default=1000, ge=1)
+    max_json_depth: int = Field(default=32, ge=1)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # browser sessions (imapdesk/domain/accounts/sessions.py): a session unused this long ends,
+    # and every session ends this long after sign-in, used or not
+    session_idle_seconds: int = 3 * 24 * 3600
+    session_lifetime_seconds: int = 14 * 24 * 3600
+
+    # capacity of `serve` (api/capacity.py): database connections per process (`db_pool_size`
+    # kept open, up to `db_max_overflow` more under load); a request waits at most
+    # `db_wait_seconds` for one, then answers 503 with Retry-After; threads that run request
+    # handlers; open /live streams per process and per agent (more answer 503, Retry-After)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_wait_seconds: float = Field(default=3.0, gt=0)
+    web_threads: int = Field(default=40, ge=4)
+    live_streams_max: int = Field(default=1000, ge=1)
+    live_streams_per_agent: int = Field(default=20, ge=1)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.environment == "production" and self.secret_key == DEVELOPMENT_SECRET:
             raise ValueError(
                 "IMAPDESK_SECRET_KEY must be set to a long random value in production "
                 "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        # the key signs sessions and derives the key that encrypts mailbox passwords: a short
+        # one can be guessed offline from any session cookie
+        secret_bytes = len(self.secret_key.encode())
+        if self.environment == "production" and secret_bytes < MIN_SECRET_KEY_BYTES:
+            raise ValueError(
+                f"IMAPDESK_SECRET_KEY has {secret_bytes} bytes; production needs at least "
+                f"{MIN_SECRET_KEY_BYTES} random ones. Make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.data_dir / 'imapdesk.db').resolve()}"

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import contextlib
 import functools
 import html as html_lib
 import itertools
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.errors import MessageDefect
@@ -159,23 +161,6 @@ def _codec_for(label: str | None) -> str | None:
     return None
 
 
-def _detect(data: bytes) -> str:
-    """Decode bytes without a (usable) declared charset: UTF-8, else a guess, else cp1252."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        best = charset_normalizer.from_bytes(data[:_DETECT_BYTES]).best()
-        if best is not None and best.encoding:
-            codec = _codec_for(best.encoding)
-            if codec is not None:
-                return data.decode(codec, errors="replace")
-    except Exception:  # the detector is heuristics over arbitrary bytes; never let it break us
-        log.debug("charset detection failed", exc_info=True)
-    return _cp1252(data)
-
-
 def _cp1252(data: bytes) -> str:
     try:
         return data.decode("cp1252")
@@ -246,13 +231,17 @@ def _iso2022jp_via_cp932(data: bytes) -> str:
     return out.decode("cp932", errors="replace")
 
 
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode text in its declared charset, repairing the usual mislabels. Never raises."""
+def decode_bytes(
+    data: bytes, charset: str | None, undeclared: UndeclaredCharset | None = None
+) -> str:
+    """Decode text in its declared charset, repairing the usual mislabels; text without a
+    (known) charset as `undeclared` says (the message's policy, else `ON_ITS_OWN`). Never
+    raises."""
     if not data:
         return ""
     codec = _codec_for(charset)
-    if codec is None:  # undeclared or an unknown name: ASCII-compatible is the best bet
-        return data.decode("ascii") if data.isascii() else _detect(data)
+    if codec is None:  # undeclared or an unknown name
+        return (undeclared or ON_ITS_OWN).decode(data)
     if codec not in _NOT_ASCII_COMPATIBLE and not codec.startswith("iso2022") and data.isascii():
         return data.decode("ascii")
     if codec in _LATIN_CODECS or codec == "iso8859-15":
@@ -277,7 +266,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     except UnicodeDecodeError:
         pass
     except Exception:  # codec machinery errors on hostile input
-        return _detect(data)
+        return (undeclared or ON_ITS_OWN).decode(data)
     if codec.startswith("iso2022_jp"):
         return _iso2022jp_via_cp932(data)
     if codec == "euc_jp":
@@ -288,52 +277,205 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     try:
         return data.decode(codec, errors="replace")
     except Exception:
-        return _detect(data)
+        return (undeclared or ON_ITS_OWN).decode(data)
 
 
-class HeaderCharset:
-    """The charset for raw 8-bit header bytes that are not UTF-8, worked out once per message:
-    the declared body charset, else a guess over the whole message (one header is too short to
-    guess from), else windows-1252."""
+# --- undeclared 8-bit text ----------------------------------------------------------------------
 
-    __slots__ = ("_codec", "_declared", "_raw")
-
-    def __init__(self, raw: bytes = b"", declared: str | None = None) -> None:
-        self._raw = raw
-        self._declared = declared
-        self._codec: str | None = None
-
-    def codec(self) -> str:
-        if self._codec is None:
-            codec = _codec_for(self._declared)
-            if codec in (None, "utf-8", "ascii") or codec in _NOT_ASCII_COMPATIBLE:
-                codec = None
-                sample = self._raw[:_DETECT_BYTES]
-                if sample and not sample.isascii():
-                    try:
-                        best = charset_normalizer.from_bytes(sample).best()
-                        if best is not None and best.encoding:
-                            codec = _codec_for(best.encoding)
-                    except Exception:
-                        log.debug("charset detection failed", exc_info=True)
-            self._codec = codec or "cp1252"
-        return self._codec
+# A charset guesser (charset-normalizer) is right about non-Latin text (Cyrillic, Greek, CJK:
+# words made of 8-bit bytes) once it sees some 120 bytes of such words (measured on KOI8-R,
+# windows-1251, ISO-8859-5, mac-cyrillic and Greek text cut at random places: wrong answers
+# below that, none above), and wrong about Western text at any length: its accented letters are
+# the same bytes in a dozen codepages, and it picks another one ("café crème" came out as
+# "cafﻠ crﻟme"). So it only sees text with at least 200 bytes (a margin over 120) in runs of
+# three or more 8-bit bytes: whole non-Latin words, which Western text (one or two accented
+# letters among ASCII ones) does not have; everything else is read as windows-1252.
+_GUESS_MIN_WORD_BYTES = 200
+_EIGHT_BIT_WORD = re.compile(rb"[\x80-\xff]{3,}")
 
 
-def _decode_8bit_str(value: str, charset: HeaderCharset | None = None) -> str:
-    """A header value read by compat32 (raw 8-bit bytes as surrogate escapes) decoded to text."""
-    raw = value.encode("utf-8", "surrogateescape")
+def _guess(sample: bytes) -> str | None:
+    """The guesser's codec for undeclared text that is not UTF-8; None unless it has enough
+    non-Latin words to be trusted."""
+    if len(sample) > _DETECT_BYTES:
+        sample = sample[:_DETECT_BYTES]
+        cut = max(sample.rfind(b"\n"), sample.rfind(b" "))
+        sample = sample[:cut] if cut > 0 else sample  # not inside a multibyte character
+    if sum(map(len, _EIGHT_BIT_WORD.findall(sample))) < _GUESS_MIN_WORD_BYTES:
+        return None
     try:
-        return raw.decode("utf-8")
+        best = charset_normalizer.from_bytes(sample).best()
+    except Exception:  # heuristics over arbitrary bytes; never let them break parsing
+        log.debug("charset detection failed", exc_info=True)
+        return None
+    codec = _codec_for(best.encoding) if best is not None and best.encoding else None
+    if codec is None or codec == "utf-8" or codec in _NOT_ASCII_COMPATIBLE:
+        return None
+    return codec
+
+
+def _usable_declared(label: str | None) -> str | None:
+    """A declared charset that can read someone else's undeclared 8-bit bytes: an ASCII-based
+    8-bit one (UTF-8 and ASCII are tried before any declaration anyway)."""
+    codec = _codec_for(label)
+    if (
+        codec is None
+        or codec in ("utf-8", "ascii")
+        or codec in _NOT_ASCII_COMPATIBLE
+        or codec.startswith("iso2022")
+    ):
+        return None
+    return codec
+
+
+def _leaves(msg: Message) -> list[Message]:
+    """The message's leaf parts in order (attached messages' too), at most _MAX_PARTS."""
+    found: list[Message] = []
+    stack: list[Message] = [msg]
+    while stack and len(found) < _MAX_PARTS:
+        part = stack.pop()
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
+        else:
+            found.append(part)
+    return found
+
+
+def _raw_header_values(msg: Message) -> list[bytes]:
+    return [str(value).encode("utf-8", "surrogateescape") for _name, value in msg.raw_items()]
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    if charset is None:
-        return _detect(raw)
-    codec = charset.codec()
+        return False
+    return True
+
+
+class UndeclaredCharset:
+    """How one message's 8-bit text without a declared charset is read: a text part with no
+    charset, raw 8-bit headers, a charset label nobody knows. In order: UTF-8 when the bytes
+    are valid UTF-8; else a charset the message declares elsewhere (its parts' Content-Type or
+    HTML meta, then its headers' encoded words) in which the bytes decode; else the guesser's
+    answer, worked out once over all of the message's undeclared text and only when that is
+    long and non-Latin enough to be trusted (`_guess`); else windows-1252, where every byte
+    means something and Western mailers' text is right. Without a message (`ON_ITS_OWN`), each
+    text is decided on its own bytes."""
+
+    __slots__ = ("_declared", "_guess_done", "_guessed", "_msg")
+
+    def __init__(self, msg: Message | None = None) -> None:
+        self._msg = msg
+        self._declared: list[str] | None = None
+        self._guessed: str | None = None
+        self._guess_done = False
+
+    def decode(self, data: bytes) -> str:
+        if data.isascii():
+            return data.decode("ascii")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        for codec in self.declared():
+            try:
+                data.decode(codec)
+            except Exception:  # UnicodeDecodeError, or codec machinery on hostile bytes
+                continue
+            return decode_bytes(data, codec)
+        guessed = self._guess(data)
+        if guessed is not None:
+            try:
+                return data.decode(guessed)
+            except Exception:  # the guess was made on other text of the message
+                pass
+        return _cp1252(data)
+
+    def declared(self) -> list[str]:
+        """The usable charsets the message declares, in the order they are tried."""
+        if self._declared is None:
+            self._declared = [] if self._msg is None else _declared_codecs(self._msg)
+        return self._declared
+
+    def _guess(self, data: bytes) -> str | None:
+        if self._msg is None:
+            return _guess(data)
+        if not self._guess_done:
+            self._guessed = _guess(_undeclared_sample(self._msg))
+            self._guess_done = True
+        return self._guessed
+
+
+ON_ITS_OWN = UndeclaredCharset()
+
+
+def _own_charset(part: Message, data: bytes | None = None) -> str | None:
+    """The charset a part declares for itself: its Content-Type's, else (HTML) a meta tag's
+    (`data`: the part's decoded payload, when the caller has it)."""
     try:
-        return raw.decode(codec)
-    except Exception:
-        return _cp1252(raw)
+        label = part.get_content_charset()
+    except Exception:  # a malformed RFC 2231 parameter
+        label = None
+    if label is None and part.get_content_type() == "text/html":
+        data = _payload_bytes(part) if data is None else data
+        if not data.isascii():
+            meta = _META_CHARSET.search(data[:4096])
+            label = meta.group(1).decode("ascii").lower() if meta else None
+    return label
+
+
+def _encoded_words(msg: Message) -> Iterator[re.Match[str]]:
+    """The encoded words in the message's own headers."""
+    for value in _raw_header_values(msg):
+        if b"=?" in value:
+            yield from _ENCODED_WORD.finditer(value.decode("ascii", "replace"))
+
+
+def _word_charset(word: re.Match[str]) -> str:
+    return word.group(1).split("*", 1)[0].lower()  # RFC 2231 language suffix
+
+
+def _declared_codecs(msg: Message) -> list[str]:
+    labels = [_own_charset(part) for part in _leaves(msg)]
+    labels.extend(_word_charset(word) for word in _encoded_words(msg))
+    found: list[str] = []
+    for label in labels:
+        codec = _usable_declared(label)
+        if codec is not None and codec not in found:
+            found.append(codec)
+    return found
+
+
+def _undeclared_texts(msg: Message) -> Iterator[bytes]:
+    yield from _raw_header_values(msg)
+    for word in _encoded_words(msg):
+        if _codec_for(_word_charset(word)) is None:
+            with contextlib.suppress(Exception):  # a broken word is shown as it is
+                yield _decode_word_payload(word.group(2), word.group(3))
+    for part in _leaves(msg):
+        if part.get_content_maintype() == "text" and _codec_for(_own_charset(part)) is None:
+            yield _payload_bytes(part)
+
+
+def _undeclared_sample(msg: Message) -> bytes:
+    """The message's 8-bit text in no known charset that is not UTF-8 (raw headers, encoded
+    words and text parts in no known charset): what the guess is made on."""
+    pieces: list[bytes] = []
+    size = 0
+    for piece in _undeclared_texts(msg):
+        if not piece.isascii() and not _is_utf8(piece):
+            pieces.append(piece)
+            size += len(piece)
+            if size >= _DETECT_BYTES:
+                break
+    return b"\n".join(pieces)
+
+
+def _decode_8bit_str(value: str, undeclared: UndeclaredCharset = ON_ITS_OWN) -> str:
+    """A header value read by compat32 (raw 8-bit bytes as surrogate escapes) decoded to text."""
+    return undeclared.decode(value.encode("utf-8", "surrogateescape"))
 
 
 # --- headers ------------------------------------------------------------------------------------
@@ -357,7 +499,7 @@ def _decode_word_payload(encoding: str, payload: str) -> bytes:
     return binascii.a2b_qp(payload.encode("utf-8", "surrogateescape"), header=True)
 
 
-def _decode_encoded_words(value: str) -> str:
+def _decode_encoded_words(value: str, undeclared: UndeclaredCharset = ON_ITS_OWN) -> str:
     """RFC 2047 encoded words, also the broken kinds: glued to text, split multibyte chars."""
     out: list[str] = []
     pending = bytearray()
@@ -367,7 +509,7 @@ def _decode_encoded_words(value: str) -> str:
     def flush() -> None:
         nonlocal pending_charset
         if pending_charset is not None:
-            out.append(decode_bytes(bytes(pending), pending_charset or None))
+            out.append(decode_bytes(bytes(pending), pending_charset or None, undeclared))
             pending.clear()
             pending_charset = None
 
@@ -376,7 +518,7 @@ def _decode_encoded_words(value: str) -> str:
         if gap and not (pending_charset is not None and gap.isspace()):
             flush()
             out.append(gap)
-        charset = match.group(1).split("*", 1)[0].lower()  # RFC 2231 language suffix
+        charset = _word_charset(match)
         try:
             data = _decode_word_payload(match.group(2), match.group(3))
         except Exception:
@@ -394,14 +536,14 @@ def _decode_encoded_words(value: str) -> str:
     return "".join(out)
 
 
-def decode_header_text(value: str | None, charset: HeaderCharset | None = None) -> str:
+def decode_header_text(value: str | None, undeclared: UndeclaredCharset = ON_ITS_OWN) -> str:
     """A header value as text: 8-bit decoded, unfolded, encoded words decoded, whitespace tidied."""
     if not value:
         return ""
     if not value.isascii():
-        value = _decode_8bit_str(value, charset)
+        value = _decode_8bit_str(value, undeclared)
     if "=?" in value:
-        value = _decode_encoded_words(value)
+        value = _decode_encoded_words(value, undeclared)
     if not value.isprintable():
         value = _CONTROL.sub("", value)
     return _WS_RUN.sub(" ", value).strip()
@@ -496,7 +638,7 @@ def _address_pairs(values: list[str]) -> tuple[str, list[tuple[str, str]]]:
         return raw, []
 
 
-def _parse_addresses(values: list[str], charset: HeaderCharset | None) -> list[dict[str, str]]:
+def _parse_addresses(values: list[str], undeclared: UndeclaredCharset) -> list[dict[str, str]]:
     """Mailboxes with an addr-spec (local@domain); groups flattened, duplicates dropped."""
     raw, pairs = _address_pairs(values)
     result: list[dict[str, str]] = []
@@ -506,7 +648,7 @@ def _parse_addresses(values: list[str], charset: HeaderCharset | None) -> list[d
         if "@" not in email or email in seen:
             continue
         seen.add(email)
-        result.append({"email": email, "name": decode_header_text(name, charset)[:MAX_NAME_LEN]})
+        result.append({"email": email, "name": decode_header_text(name, undeclared)[:MAX_NAME_LEN]})
     if not result and "@" in raw:
         # unparseable syntax: salvage the addr-specs at least
         for addr in _ADDR_FALLBACK.findall(raw):
@@ -678,14 +820,27 @@ _clean_html = functools.partial(
 )
 
 
-def sanitize_html(html: str) -> str:
+def _filter_attribute_no_remote(element: str, attribute: str, value: str) -> str | None:
+    """`_filter_attribute`, and an image keeps its source only when it is the message's own
+    (cid:, data:): one from elsewhere would be fetched (a tracking pixel) by whoever shows it."""
+    kept = _filter_attribute(element, attribute, value)
+    if kept is None or element != "img" or attribute != "src":
+        return kept
+    return kept if _SCHEME_NOISE.sub("", kept[:40]).lower().startswith(("cid:", "data:")) else None
+
+
+def sanitize_html(html: str, *, remote_images: bool = True) -> str:
     """HTML made safe to show: formatting and layout kept; scripts, styles, forms, frames,
-    event handlers and non-http(s)/mailto/tel links removed. Images stay (blocked by the CSP)."""
+    event handlers and non-http(s)/mailto/tel links removed. Images stay (blocked by the CSP);
+    without `remote_images`, images from elsewhere lose their source (their alt text stays),
+    for readers that show the HTML without that CSP (the REST API's)."""
     if not html:
         return ""
     if "\x00" in html:
         html = html.replace("\x00", "")
     try:
+        if not remote_images:
+            return _clean_html(html, attribute_filter=_filter_attribute_no_remote)
         return _clean_html(html)
     except Exception:  # e.g. lone surrogates, which the Rust side refuses
         log.debug("sanitising HTML failed", exc_info=True)
@@ -911,18 +1066,15 @@ def _payload_bytes(part: Message) -> bytes:
     return data
 
 
-def _part_text(part: Message, ctype: str, cache: dict[int, str]) -> str:
+def _part_text(
+    part: Message, ctype: str, cache: dict[int, str], undeclared: UndeclaredCharset
+) -> str:
     key = id(part)
     cached = cache.get(key)
     if cached is not None:
         return cached
     data = _payload_bytes(part)
-    charset = part.get_content_charset()
-    if charset is None and ctype == "text/html" and not data.isascii():
-        meta = _META_CHARSET.search(data[:4096])
-        if meta:
-            charset = meta.group(1).decode("ascii").lower()
-    text = decode_bytes(data, charset)
+    text = decode_bytes(data, _own_charset(part, data), undeclared)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     cache[key] = text
@@ -942,7 +1094,7 @@ def _safe_filename(name: str) -> str:
     return name
 
 
-def _param_text(part: Message, param: str, header: str) -> str:
+def _param_text(part: Message, param: str, header: str, undeclared: UndeclaredCharset) -> str:
     value = part.get_param(param, header=header)
     if value is None:
         return ""
@@ -953,7 +1105,7 @@ def _param_text(part: Message, param: str, header: str) -> str:
         except UnicodeEncodeError:
             raw = str(text).encode("utf-8", "surrogateescape")
         return decode_header_text(decode_bytes(raw, charset or "utf-8"))
-    return decode_header_text(str(value).strip('"'))
+    return decode_header_text(str(value).strip('"'), undeclared)
 
 
 def _first_raw_header(msg: Message, name: str) -> str | None:
@@ -963,10 +1115,10 @@ def _first_raw_header(msg: Message, name: str) -> str | None:
     return None
 
 
-def _attachment(part: Message, charset: HeaderCharset | None) -> ParsedAttachment:
+def _attachment(part: Message, undeclared: UndeclaredCharset) -> ParsedAttachment:
     ctype = part.get_content_type()
-    filename = _param_text(part, "filename", "content-disposition") or _param_text(
-        part, "name", "content-type"
+    filename = _param_text(part, "filename", "content-disposition", undeclared) or _param_text(
+        part, "name", "content-type", undeclared
     )
     if ctype.startswith("message/"):
         data = _message_part_bytes(part)
@@ -974,7 +1126,7 @@ def _attachment(part: Message, charset: HeaderCharset | None) -> ParsedAttachmen
             inner = part.get_payload(0) if part.is_multipart() else None
             subject = ""
             if isinstance(inner, Message):
-                subject = decode_header_text(_first_raw_header(inner, "subject"), charset)
+                subject = decode_header_text(_first_raw_header(inner, "subject"), undeclared)
             subject = subject.replace("/", "_").replace("\\", "_")[: MAX_FILENAME_LEN - 4]
             filename = (subject or "message") + ".eml"
     else:
@@ -1050,11 +1202,16 @@ def _header_block(raw: bytes) -> bytes | None:
     return raw[: end - (4 if raw[end - 4 : end] == b"\r\n\r\n" else 2)] if end else None
 
 
-def _decode_block(data: bytes) -> str:
+def _decode_block(data: bytes, undeclared: UndeclaredCharset | None = None) -> str:
+    """A block of raw lines (the header, a body without structure) as text: UTF-8, else line by
+    line as the message's undeclared text (`undeclared`), else windows-1252."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        text = _cp1252(data)
+        if undeclared is None:
+            text = _cp1252(data)
+        else:
+            text = "".join(undeclared.decode(line) for line in data.splitlines(keepends=True))
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     return text.replace("\x00", "")
@@ -1108,14 +1265,14 @@ def parse_message(raw: bytes) -> ParsedMessage:
         result.parse_error = "; ".join(errors)
         return result
 
-    charset = HeaderCharset(raw, msg.get_content_charset() if not msg.is_multipart() else None)
+    undeclared = UndeclaredCharset(msg)
     try:
-        _fill_headers(result, msg, raw, charset)
+        _fill_headers(result, msg, raw, undeclared)
     except Exception as exc:
         log.debug("header parsing failed", exc_info=True)
         errors.append(f"headers: {type(exc).__name__}: {exc}")
     try:
-        _fill_body(result, msg, walk, charset)
+        _fill_body(result, msg, walk, undeclared)
     except Exception as exc:
         log.debug("body parsing failed", exc_info=True)
         errors.append(f"body: {type(exc).__name__}: {exc}")
@@ -1128,7 +1285,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         # the structure is too broken to find a body: show what is there rather than nothing
         block = _header_block(raw)
         body = raw[len(block) :] if block is not None else b""
-        result.text = _clean_str(_decode_block(body).strip())
+        result.text = _clean_str(_decode_block(body, undeclared).strip())
         result.snippet = _snippet(result.text)
     if walk.defects:
         errors.insert(0, "defects: " + ", ".join(walk.defects))
@@ -1300,7 +1457,9 @@ def _repair_header_block(raw: bytes) -> bytes | None:
 _FIRST_TOKEN = re.compile(r"[\s;(]")
 
 
-def _fill_headers(result: ParsedMessage, msg: Message, raw: bytes, charset: HeaderCharset) -> None:
+def _fill_headers(
+    result: ParsedMessage, msg: Message, raw: bytes, undeclared: UndeclaredCharset
+) -> None:
     headers: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
         headers.setdefault(name.lower(), []).append(str(value))
@@ -1311,17 +1470,20 @@ def _fill_headers(result: ParsedMessage, msg: Message, raw: bytes, charset: Head
 
     block = _header_block(raw)
     if block is not None:
-        result.headers = _decode_block(block)
+        result.headers = _decode_block(block, undeclared)
     else:
         result.headers = _clean_str(
-            "\n".join(f"{name}: {_decode_8bit_str(str(value))}" for name, value in msg.raw_items())
+            "\n".join(
+                f"{name}: {_decode_8bit_str(str(value), undeclared)}"
+                for name, value in msg.raw_items()
+            )
         )
 
     result.message_id = normalize_msgid(first("message-id") or "")
     in_reply_to = extract_msgids(first("in-reply-to"))
     result.in_reply_to = in_reply_to[-1] if in_reply_to else None
     result.references = extract_msgids(" ".join(headers.get("references", ())))
-    result.subject = decode_header_text(first("subject"), charset)
+    result.subject = decode_header_text(first("subject"), undeclared)
     _raw_from, senders = _address_pairs(headers.get("from", []))
     sender_local = ""
     if senders:
@@ -1332,10 +1494,10 @@ def _fill_headers(result: ParsedMessage, msg: Message, raw: bytes, charset: Head
             result.from_email = email
         elif email and not name:
             name = addr  # "From: MAILER-DAEMON", "From: Whomever": a name, not an address
-        result.from_name = decode_header_text(name, charset)[:MAX_NAME_LEN] or None
-    result.to = _parse_addresses(headers.get("to", []), charset)
-    result.cc = _parse_addresses(headers.get("cc", []), charset)
-    result.reply_to = _parse_addresses(headers.get("reply-to", []), charset)
+        result.from_name = decode_header_text(name, undeclared)[:MAX_NAME_LEN] or None
+    result.to = _parse_addresses(headers.get("to", []), undeclared)
+    result.cc = _parse_addresses(headers.get("cc", []), undeclared)
+    result.reply_to = _parse_addresses(headers.get("reply-to", []), undeclared)
     result.date = _parse_date(first("date"))
 
     ctype = msg.get_content_type()
@@ -1360,22 +1522,24 @@ def _fill_headers(result: ParsedMessage, msg: Message, raw: bytes, charset: Head
     result.is_bounce = report_type == "delivery-status" or from_daemon
 
 
-def _fill_body(result: ParsedMessage, msg: Message, walk: _Walk, charset: HeaderCharset) -> None:
+def _fill_body(
+    result: ParsedMessage, msg: Message, walk: _Walk, undeclared: UndeclaredCharset
+) -> None:
     try:
         _walk_parts([msg], "mixed", False, walk.html_body, walk.text_body, walk, 0)
     finally:
         # whatever was found before an error is still worth keeping
-        _render_body(result, walk, charset)
+        _render_body(result, walk, undeclared)
 
 
-def _render_body(result: ParsedMessage, walk: _Walk, charset: HeaderCharset) -> None:
+def _render_body(result: ParsedMessage, walk: _Walk, undeclared: UndeclaredCharset) -> None:
     cache: dict[int, str] = {}
     sanitized: dict[int, str] = {}
 
     def clean_html(part: Message) -> str:
         key = id(part)
         if key not in sanitized:
-            sanitized[key] = sanitize_html(_part_text(part, "text/html", cache))
+            sanitized[key] = sanitize_html(_part_text(part, "text/html", cache, undeclared))
         return sanitized[key]
 
     texts: list[str] = []
@@ -1384,7 +1548,7 @@ def _render_body(result: ParsedMessage, walk: _Walk, charset: HeaderCharset) -> 
         if ctype == "text/html":
             texts.append(_sanitized_html_to_text(clean_html(part)))
         elif ctype == "text/plain":
-            texts.append(_part_text(part, ctype, cache).strip("\n"))
+            texts.append(_part_text(part, ctype, cache, undeclared).strip("\n"))
     result.text = _clean_str("\n\n".join(t for t in texts if t.strip()))
 
     html_parts = [(part, walk.ctypes.get(id(part), "")) for part in walk.html_body]
@@ -1394,7 +1558,7 @@ def _render_body(result: ParsedMessage, walk: _Walk, charset: HeaderCharset) -> 
             if ctype == "text/html":
                 piece = clean_html(part)
             elif ctype == "text/plain":
-                piece = _part_text(part, ctype, cache).strip("\n")
+                piece = _part_text(part, ctype, cache, undeclared).strip("\n")
                 piece = _text_to_html(piece) if piece.strip() else ""
             else:
                 continue
@@ -1409,7 +1573,7 @@ def _render_body(result: ParsedMessage, walk: _Walk, charset: HeaderCharset) -> 
     attachments: list[ParsedAttachment] = []
     for part in walk.attachments:
         try:
-            attachments.append(_attachment(part, charset))
+            attachments.append(_attachment(part, undeclared))
         except Exception as exc:
             log.debug("attachment extraction failed", exc_info=True)
             walk.defects.append(f"attachment: {type(exc).__name__}")

@@ -1,11 +1,18 @@
 """Sending one message over SMTP, with the point of no return made explicit.
 
 TLS is always verified (a private CA is added with the mailbox's `ca_file`, as for IMAP);
-AUTH only over TLS, unless the admin chose `none`. The message goes out with MAIL, RCPT and
-DATA by hand so that the caller can record, before the final "." (after which the server may
-deliver it), that it is about to be sent: a crash before that point means the server got an
+AUTH only over TLS, unless the admin chose `none`. A login that is only the default (the IMAP
+one, no SMTP user set) is skipped where the server offers no AUTH: a local Postfix or a
+provider's relay takes mail from its network without one. The message goes out with MAIL, RCPT
+and DATA by hand so that the caller can record, before the final "." (after which the server
+may deliver it), that it is about to be sent: a crash before that point means the server got an
 incomplete message and drops it (sending again is safe); after it, the message is taken as
 sent, so it is never sent twice.
+
+Every failure is an `SmtpError` subclass named for what happened (unreachable, TLS, settings,
+login, sender, recipients, message) and says whether retrying can help: a 4xx reply or a
+network failure is temporary, a 5xx reply (RFC 5321 4.2.1) or settings that cannot work with
+this server are permanent.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import functools
 import os
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +36,9 @@ DEFAULT_PORTS = {"ssl": 465, "starttls": 587, "none": 25}
 
 
 class SmtpError(MailServerError):
-    """The server refused the message or could not be reached. `permanent` for a 5xx answer
-    (retrying cannot help); `said` is the server's own words."""
+    """The server could not be reached or refused, or the settings cannot work with it.
+    `permanent`: retrying cannot help (a 5xx answer, a configuration error); `said` is the
+    server's own words."""
 
     code = "smtp_error"
 
@@ -37,6 +46,73 @@ class SmtpError(MailServerError):
         super().__init__(message)
         self.permanent = permanent
         self.said = said
+
+
+class SmtpUnreachable(SmtpError):
+    """No connection (refused, no such host, no answer) or it broke: temporary."""
+
+    code = "smtp_unreachable"
+
+
+class SmtpSessionRefused(SmtpError):
+    """The server answered the connection with a refusal (421 busy, 554 no service)."""
+
+    code = "smtp_session_refused"
+
+
+class SmtpTlsFailed(SmtpError):
+    """TLS could not be set up: the certificate was not accepted (its complaint says why), the
+    handshake failed, or STARTTLS is not offered. Configuration: permanent."""
+
+    code = "smtp_tls_failed"
+
+
+class SmtpSettingsError(SmtpError):
+    """The mailbox's SMTP settings cannot work with this server (a login where it offers no
+    AUTH, no AUTH mechanism in common, an unreadable CA file). Permanent; the message says
+    what to change."""
+
+    code = "smtp_settings"
+
+
+class SmtpLoginRefused(SmtpError):
+    """AUTH refused: 535 (wrong user or password) is permanent, 454 temporary."""
+
+    code = "smtp_login_refused"
+
+
+class SmtpSenderRefused(SmtpError):
+    """MAIL FROM refused."""
+
+    code = "smtp_sender_refused"
+
+
+class SmtpRecipientsRefused(SmtpError):
+    """Every recipient refused at RCPT; `refused` holds each address with the server's words."""
+
+    code = "smtp_recipients_refused"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        said: str = "",
+        refused: dict[str, str] | None = None,
+    ) -> None:
+        refused = refused or {}
+        super().__init__(
+            message,
+            permanent=permanent,
+            said=said or "; ".join(f"{k}: {v}" for k, v in refused.items()),
+        )
+        self.refused = refused
+
+
+class SmtpMessageRefused(SmtpError):
+    """DATA, or the message after its final ".", refused."""
+
+    code = "smtp_message_refused"
 
 
 class AnswerLost(SmtpError):
@@ -47,7 +123,9 @@ class AnswerLost(SmtpError):
 @dataclass(frozen=True)
 class SmtpAccount:
     """Where and how to send: the server, its TLS mode (ssl | starttls | none) and the login
-    (none when `username` is None). The password never appears in repr or logs."""
+    (none when `username` is None). `login_if_offered`: the login is only the default (the
+    IMAP one), so a server that offers no AUTH gets none; an SMTP user set on purpose is
+    required. The password never appears in repr or logs."""
 
     host: str
     port: int
@@ -56,9 +134,20 @@ class SmtpAccount:
     password: str | None = field(repr=False)
     ca_file: str | None = None
     timeout: float = 30.0
+    login_if_offered: bool = False
 
     def describe(self) -> str:
         return f"{self.host}:{self.port} ({self.security})"
+
+    @property
+    def has_login(self) -> bool:
+        return bool(self.username) and self.password is not None
+
+
+def is_permanent(code: int) -> bool:
+    """A 5xx reply means the same command cannot succeed later (RFC 5321 4.2.1); 4xx, and
+    anything that is no reply code at all (-1: the connection closed), may."""
+    return 500 <= code < 600
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -67,7 +156,9 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     try:
         mtime = os.stat(ca_file).st_mtime_ns if ca_file else 0
     except OSError as exc:
-        raise SmtpError(f"cannot read the CA file {ca_file!r}: {exc}", permanent=True) from exc
+        raise SmtpSettingsError(
+            f"cannot read the CA file {ca_file!r}: {exc}", permanent=True
+        ) from exc
     return _tls_context(ca_file, mtime)
 
 
@@ -78,7 +169,9 @@ def _tls_context(ca_file: str | None, _mtime: int) -> ssl.SSLContext:
         try:
             ctx.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise SmtpError(f"cannot read the CA file {ca_file!r}: {exc}", permanent=True) from exc
+            raise SmtpSettingsError(
+                f"cannot read the CA file {ca_file!r}: {exc}", permanent=True
+            ) from exc
     return ctx
 
 
@@ -87,45 +180,126 @@ def _said(code: int, message: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+def _network(
+    where: str, exc: OSError | smtplib.SMTPServerDisconnected, *, reached: bool
+) -> SmtpUnreachable:
+    """A network failure named for what it is; always temporary. `reached`: the connection
+    was made and broke later."""
+    if isinstance(exc, ConnectionRefusedError):
+        reason = "connection refused"
+    elif isinstance(exc, socket.gaierror):
+        reason = f"host not found ({exc.strerror or exc})"
+    elif isinstance(exc, TimeoutError):
+        reason = "no answer in time"
+    elif isinstance(exc, smtplib.SMTPServerDisconnected):
+        reason = "the server closed the connection"
+    else:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+    if reached:
+        return SmtpUnreachable(f"the connection to {where} broke: {reason}", permanent=False)
+    return SmtpUnreachable(f"cannot reach {where}: {reason}", permanent=False)
+
+
+def _tls_failed(where: str, exc: ssl.SSLError) -> SmtpTlsFailed:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SmtpTlsFailed(
+            f"{where}: the certificate could not be verified ({exc.verify_message});"
+            " give the CA with --ca-file",
+            permanent=True,
+        )
+    return SmtpTlsFailed(
+        f"the TLS handshake with {where} failed ({exc.reason or exc})", permanent=True
+    )
+
+
 def connect(account: SmtpAccount) -> smtplib.SMTP:
-    """A connected, TLS-verified and authenticated SMTP session; SmtpError otherwise."""
+    """A connected, TLS-verified and (where the settings and the server call for it) logged in
+    SMTP session; an SmtpError subclass otherwise."""
+    where = account.describe()
+    context = tls_context(account.ca_file) if account.security != "none" else None
+    client: smtplib.SMTP | None = None
     try:
         if account.security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(
-                account.host,
-                account.port,
-                timeout=account.timeout,
-                context=tls_context(account.ca_file),
+            client = smtplib.SMTP_SSL(
+                account.host, account.port, timeout=account.timeout, context=context
             )
         else:
             client = smtplib.SMTP(account.host, account.port, timeout=account.timeout)
             if account.security == "starttls":
                 client.ehlo()
-                client.starttls(context=tls_context(account.ca_file))
+                if not client.has_extn("starttls"):
+                    raise SmtpTlsFailed(f"{where} does not offer STARTTLS", permanent=True)
+                client.starttls(context=context)
         client.ehlo()
-        if account.username and account.password is not None:
-            client.login(account.username, account.password)
+        _log_in(client, account)
         return client
+    except SmtpError:
+        close(client)
+        raise
     except smtplib.SMTPAuthenticationError as exc:
-        raise SmtpError(
-            f"{account.describe()} refused the login of {account.username}",
-            permanent=True,
+        close(client)
+        raise SmtpLoginRefused(
+            f"{where} refused the login of {account.username}",
+            permanent=is_permanent(exc.smtp_code),
             said=_said(exc.smtp_code, exc.smtp_error),
         ) from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise SmtpError(
-            f"{account.describe()}: the certificate could not be verified ({exc.verify_message});"
-            " give the CA with --ca-file",
-            permanent=False,
-        ) from exc
-    except smtplib.SMTPResponseException as exc:
-        raise SmtpError(
-            f"{account.describe()} refused the connection",
-            permanent=False,
+    except smtplib.SMTPConnectError as exc:
+        close(client)
+        raise SmtpSessionRefused(
+            f"{where} refused the connection",
+            permanent=is_permanent(exc.smtp_code),
             said=_said(exc.smtp_code, exc.smtp_error),
         ) from exc
-    except (OSError, smtplib.SMTPException) as exc:
-        raise SmtpError(f"cannot reach {account.describe()}: {exc}", permanent=False) from exc
+    except smtplib.SMTPResponseException as exc:  # STARTTLS answered with a refusal
+        close(client)
+        raise SmtpTlsFailed(
+            f"{where} refused STARTTLS",
+            permanent=is_permanent(exc.smtp_code),
+            said=_said(exc.smtp_code, exc.smtp_error),
+        ) from exc
+    except ssl.SSLError as exc:  # before OSError: it is one
+        close(client)
+        raise _tls_failed(where, exc) from exc
+    except (OSError, smtplib.SMTPServerDisconnected) as exc:
+        close(client)
+        raise _network(where, exc, reached=client is not None) from exc
+    except smtplib.SMTPException as exc:  # nothing else is expected here; maybe a glitch
+        close(client)
+        raise SmtpUnreachable(
+            f"the SMTP session with {where} failed: {exc}", permanent=False
+        ) from exc
+
+
+def _log_in(client: smtplib.SMTP, account: SmtpAccount) -> None:
+    if not account.has_login:
+        return
+    where = account.describe()
+    if client.has_extn("auth"):
+        try:
+            client.login(account.username or "", account.password or "")
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPServerDisconnected):
+            raise
+        except smtplib.SMTPException as exc:  # no mechanism in common
+            offered = " ".join(client.esmtp_features.get("auth", "").split())
+            raise SmtpSettingsError(
+                f"{where} offers AUTH {offered}, none of which imapdesk can use ({exc})",
+                permanent=True,
+            ) from exc
+        return
+    if account.login_if_offered:
+        return  # the IMAP login was only the default: a relay that takes mail without one
+    over_tls = (
+        " (many servers offer AUTH only over TLS: check the security setting)"
+        if account.security == "none"
+        else ""
+    )
+    raise SmtpSettingsError(
+        f"{where} offers no AUTH, so the SMTP user {account.username} cannot log in{over_tls}."
+        " If the server takes mail without a login, clear the SMTP user name and password (the"
+        ' IMAP login is then used only where AUTH is offered) or choose "Send without logging'
+        ' in" (--smtp-username "")',
+        permanent=True,
+    )
 
 
 @dataclass
@@ -141,55 +315,61 @@ def send_message(
     raw: bytes,
     *,
     before_final_dot: Callable[[], None],
+    where: str = "the SMTP server",
 ) -> SendResult:
-    """MAIL, RCPT, DATA; `before_final_dot()` runs when only the final "." is left to send."""
+    """MAIL, RCPT, DATA; `before_final_dot()` runs when only the final "." is left to send.
+    `where` names the server in errors."""
     try:
         code, msg = client.mail(envelope_from, ["SMTPUTF8"] if _needs_utf8(raw) else [])
         if code != 250:
-            raise SmtpError(
-                f"the server refused the sender {envelope_from}",
-                permanent=500 <= code < 600,
+            wants_login = " (it takes mail only after a login)" if code == 530 else ""
+            raise SmtpSenderRefused(
+                f"{where} refused the sender {envelope_from}{wants_login}",
+                permanent=is_permanent(code),
                 said=_said(code, msg),
             )
         refused: dict[str, str] = {}
+        refusal_codes: list[int] = []
         for rcpt in recipients:
             code, msg = client.rcpt(rcpt)
             if code not in (250, 251):
                 refused[rcpt] = _said(code, msg)
+                refusal_codes.append(code)
         if len(refused) == len(recipients):
             client.rset()
-            permanent = all(v.startswith("5") for v in refused.values())
-            raise SmtpError(
-                "the server refused every recipient: " + "; ".join(refused.values()),
-                permanent=permanent,
-                said="; ".join(f"{k}: {v}" for k, v in refused.items()),
+            plural = "s" if len(refused) > 1 else ""
+            raise SmtpRecipientsRefused(
+                f"{where} refused the recipient{plural} {', '.join(refused)}",
+                # retried if any refusal is temporary: none of them got the message
+                permanent=all(is_permanent(c) for c in refusal_codes),
+                refused=refused,
             )
         code, msg = client.docmd("DATA")
         if code != 354:
-            raise SmtpError(
-                "the server refused DATA", permanent=500 <= code < 600, said=_said(code, msg)
+            raise SmtpMessageRefused(
+                f"{where} refused to take the message (DATA)",
+                permanent=is_permanent(code),
+                said=_said(code, msg),
             )
         body = _DOT.sub(b"..", _CRLF.sub(b"\r\n", raw))
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         client.send(body)
-    except smtplib.SMTPServerDisconnected as exc:
-        raise SmtpError(f"the server closed the connection: {exc}", permanent=False) from exc
-    except (OSError, smtplib.SMTPException) as exc:
-        if isinstance(exc, SmtpError):
-            raise
-        raise SmtpError(f"sending failed: {exc}", permanent=False) from exc
+    except (OSError, smtplib.SMTPServerDisconnected) as exc:
+        raise _network(where, exc, reached=True) from exc
+    except smtplib.SMTPException as exc:
+        raise SmtpUnreachable(f"sending to {where} failed: {exc}", permanent=False) from exc
     before_final_dot()
     try:
         client.send(b".\r\n")
         code, msg = client.getreply()
     except (OSError, smtplib.SMTPException) as exc:
         raise AnswerLost(
-            f"the server's answer to the message was lost ({exc})", permanent=False
+            f"the answer of {where} to the message was lost ({exc})", permanent=False
         ) from exc
     if code != 250:
-        raise SmtpError(
-            "the server refused the message", permanent=500 <= code < 600, said=_said(code, msg)
+        raise SmtpMessageRefused(
+            f"{where} refused the message", permanent=is_permanent(code), said=_said(code, msg)
         )
     return SendResult(said=_said(code, msg), refused=refused)
 
@@ -205,14 +385,18 @@ def check_connection(account: SmtpAccount) -> str:
     try:
         client = connect(account)
     except SmtpError as exc:
-        raise SmtpError(_what_to_fix(account, exc), permanent=exc.permanent, said=exc.said) from exc
+        raise type(exc)(_what_to_fix(account, exc), permanent=exc.permanent, said=exc.said) from (
+            exc
+        )
+    offers_auth = client.has_extn("auth")
     close(client)
     tls = "without TLS" if account.security == "none" else "TLS verified"
-    login = (
-        f"logged in as {account.username}"
-        if account.username and account.password is not None
-        else "no login configured"
-    )
+    if not account.has_login:
+        login = "no login configured"
+    elif offers_auth:
+        login = f"logged in as {account.username}"
+    else:
+        login = "no login: the server offers no AUTH and none was set for SMTP"
     return f"Connected to {account.describe()}, {tls}, {login}."
 
 
@@ -220,7 +404,7 @@ def _what_to_fix(account: SmtpAccount, exc: SmtpError) -> str:
     where = account.describe()
     cause = exc.__cause__
     said = f" (the server said: {exc.said})" if exc.said else ""
-    if isinstance(cause, smtplib.SMTPAuthenticationError):
+    if isinstance(exc, SmtpLoginRefused):
         return (
             f"{where} refused the login of {account.username}{said}: "
             "check the SMTP user name and password"
@@ -235,21 +419,16 @@ def _what_to_fix(account: SmtpAccount, exc: SmtpError) -> str:
             f"the TLS handshake with {where} failed ({cause.reason or cause}): check the "
             "security setting (ssl is usually port 465, starttls 587)"
         )
-    if isinstance(cause, smtplib.SMTPNotSupportedError):
-        if "STARTTLS" in str(cause).upper():
-            return f"{where} does not offer STARTTLS: choose ssl, or the port that offers it"
-        return (
-            f"{where} does not offer AUTH{said}: most servers offer it only over TLS; "
-            "check the security setting, or send without login"
-        )
+    if isinstance(exc, SmtpTlsFailed) and cause is None:
+        return f"{where} does not offer STARTTLS: choose ssl, or the port that offers it"
     if isinstance(cause, TimeoutError | smtplib.SMTPServerDisconnected):
         return (
             f"no SMTP answer from {where} ({cause or 'closed'}): check the host, the port and "
             "the security setting (ssl on a starttls port, or the reverse, waits for nothing)"
         )
-    if isinstance(cause, OSError):
+    if isinstance(exc, SmtpUnreachable) and isinstance(cause, OSError):
         return f"cannot reach {where} ({cause}): check the SMTP host and port"
-    return exc.message
+    return exc.message + said
 
 
 def close(client: smtplib.SMTP | None) -> None:
@@ -268,8 +447,17 @@ __all__ = [
     "SendResult",
     "SmtpAccount",
     "SmtpError",
+    "SmtpLoginRefused",
+    "SmtpMessageRefused",
+    "SmtpRecipientsRefused",
+    "SmtpSenderRefused",
+    "SmtpSessionRefused",
+    "SmtpSettingsError",
+    "SmtpTlsFailed",
+    "SmtpUnreachable",
     "check_connection",
     "close",
     "connect",
+    "is_permanent",
     "send_message",
 ]

@@ -295,6 +295,195 @@ def test_undeclared_latin1_body_and_raw_8bit_headers() -> None:
     assert parsed.from_email == "jm@example.de"
 
 
+# --- undeclared 8-bit text: UTF-8, then what the message declares, then windows-1252; the
+# guesser only for long non-Latin text (imapdesk.mail.parsing._guess says why)
+
+
+def _mail(headers: list[bytes], body: bytes) -> bytes:
+    """A message as a mailer sends it: CRLF lines, the usual headers first."""
+    head = [
+        b"Date: Mon, 3 Jun 2024 09:12:00 +0200",
+        b"Message-ID: <8bit-" + hashlib.sha256(body).hexdigest()[:12].encode() + b"@example.net>",
+        b"MIME-Version: 1.0",
+        *headers,
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+@pytest.fixture
+def guesses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of what the charset guesser was asked about."""
+    asked: list[int] = []
+    real = parsing.charset_normalizer.from_bytes
+
+    def from_bytes(data: bytes, *args: Any, **kwargs: Any) -> Any:
+        asked.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(parsing.charset_normalizer, "from_bytes", from_bytes)
+    return asked
+
+
+def test_undeclared_windows_1252_subject_and_body(guesses: list[int]) -> None:
+    """The message of issue 12: `café crème` in windows-1252 and no charset anywhere, once
+    shown as "cafﻠ crﻟme" (a guess) with the subject as "café crčme"."""
+    raw = _mail(
+        [
+            b"From: Ren\xe9e Lef\xe8vre <renee@example.fr>",
+            b"To: support@example.com",
+            b"Subject: caf\xe9 cr\xe8me",
+            b"Content-Type: text/plain",
+            b"Content-Transfer-Encoding: 8bit",
+        ],
+        b"caf\xe9 cr\xe8me\r\n\r\nLe caf\xe9 co\xfbte 3,50 \x80 \x96 \x93merci\x94, "
+        b"c\x9cur de la commande\x85\r\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.subject == "café crème"
+    assert parsed.text == (
+        "café crème\n\nLe café coûte 3,50 € \u2013 \u201cmerci\u201d, cœur de la commande\u2026"
+    )
+    assert parsed.from_name == "Renée Lefèvre"
+    assert "Subject: café crème" in parsed.headers
+    assert guesses == []
+
+
+def test_long_western_text_is_windows_1252_and_never_guessed(guesses: list[int]) -> None:
+    """However long, Western text is not the guesser's: its accented letters are the same
+    bytes in a dozen codepages (it took this French text for ISO-8859-10)."""
+    paragraph = (
+        "Bonjour Madame, je vous remercie pour votre réponse rapide. Le café crème était "
+        "très bon, mais la commande n\u2019est pas arrivée à temps\u2026 Pourriez-vous "
+        "vérifier où elle se trouve ? J\u2019ai le cœur gros : c\u2019est la deuxième fois. "
+        "Cordialement, Hélène Lefèvre. "
+    )
+    text = (paragraph * 20).strip()
+    raw = _mail(
+        [b"From: helene@example.fr", b"Subject: Commande en retard", b"Content-Type: text/plain"],
+        text.encode("cp1252"),
+    )
+    assert parse_message(raw).text == text
+    assert guesses == []
+
+
+def test_undeclared_body_read_in_the_charset_its_sibling_declares(guesses: list[int]) -> None:
+    """The plain part of an alternative has no charset, the HTML part says ISO-8859-1: the
+    plain one is read in it (as windows-1252, what ISO-8859-1 means in mail), not guessed."""
+    plain = "Grüße aus Köln \u2013 die Größe stimmt nicht, bitte prüfen. Jürgen"
+    html_part = "<p>Grüße aus Köln \u2013 die Größe stimmt nicht, bitte prüfen. Jürgen</p>"
+    raw = _mail(
+        [
+            b"From: J\xfcrgen M\xfcller <jm@example.de>",
+            b"Subject: Gr\xf6\xdfe falsch",
+            b'Content-Type: multipart/alternative; boundary="alt"',
+        ],
+        b"--alt\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + plain.encode("cp1252")
+        + b"\r\n--alt\r\nContent-Type: text/html; charset=ISO-8859-1\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + html_part.encode("cp1252").replace(b"=", b"=3D").replace(b"\x96", b"=96")
+        + b"\r\n--alt--\r\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == plain
+    assert parsed.subject == "Größe falsch"
+    assert parsed.from_name == "Jürgen Müller"
+    assert guesses == []
+
+
+def test_a_sibling_declaration_reads_short_text_no_guess_could(guesses: list[int]) -> None:
+    """Short Russian text without a charset (far too short to guess) beside an HTML part that
+    declares KOI8-R: body and raw 8-bit subject are read as KOI8-R."""
+    plain = "Здравствуйте! Заказ не пришёл."
+    raw = _mail(
+        [
+            b"From: " + "Иван Петров".encode("koi8-r") + b" <ivan@example.ru>",
+            b"Subject: " + "Заказ 4521".encode("koi8-r"),
+            b'Content-Type: multipart/mixed; boundary="b1"',
+        ],
+        b"--b1\r\nContent-Type: text/plain\r\n\r\n"
+        + plain.encode("koi8-r")
+        + b"\r\n--b1\r\nContent-Type: text/html; charset=koi8-r\r\n"
+        b"Content-Disposition: attachment; filename=order.html\r\n\r\n"
+        + "<p>Заказ 4521</p>".encode("koi8-r")
+        + b"\r\n--b1--\r\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == plain
+    assert parsed.subject == "Заказ 4521"
+    assert parsed.from_name == "Иван Петров"
+    assert guesses == []
+
+
+def test_valid_utf8_comes_before_any_declaration(guesses: list[int]) -> None:
+    """Undeclared bytes that are valid UTF-8 are UTF-8, even where another part declares
+    ISO-8859-1 (Latin text is practically never valid UTF-8)."""
+    text = "Grüße aus Köln \u2013 5 € für die Größe M"
+    raw = _mail(
+        [
+            "From: Jürgen Müller <jm@example.de>".encode(),
+            "Subject: Größe M \u2013 5 €".encode(),
+            b'Content-Type: multipart/mixed; boundary="b2"',
+        ],
+        b"--b2\r\nContent-Type: text/plain\r\n\r\n"
+        + text.encode()
+        + b"\r\n--b2\r\nContent-Type: text/plain; charset=iso-8859-1; name=note.txt\r\n"
+        b"Content-Disposition: attachment; filename=note.txt\r\n\r\n"
+        + "Größe".encode("latin-1")
+        + b"\r\n--b2--\r\n",
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == text
+    assert parsed.subject == "Größe M \u2013 5 €"
+    assert parsed.from_name == "Jürgen Müller"
+    assert guesses == []
+
+
+RUSSIAN = (
+    "Здравствуйте! Спасибо за быстрый ответ. Увы, заказ до сих пор не пришёл, хотя прошло "
+    "уже две недели. Пожалуйста, проверьте, где находится посылка, и сообщите мне номер для "
+    "отслеживания. Мы также хотели бы узнать, можно ли изменить адрес доставки на наш офис "
+    "возле Невского проспекта: он открыт по будням до шести вечера.\n\n"
+    "Заранее спасибо,\n"
+    "Иван Петров"
+)
+
+
+def test_long_undeclared_koi8_r_is_guessed_for_body_and_headers(guesses: list[int]) -> None:
+    """Long Cyrillic text in KOI8-R and no charset: enough non-Latin words for the guesser,
+    whose answer also reads the message's raw 8-bit subject and sender name (each far too short
+    to guess on its own)."""
+    raw = _mail(
+        [
+            b"From: " + "Иван Петров".encode("koi8-r") + b" <ivan@example.ru>",
+            b"To: support@example.com",
+            b"Subject: " + "Заказ не пришёл".encode("koi8-r"),
+            b"Content-Type: text/plain",
+            b"Content-Transfer-Encoding: 8bit",
+        ],
+        RUSSIAN.replace("\n", "\r\n").encode("koi8-r"),
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == RUSSIAN
+    assert parsed.subject == "Заказ не пришёл"
+    assert parsed.from_name == "Иван Петров"
+    assert "Subject: Заказ не пришёл" in parsed.headers
+    assert len(guesses) == 1, "one guess for the whole message"
+
+
+def test_short_undeclared_non_latin_text_is_not_guessed(guesses: list[int]) -> None:
+    """A line of Russian in KOI8-R alone: too little for a guess to be trusted, so it is read as
+    windows-1252, every byte kept (readable again if the sender says what it was)."""
+    line = "Заказ не пришёл, проверьте."
+    raw = _mail(
+        [b"From: ivan@example.ru", b"Subject: order", b"Content-Type: text/plain"],
+        line.encode("koi8-r"),
+    )
+    parsed = parse_message(raw)
+    assert parsed.text == line.encode("koi8-r").decode("cp1252")
+    assert guesses == []
+
+
 def test_broken_encoded_words() -> None:
     euro = base64.b64encode("€".encode()).decode()
     raw = _message(

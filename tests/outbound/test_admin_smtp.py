@@ -172,14 +172,28 @@ def test_the_smtp_test_against_the_relay(
     assert f"logged in as {mail_account.user}" in text and "TLS verified" in text
     assert "Connection works" not in text  # the IMAP test did not run
 
-    # a saved mailbox, its stored password used; then each mistake named
+    # a saved mailbox without SMTP: its stored password goes to no SMTP server the form names
     box_id = add_box(engine, settings, mail_account)
     url = f"/admin/mailboxes/{box_id}"
     edit = {"csrf_token": csrf(admin, url), "op": "smtp"} | imap_fields(mail_account)
     r = admin.post(url, data=edit | relay_fields(relay))
+    text = Page(r.text).all_text
+    assert r.status_code == 400 and "type the password to test another server" in text
+    assert "SMTP works" not in text
+    typed = edit | {"password": mail_account.password}
+    r = admin.post(url, data=typed | relay_fields(relay))
     assert "SMTP works" in Page(r.text).all_text
 
-    wrong_port = admin.post(url, data=edit | relay_fields(relay, smtp_port=str(free_port())))
+    # saved with the relay: the stored password is used there; then each mistake named
+    with unit_of_work(engine) as s:
+        box = s.get(Mailbox, box_id)
+        assert box is not None
+        box.smtp_host, box.smtp_port = "localhost", relay.port
+        box.smtp_security = SmtpSecurity.starttls
+    r = admin.post(url, data=edit | relay_fields(relay))
+    assert "SMTP works" in Page(r.text).all_text
+
+    wrong_port = admin.post(url, data=typed | relay_fields(relay, smtp_port=str(free_port())))
     text = Page(wrong_port.text).all_text
     assert "SMTP failed" in text and "cannot reach localhost:" in text
     assert "check the SMTP host and port" in text
@@ -202,7 +216,8 @@ def test_the_smtp_test_against_the_relay(
     # testing saves nothing
     with Session(engine) as s:
         box = s.get(Mailbox, box_id)
-        assert box is not None and box.smtp_host is None
+        assert box is not None and (box.smtp_host, box.smtp_port) == ("localhost", relay.port)
+        assert box.smtp_security == SmtpSecurity.starttls and box.ca_file
 
 
 def test_only_admins_and_only_with_the_csrf_token(

@@ -1,5 +1,6 @@
 """SMTP security against the real relay: the certificate is verified (a private CA only with the
-CA file), AUTH is refused with a wrong password (permanent), and STARTTLS is required."""
+CA file), AUTH is refused with a wrong password (permanent), and STARTTLS is required (a login
+set for a plain connection is a settings error)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from imapdesk.devtools.mailserver import MailAccount
 from imapdesk.devtools.smtp_relay import LocalSmtpRelay
-from imapdesk.mail.smtp import SmtpAccount, SmtpError, close, connect
+from imapdesk.mail.smtp import SmtpAccount, SmtpError, SmtpSettingsError, close, connect
 
 
 def _account(relay: LocalSmtpRelay, box: MailAccount, **kw: object) -> SmtpAccount:
@@ -37,9 +38,11 @@ def test_tls_verified_and_auth_checked(
     with pytest.raises(SmtpError) as wrong:
         connect(_account(running_relay, mail_account, password="not-it"))
     assert wrong.value.permanent and wrong.value.said.startswith("535")
-    # the relay refuses AUTH (and mail) without STARTTLS
-    with pytest.raises(SmtpError):
+    # the relay offers AUTH (and takes mail) only after STARTTLS: the login cannot happen
+    with pytest.raises(SmtpSettingsError) as in_the_clear:
         connect(_account(running_relay, mail_account, security="none"))
+    assert in_the_clear.value.permanent
+    assert "offer AUTH only over TLS: check the security setting" in in_the_clear.value.message
     plain = smtplib.SMTP("localhost", running_relay.port, timeout=10)
     try:
         code, _ = plain.mail(mail_account.user)

@@ -11,10 +11,11 @@ from types import SimpleNamespace
 from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from imapdesk.api.app import _session_signing_key
 from imapdesk.api.web.auth import sign_in as web_sign_in
+from imapdesk.domain.accounts.sessions import SessionPolicy
+from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Agent
 from imapdesk.kernel.settings import Settings
 
@@ -76,10 +77,10 @@ def sign_in(browser: TestClient, next: str = "/") -> None:
 def session_cookie(config: Settings, engine: Engine, agent_id: int) -> str:
     """A signed session cookie for the agent, as signing in sets it (skips the slow password
     check where signing in is not what a test is about)."""
-    with Session(engine) as db:
+    with unit_of_work(engine) as db:
         agent = db.get(Agent, agent_id)
         assert agent is not None
-        request = SimpleNamespace(session={})
-        web_sign_in(request, agent)  # type: ignore[arg-type]
+        request = SimpleNamespace(session={}, headers={}, client=None)
+        web_sign_in(request, db, agent, SessionPolicy.of(config))  # type: ignore[arg-type]
     payload = base64.b64encode(json.dumps(request.session).encode())
     return TimestampSigner(_session_signing_key(config.secret_key)).sign(payload).decode()

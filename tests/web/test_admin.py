@@ -1,10 +1,16 @@
 """Admin pages: only admins get in; agents (add, access, deactivate, reset password), mailboxes
-(add, edit, a real connection test against Dovecot, sync health) and API tokens (shown once,
-revoked)."""
+(add, edit, a real connection test against Dovecot, sync health, a stored password never sent
+to another server) and API tokens (shown once, revoked)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import re
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -15,8 +21,17 @@ from sqlmodel import Session, select
 from imapdesk.devtools.mailserver import MailAccount
 from imapdesk.domain.accounts import access
 from imapdesk.domain.accounts.agents import create_agent
+from imapdesk.domain.mailboxes.config import add_mailbox
 from imapdesk.kernel.db import unit_of_work
-from imapdesk.kernel.models import Agent, ApiToken, FolderState, Mailbox
+from imapdesk.kernel.models import (
+    Agent,
+    ApiToken,
+    FolderState,
+    ImapSecurity,
+    Mailbox,
+    SmtpSecurity,
+)
+from imapdesk.kernel.settings import Settings
 from tests.support import factories as f
 from tests.support.web import PASSWORD, Page, csrf
 
@@ -247,3 +262,158 @@ def test_a_new_mailbox_is_granted_to_the_chosen_agents_and_forms_need_csrf(
     assert r.status_code == 403
     with Session(engine) as s:
         assert s.get(Mailbox, box_id).address == "billing@example.test"  # type: ignore[union-attr]
+
+
+class RecordingServer:
+    """A listener on a free loopback port that plays just enough IMAP or SMTP (no TLS) for a
+    client to try to log in, refuses the login, and keeps everything it heard (an AUTH PLAIN
+    answer decoded): where a stored password must never go."""
+
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.heard = b""
+        self.connections = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as lines, contextlib.suppress(OSError):
+                self._converse(conn, lines)
+
+    def _converse(self, conn: socket.socket, lines: Any) -> None:
+        if self.protocol == "imap":
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n")
+        else:
+            conn.sendall(b"220 recorder ESMTP\r\n")
+        for line in lines:
+            self.heard += line
+            if self.protocol == "imap":
+                tag, _, rest = line.partition(b" ")
+                command = rest.split(b" ", 1)[0].strip().upper()
+                if command == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+                elif command == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] refused\r\n")
+                continue
+            verb = line.split(b" ", 1)[0].strip().upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-recorder\r\n250 AUTH PLAIN\r\n")
+            elif verb == b"AUTH":
+                self.heard += base64.b64decode(line.split()[-1]) + b"\r\n"
+                conn.sendall(b"535 5.7.8 refused\r\n")
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")
+
+
+@pytest.fixture
+def recorders() -> Iterator[tuple[RecordingServer, RecordingServer]]:
+    imap, smtp = RecordingServer("imap"), RecordingServer("smtp")
+    yield imap, smtp
+    imap.close()
+    smtp.close()
+
+
+def test_a_connection_test_never_sends_a_stored_password_to_another_server(
+    app: FastAPI,
+    engine: Engine,
+    settings: Settings,
+    people: dict[str, int],
+    recorders: tuple[RecordingServer, RecordingServer],
+) -> None:
+    imap_recorder, smtp_recorder = recorders
+    stored_imap, stored_smtp = b"stored-imap-secret-4711", b"stored-smtp-secret-4712"
+    with unit_of_work(engine) as s:
+        box = add_mailbox(
+            s,
+            settings,
+            name="support",
+            address="support@example.test",
+            imap_host="imap.saved.test",
+            imap_port=993,
+            imap_security=ImapSecurity.ssl,
+            username="support",
+            password=stored_imap.decode(),
+            smtp_host="smtp.saved.test",
+            smtp_port=587,
+            smtp_security=SmtpSecurity.starttls,
+            smtp_password=stored_smtp.decode(),
+        )
+        url = f"/admin/mailboxes/{box.id}"
+    admin = signed_in(app, "admin@example.com")
+    saved = {
+        "csrf_token": csrf(admin, url),
+        "address": "support@example.test",
+        "imap_host": "imap.saved.test",
+        "imap_port": "993",
+        "imap_security": "ssl",
+        "username": "support",
+        "smtp_host": "smtp.saved.test",
+        "smtp_port": "587",
+        "smtp_security": "starttls",
+    }
+    imap_elsewhere = saved | {
+        "op": "test",
+        "imap_host": "127.0.0.1",
+        "imap_port": str(imap_recorder.port),
+        "imap_security": "none",
+    }
+    smtp_elsewhere = saved | {
+        "op": "smtp",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": str(smtp_recorder.port),
+        "smtp_security": "none",
+    }
+    # the password fields empty: another server, another user, another port or no TLS where
+    # the saved settings use it are refused before anything connects
+    refused = [
+        imap_elsewhere,
+        smtp_elsewhere,
+        saved | {"op": "test", "username": "someone-else"},
+        saved | {"op": "test", "imap_port": "143", "imap_security": "starttls"},
+        saved | {"op": "test", "imap_security": "none"},
+        saved | {"op": "smtp", "smtp_username": "someone-else"},
+        saved | {"op": "smtp", "smtp_port": "2525"},
+        saved | {"op": "smtp", "smtp_security": "none"},
+        # the SMTP login falling back to the IMAP one: its stored password stays home too
+        smtp_elsewhere | {"smtp_clear_password": "true"},
+    ]
+    for form in refused:
+        r = admin.post(url, data=form)
+        text = Page(r.text).all_text
+        assert r.status_code == 400, form
+        assert "type the password to test another server" in text, form
+        assert "works" not in text and "failed" not in text
+    assert imap_recorder.connections == 0 and smtp_recorder.connections == 0
+
+    # typed, a password goes where the form says (the recorders hear it: they would have heard
+    # the stored one)
+    r = admin.post(url, data=imap_elsewhere | {"password": "typed-imap-secret"})
+    assert r.status_code == 200 and "Connection failed" in Page(r.text).all_text
+    r = admin.post(url, data=smtp_elsewhere | {"smtp_password": "typed-smtp-secret"})
+    assert r.status_code == 200 and "SMTP failed" in Page(r.text).all_text
+    assert b"typed-imap-secret" in imap_recorder.heard
+    assert b"typed-smtp-secret" in smtp_recorder.heard
+    for heard in (imap_recorder.heard, smtp_recorder.heard):
+        assert stored_imap not in heard and stored_smtp not in heard
+    # nothing was saved
+    with Session(engine) as s:
+        after = s.get(Mailbox, box.id)
+        assert after is not None and after.imap_host == "imap.saved.test"
+        assert after.smtp_host == "smtp.saved.test"

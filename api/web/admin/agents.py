@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 
-from imapdesk.api.deps import IdValue, RowId, SessionDep
+from imapdesk.api.deps import IdValue, RowId, SessionDep, WriteSessionDep, release, take_write
 from imapdesk.api.web.admin.page import Csrf, all_mailboxes, as_sentence, found, redirect, render
 from imapdesk.api.web.auth import WebAdmin, check_csrf
 from imapdesk.api.web.flash import flash
@@ -75,13 +75,17 @@ def agent_add(
     mailboxes: MailboxChoice = None,
 ) -> Response:
     check_csrf(request, csrf_token)
+    # hashed holding no connection, before the write (it takes a good part of a second)
+    release(session)
     try:
+        hashed = administration.new_password(password)
+        take_write(session)
         with session.begin_nested():
             new = administration.add_agent(
                 session,
                 email,
                 name,
-                password,
+                hashed,
                 is_admin=is_admin,
                 all_mailboxes=access_scope != "selected",
                 mailbox_ids=mailboxes or [],
@@ -117,7 +121,7 @@ def agent_page(request: Request, session: SessionDep, admin: WebAdmin, agent_id:
 @router.post("/agents/{agent_id}", name="admin_agent_save")
 def agent_save(
     request: Request,
-    session: SessionDep,
+    session: WriteSessionDep,
     admin: WebAdmin,
     agent_id: RowId,
     csrf_token: Csrf = "",
@@ -158,10 +162,14 @@ def agent_password(
 ) -> Response:
     check_csrf(request, csrf_token)
     target = _agent(session, agent_id)
+    # hashed holding no connection, before the write (it takes a good part of a second)
+    release(session)
     try:
-        administration.set_password(session, target, password)
+        hashed = administration.new_password(password, "new password")
     except InvalidInput as exc:
         flash(request, as_sentence(exc.message), error=True)
         return redirect(request, "admin_agent", agent_id=agent_id)
+    take_write(session)
+    administration.set_password(session, target, hashed)
     flash(request, f"Set a new password for {target.email}; their browsers are signed out.")
     return redirect(request, "admin_agent", agent_id=agent_id)

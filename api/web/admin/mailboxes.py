@@ -1,5 +1,6 @@
 """Mailboxes: the list with each one's sync health, adding one, changing one, and the
-connection tests (IMAP, SMTP) of the settings in the form, saved or not."""
+connection tests (IMAP, SMTP) of the settings in the form, saved or not. Saving takes the
+write up front; a test takes none and holds no connection while the server answers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 
-from imapdesk.api.deps import RowId, SessionDep, SettingsDep
+from imapdesk.api.deps import RowId, SessionDep, SettingsDep, release, take_write
 from imapdesk.api.web.admin.mailbox_form import MailboxForm, MailboxPost, MailboxSubmission
 from imapdesk.api.web.admin.page import all_mailboxes, found, redirect, render
 from imapdesk.api.web.auth import WebAdmin, check_csrf
@@ -99,6 +100,7 @@ def _read_form(
 
 
 def _connection_test(
+    session: Session,
     op: str,
     form: MailboxForm,
     smtp: SmtpSettings,
@@ -106,14 +108,40 @@ def _connection_test(
     box: Mailbox | None,
     settings: Settings,
 ) -> ConnectionCheck:
-    """The connection test the button asked for, with the settings as typed."""
+    """The connection test the button asked for, with the settings as typed (InvalidInput: a
+    stored password the test may not send where the form says). The server may take up to
+    its timeout to answer: the request holds no database connection meanwhile."""
     imap = form.imap_settings()
     if op == "test":
-        return check_imap(server_settings.imap_account(imap, password, label=form.name))
-    account = server_settings.draft_smtp_account(
-        settings, name=form.name, imap=imap, imap_password=password, smtp=smtp, stored=box
+        imap_login = server_settings.imap_test_account(
+            settings, box, imap, password, label=form.name
+        )
+        release(session)
+        return check_imap(imap_login)
+    smtp_login = server_settings.smtp_test_account(
+        settings, box, name=form.name, imap=imap, typed=password, smtp=smtp
     )
-    return check_smtp(account)
+    release(session)
+    return check_smtp(smtp_login)
+
+
+def _tested_page(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    admin: Agent,
+    data: MailboxSubmission,
+    read: tuple[MailboxForm, SmtpSettings],
+    box: Mailbox | None,
+) -> Response:
+    form, smtp = read
+    try:
+        test = _connection_test(session, data.op, form, smtp, data.password, box, settings)
+    except InvalidInput as exc:
+        return _mailbox_page(
+            request, session, admin, form, mailbox=box, error=exc.message, status_code=400
+        )
+    return _mailbox_page(request, session, admin, form, mailbox=box, test=test, tested=data.op)
 
 
 @router.get("/mailboxes", name="admin_mailboxes")
@@ -142,13 +170,14 @@ def mailbox_new(request: Request, session: SessionDep, admin: WebAdmin) -> Respo
 def mailbox_create(
     request: Request, session: SessionDep, settings: SettingsDep, admin: WebAdmin, data: MailboxPost
 ) -> Response:
+    if data.op not in TESTS:
+        take_write(session)
     read = _read_form(request, session, admin, data, None)
     if isinstance(read, Response):
         return read
-    form, smtp = read
     if data.op in TESTS:
-        test = _connection_test(data.op, form, smtp, data.password, None, settings)
-        return _mailbox_page(request, session, admin, form, mailbox=None, test=test, tested=data.op)
+        return _tested_page(request, session, settings, admin, data, read, None)
+    form, smtp = read
     try:
         with session.begin_nested():
             box = server_settings.create_mailbox(
@@ -189,16 +218,16 @@ def mailbox_save(
     mailbox_id: RowId,
     data: MailboxPost,
 ) -> Response:
+    if data.op not in TESTS:
+        take_write(session)
     box = _mailbox(session, mailbox_id)
     read = _read_form(request, session, admin, data, box)
     if isinstance(read, Response):
         return read
-    form, smtp = read
     if data.op in TESTS:
-        # an empty password field tests with the stored one
-        password = server_settings.login_password(box, data.password, settings)
-        test = _connection_test(data.op, form, smtp, password, box, settings)
-        return _mailbox_page(request, session, admin, form, mailbox=box, test=test, tested=data.op)
+        # an empty password field tests with the stored one, on the saved server only
+        return _tested_page(request, session, settings, admin, data, read, box)
+    form, smtp = read
     try:
         server_settings.update_mailbox(
             box,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlmodel import Session, col, select
 
-from imapdesk.api.deps import IdValue, RowId, SessionDep
+from imapdesk.api.deps import IdValue, RowId, SessionDep, WriteSessionDep
 from imapdesk.api.web.admin.page import Csrf, found, redirect, render
 from imapdesk.api.web.auth import WebAdmin, check_csrf
 from imapdesk.api.web.flash import flash
@@ -54,7 +54,7 @@ def tokens_page(request: Request, session: SessionDep, admin: WebAdmin) -> Respo
 @router.post("/tokens", name="admin_token_create")
 def token_create(
     request: Request,
-    session: SessionDep,
+    session: WriteSessionDep,
     admin: WebAdmin,
     csrf_token: Csrf = "",
     agent_id: Annotated[IdValue, Form()] = 0,
@@ -69,7 +69,11 @@ def token_create(
 
 @router.post("/tokens/{token_id}/revoke", name="admin_token_revoke")
 def token_revoke(
-    request: Request, session: SessionDep, admin: WebAdmin, token_id: RowId, csrf_token: Csrf = ""
+    request: Request,
+    session: WriteSessionDep,
+    admin: WebAdmin,
+    token_id: RowId,
+    csrf_token: Csrf = "",
 ) -> Response:
     check_csrf(request, csrf_token)
     token = administration.revoke_api_token(session, token_id)

@@ -1,7 +1,8 @@
 """What an admin changes on agents and API tokens (the admin pages): adding an agent with its
 mailbox access, changing one, setting a password, revoking a token. The rules: a password an
-admin sets has at least `MIN_PASSWORD_LENGTH` characters, and no admin removes their own admin
-rights or deactivates themselves (someone must be left to undo it)."""
+admin sets has at least `MIN_PASSWORD_LENGTH` characters; no admin removes their own admin
+rights or deactivates themselves (someone must be left to undo it); deactivating an agent or
+setting their password ends every browser session of theirs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
-from imapdesk.domain.accounts import access
-from imapdesk.domain.accounts.agents import create_agent
-from imapdesk.kernel.crypto import hash_password
+from imapdesk.domain.accounts import access, sessions
+from imapdesk.domain.accounts.agents import HashedPassword, create_agent
 from imapdesk.kernel.errors import Forbidden, InvalidInput, NotFound
 from imapdesk.kernel.models import Agent, ApiToken
 
@@ -27,18 +27,25 @@ def check_password(password: str, what: str = "password") -> None:
         )
 
 
+def new_password(password: str, what: str = "password") -> HashedPassword:
+    """A password an admin sets, checked and hashed (slow: before the write lock)."""
+    check_password(password, what)
+    return HashedPassword.of(password)
+
+
 def add_agent(
     session: Session,
     email: str,
     name: str,
-    password: str,
+    password: str | HashedPassword,
     *,
     is_admin: bool,
     all_mailboxes: bool,
     mailbox_ids: Iterable[int] = (),
 ) -> Agent:
     """A new agent who works in every mailbox, or in exactly `mailbox_ids`."""
-    check_password(password)
+    if isinstance(password, str):
+        check_password(password)
     agent = create_agent(session, email, name, password, is_admin=is_admin)
     access.set_mailbox_access(session, agent, all_mailboxes=all_mailboxes, mailbox_ids=mailbox_ids)
     return agent
@@ -63,14 +70,17 @@ def change_agent(
     agent.name = name.strip() or agent.name
     agent.is_admin = is_admin
     agent.is_active = is_active
+    if not is_active and agent.id is not None:
+        sessions.end_sessions_of(session, agent.id)
 
 
-def set_password(session: Session, agent: Agent, password: str) -> None:
-    """A new password. Its new hash signs out every browser signed in as this agent (the web
-    session carries a stamp of the hash: imapdesk.api.web.auth)."""
-    check_password(password, "new password")
-    agent.password_hash = hash_password(password)
+def set_password(session: Session, agent: Agent, password: str | HashedPassword) -> None:
+    """A new password; every browser signed in as this agent is signed out."""
+    hashed = new_password(password, "new password") if isinstance(password, str) else password
+    agent.password_hash = hashed.hash
     session.add(agent)
+    if agent.id is not None:
+        sessions.end_sessions_of(session, agent.id)
 
 
 def revoke_api_token(session: Session, token_id: int) -> ApiToken:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from sqlalchemy import Engine, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from imapdesk.kernel.crypto import hash_api_token, hash_password, new_api_token, verify_password
-from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.errors import Conflict, InvalidInput
 from imapdesk.kernel.models import Agent, ApiToken
 
@@ -22,7 +20,6 @@ HANDLE_PATTERN = re.compile(r"^[a-z0-9_-]{1,32}$")
 # a token is "imd_" plus 43 characters; anything much longer is not one of ours
 _TOKEN_MAX = 200
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
-log = logging.getLogger(__name__)
 _EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -71,11 +68,25 @@ def _unique_handle(session: Session, base: str) -> str:
         n += 1
 
 
+@dataclass(frozen=True)
+class HashedPassword:
+    """A password hashed ahead: argon2 takes a good part of a second, so a request hashes
+    before it takes the database's write lock, and passes this instead of the password."""
+
+    hash: str
+
+    @classmethod
+    def of(cls, password: str) -> HashedPassword:
+        if not password:
+            raise InvalidInput("the password must not be empty", field="password")
+        return cls(hash_password(password))
+
+
 def create_agent(
     session: Session,
     email: str,
     name: str,
-    password: str,
+    password: str | HashedPassword,
     is_admin: bool = False,
     handle: str | None = None,
 ) -> Agent:
@@ -104,7 +115,9 @@ def create_agent(
         name=name,
         handle=handle,
         is_admin=is_admin,
-        password_hash=hash_password(password),
+        password_hash=(
+            password.hash if isinstance(password, HashedPassword) else hash_password(password)
+        ),
         created_at=_now(),
     )
     session.add(agent)
@@ -117,9 +130,10 @@ def _dummy_hash() -> str:
     return hash_password("imapdesk-no-such-agent")
 
 
-def authenticate(session: Session, email: str, password: str) -> Agent | None:
-    """The active agent with this email and password, else None (same cost either way)."""
-    agent = agent_by_email(session, email)
+def password_matches(agent: Agent | None, password: str) -> Agent | None:
+    """The agent, if active and the password is theirs; else None (same cost either way).
+    Reads no database: argon2 takes a good part of a second, so a caller checks with no
+    transaction open (look the agent up first, record the outcome after)."""
     if agent is None:
         # spend the time a real check takes, so the answer does not tell which emails exist
         verify_password(password, _dummy_hash())
@@ -127,6 +141,11 @@ def authenticate(session: Session, email: str, password: str) -> Agent | None:
     if not verify_password(password, agent.password_hash) or not agent.is_active:
         return None
     return agent
+
+
+def authenticate(session: Session, email: str, password: str) -> Agent | None:
+    """The active agent with this email and password, else None (same cost either way)."""
+    return password_matches(agent_by_email(session, email), password)
 
 
 def create_api_token(session: Session, agent: Agent, name: str = "") -> str:
@@ -148,8 +167,9 @@ def create_api_token(session: Session, agent: Agent, name: str = "") -> str:
     return token
 
 
-def agent_for_token(session: Session, token: str) -> Agent | None:
-    """The agent holding this unrevoked token (active or not: the caller decides), else None."""
+def token_holder(session: Session, token: str) -> tuple[ApiToken, Agent] | None:
+    """The unrevoked token and the agent holding it (active or not: the caller decides), else
+    None. Reads only."""
     if not token or len(token) > _TOKEN_MAX:
         return None
     row = session.exec(
@@ -157,35 +177,31 @@ def agent_for_token(session: Session, token: str) -> Agent | None:
         .join(Agent, col(Agent.id) == col(ApiToken.agent_id))
         .where(ApiToken.token_hash == hash_api_token(token), col(ApiToken.revoked_at).is_(None))
     ).first()
-    if row is None:
-        return None
-    api_token, agent = row
-    now = _now()
-    # at most one write a minute per token, so reads do not turn into a stream of updates
+    return row
+
+
+def token_use_due(api_token: ApiToken) -> bool:
+    """Whether to record the token's use: at most one write a minute per token, so reads do
+    not turn into a stream of updates."""
     last = api_token.last_used_at
-    if last is None or now - _aware(last) >= _LAST_USED_RESOLUTION:
-        bind = session.get_bind()
-        connection = session.connection()
-        reading = (
-            connection.dialect.name == "sqlite"
-            and not connection.get_execution_options().get("sqlite_immediate", False)
-        )
-        if reading and isinstance(bind, Engine):
-            _touch_token(bind, api_token.id, now)
-        else:
-            api_token.last_used_at = now
-            session.add(api_token)
+    return last is None or _now() - _aware(last) >= _LAST_USED_RESOLUTION
+
+
+def record_token_use(session: Session, token_id: int) -> None:
+    """The token is in use now (a write: see token_use_due)."""
+    session.execute(
+        update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=_now())
+    )
+
+
+def agent_for_token(session: Session, token: str) -> Agent | None:
+    """The agent holding this unrevoked token (active or not: the caller decides), else None;
+    records the use in `session` when due (a writing session: a request that only reads does
+    the write apart, `imapdesk.api.deps.current_agent`)."""
+    found = token_holder(session, token)
+    if found is None:
+        return None
+    api_token, agent = found
+    if token_use_due(api_token) and api_token.id is not None:
+        record_token_use(session, api_token.id)
     return agent
-
-
-def _touch_token(engine: Engine, token_id: int | None, now: datetime) -> None:
-    """Record when a token was last used, from a read-only SQLite session: in a short write of
-    its own (a read that turns into a write fails at once while the worker writes), best
-    effort."""
-    try:
-        with unit_of_work(engine) as db:
-            db.execute(
-                update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=now)
-            )
-    except OperationalError as exc:
-        log.warning("could not record the use of API token %s: %s", token_id, exc.orig)

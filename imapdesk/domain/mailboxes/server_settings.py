@@ -5,16 +5,21 @@ before anything is saved.
 SMTP fields left blank fall back as a saved mailbox's do (imapdesk.domain.mailboxes.servers):
 no user name means the IMAP login, no password the IMAP password; a user name of "" means no
 login at all. Passwords are stored encrypted and never shown again: an empty one keeps the
-stored one."""
+stored one. A connection test with the password field empty logs in with the stored password
+only where the saved settings send it (the same host, port and user, and not in the clear
+where they use TLS): the form may name any server, and a stored secret never goes to a
+server it was not saved for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlmodel import Session
 
 from imapdesk.domain.accounts import access
+from imapdesk.domain.mailboxes import servers
 from imapdesk.domain.mailboxes.config import add_mailbox, mailbox_password
 from imapdesk.domain.mailboxes.servers import smtp_account
 from imapdesk.kernel.crypto import encrypt_secret
@@ -23,6 +28,12 @@ from imapdesk.kernel.models import Agent, ImapSecurity, Mailbox, SmtpSecurity
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.imap import ImapAccount
 from imapdesk.mail.smtp import SmtpAccount
+
+T = TypeVar("T")
+STORED_PASSWORD_ELSEWHERE = (
+    "type the password to test another server: with the password field empty, the stored "
+    "password is only sent to the server and user it was saved for"
+)
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,70 @@ def imap_account(imap: ImapSettings, password: str, *, label: str) -> ImapAccoun
         imap.ca_file,
         label=label,
     )
+
+
+def _where_saved(draft: ImapAccount | SmtpAccount, saved: ImapAccount | SmtpAccount | None) -> bool:
+    """Whether `draft` sends its password where `saved` sends the same one: the same host,
+    port and user, and not in the clear where the saved login is not."""
+    return (
+        saved is not None
+        and saved.password == draft.password
+        and draft.host.strip().lower() == saved.host.strip().lower()
+        and draft.port == saved.port
+        and draft.username == saved.username
+        and (draft.security != "none" or saved.security == "none")
+    )
+
+
+def _saved(make: Callable[[], T]) -> T | None:
+    # a stored secret that cannot be read (the secret key changed) goes nowhere
+    try:
+        return make()
+    except ImapdeskError:
+        return None
+
+
+def imap_test_account(
+    settings: Settings, box: Mailbox | None, imap: ImapSettings, typed: str, *, label: str
+) -> ImapAccount:
+    """The IMAP login a connection test makes: with the password typed; with none typed, a
+    saved mailbox's stored one, but only to its saved server and user (InvalidInput
+    otherwise)."""
+    account = imap_account(imap, login_password(box, typed, settings), label=label)
+    if typed or box is None or not account.password:
+        return account
+    if not _where_saved(account, _saved(lambda: servers.imap_account(box, settings))):
+        raise InvalidInput(STORED_PASSWORD_ELSEWHERE, field="password")
+    return account
+
+
+def smtp_test_account(
+    settings: Settings,
+    box: Mailbox | None,
+    *,
+    name: str,
+    imap: ImapSettings,
+    typed: str,
+    smtp: SmtpSettings,
+) -> SmtpAccount | None:
+    """The SMTP login a connection test makes (None: no SMTP host), with a saved mailbox's
+    fall-backs. A password neither typed (the IMAP or the SMTP one) nor sent by the saved
+    settings to this very server and user is refused (InvalidInput)."""
+    account = draft_smtp_account(
+        settings,
+        name=name,
+        imap=imap,
+        imap_password=login_password(box, typed, settings),
+        smtp=smtp,
+        stored=box,
+    )
+    if account is None or box is None or not account.password:
+        return account
+    if account.password in {typed, smtp.password} - {""}:
+        return account
+    if not _where_saved(account, _saved(lambda: smtp_account(box, settings))):
+        raise InvalidInput(STORED_PASSWORD_ELSEWHERE, field="smtp_password")
+    return account
 
 
 def draft_smtp_account(

@@ -29,9 +29,10 @@ def imap_account(mailbox: Mailbox, settings: Settings) -> ImapAccount:
 
 
 def smtp_account(mailbox: Mailbox, settings: Settings) -> SmtpAccount | None:
-    """The mailbox's SMTP server, or None when it has none. Without an SMTP user of its own,
-    the IMAP login is used (the usual case on one server); an SMTP user name of "" means no
-    login at all."""
+    """The mailbox's SMTP server, or None when it has none. Without an SMTP user or password of
+    its own, the IMAP login is used (the usual case on one server), and only where the server
+    offers AUTH (a local Postfix or a provider's relay takes mail without it); an SMTP login set
+    on purpose is required; an SMTP user name of "" means no login at all."""
     if not mailbox.smtp_host:
         return None
     security = SmtpSecurity(mailbox.smtp_security or SmtpSecurity.starttls).value
@@ -53,4 +54,5 @@ def smtp_account(mailbox: Mailbox, settings: Settings) -> SmtpAccount | None:
         password=password,
         ca_file=mailbox.ca_file,
         timeout=settings.smtp_timeout_seconds,
+        login_if_offered=not mailbox.smtp_username and not mailbox.smtp_password_encrypted,
     )

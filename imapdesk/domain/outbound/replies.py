@@ -10,11 +10,14 @@ commit wakes the mailbox's sender (`imapdesk.kernel.wakeups`). Nothing here comm
 A reply or note sent against an older version of the conversation raises `VersionConflict`
 ("Traffic Cop", `imapdesk.domain.outbound.collisions`), unless forced. The same
 `idempotency_key` queues nothing new: it returns the mail queued the first time.
+
+What the agent typed is checked before anything is locked or queued (`_checked_input`): a
+subject or recipient that cannot become a header is refused with the field named, and a
+recipient is taken exactly as written or not at all (`imapdesk.mail.compose.parse_recipient`).
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import re
 from collections.abc import Sequence
@@ -52,11 +55,17 @@ from imapdesk.kernel.models import (
 )
 from imapdesk.kernel.settings import Settings, get_settings
 from imapdesk.mail.compose import (
+    MAX_FILENAME,
+    MAX_SUBJECT,
     Upload,
+    check_header_text,
+    check_text,
     compose,
+    header_safe,
     html_with_signature,
     mail_address,
     new_msgid,
+    parse_recipient,
     with_signature,
 )
 from imapdesk.mail.parsing import parse_message
@@ -72,12 +81,13 @@ def from_address(mailbox: Mailbox, agent: Agent | None) -> Address:
         name = f"{agent.name} at {team}" if team else agent.name
     else:
         name = team
-    return mail_address(mailbox.address, name)
+    return mail_address(mailbox.address, name, field="mailbox")
 
 
 def reply_subject(subject: str, conversation_id: int | None, *, forward: bool = False) -> str:
-    """ "Re: <subject> [#id]": one prefix whatever the subject had, and our token once."""
-    base = _PREFIX.sub("", subject or "").strip()
+    """ "Re: <subject> [#id]": one prefix whatever the subject had, and our token once. The
+    subject comes from stored mail: what no header can hold becomes a space."""
+    base = _PREFIX.sub("", header_safe(subject)).strip()
     prefix = "Fwd: " if forward else "Re: "
     result = prefix + base if base else prefix.strip()
     if conversation_id is not None and find_token(result) != conversation_id:
@@ -231,30 +241,57 @@ def _newest(session: Session, conversation: Conversation) -> Message | None:
     ).first()
 
 
-def _dedupe(addresses: Sequence[tuple[str, str | None]], exclude: set[str]) -> list[Address]:
+def _dedupe(addresses: Sequence[Address], exclude: set[str]) -> list[Address]:
     seen = set(exclude)
     out = []
-    for addr, name in addresses:
-        key = addr.strip().lower()
-        if not key or key in seen:
+    for address in addresses:
+        key = address.addr_spec.lower()
+        if key in seen:
             continue
         seen.add(key)
-        out.append(mail_address(addr, name))
+        out.append(address)
     return out
 
 
-def _pairs(values: Sequence[dict[str, str]] | None) -> list[tuple[str, str | None]]:
-    return [(v.get("email") or "", v.get("name") or None) for v in values or [] if v.get("email")]
+def _stored(values: Sequence[dict[str, str]] | None, field: str) -> list[Address]:
+    """Addresses from a stored message (its sender, its recipients) as header addresses."""
+    return [
+        mail_address(v["email"], v.get("name") or None, field=field)
+        for v in values or []
+        if v.get("email")
+    ]
 
 
-def _given(values: Sequence[str] | None) -> list[tuple[str, str | None]]:
-    out: list[tuple[str, str | None]] = []
-    for value in values or []:
-        name, addr = email.utils.parseaddr(value)
-        if not addr or "@" not in addr:
-            raise InvalidInput(f"{value!r} is not an email address", field="to")
-        out.append((addr, name or None))
-    return out
+def _sender_of(message: Message) -> list[dict[str, str]]:
+    return [{"email": message.from_email or "", "name": message.from_name or ""}]
+
+
+def _given(values: Sequence[str] | None, field: str) -> list[Address]:
+    """The recipients the agent typed, one address per entry, exactly as written."""
+    return [parse_recipient(value, field=field) for value in values or []]
+
+
+def _checked_input(
+    *,
+    to: Sequence[str] | None = None,
+    cc: Sequence[str] | None = None,
+    subject: str | None = None,
+    body: str,
+    html: str | None,
+    attachments: Sequence[Upload],
+) -> tuple[list[Address] | None, list[Address] | None]:
+    """The recipients typed in `to` and `cc` (None: none given), parsed; refuses (InvalidInput
+    naming the field) what cannot be written into the message: a subject or recipient with a
+    line break or control character, a recipient entry that is not exactly one address, an
+    attachment name that cannot be a header parameter."""
+    if subject is not None:
+        check_header_text(subject, field="subject", max_length=MAX_SUBJECT)
+    check_text(body, field="body")
+    if html is not None:
+        check_text(html, field="html")
+    for upload in attachments:
+        check_header_text(upload.filename, field="attachments", max_length=MAX_FILENAME)
+    return (_given(to, "to") if to else None, _given(cc, "cc") if cc is not None else None)
 
 
 def _check_attachments(settings: Settings, attachments: Sequence[Upload]) -> None:
@@ -362,6 +399,7 @@ def queue_reply(
         raise InvalidInput(f"kind must be one of {', '.join(REPLY_KINDS)}", field="kind")
     if not body.strip() and not (html or "").strip():
         raise InvalidInput("the reply has no text", field="body")
+    typed_to, typed_cc = _checked_input(to=to, cc=cc, body=body, html=html, attachments=attachments)
     _check_attachments(settings, attachments)
     conversation = _conversation(session, conversation_id)
     done = _idempotent(session, conversation.mailbox_id, idempotency_key)
@@ -373,27 +411,27 @@ def queue_reply(
     answered = _answered(session, conversation)
     ours = set(our_addresses_for(session, mailbox.id or 0))
     if kind == "forward":
-        if not to:
+        if typed_to is None:
             raise InvalidInput("a forward needs `to`", field="to")
-        to_addrs = _dedupe(_given(to), set())
-        cc_addrs = _dedupe(_given(cc), {a.addr_spec.lower() for a in to_addrs})
+        to_addrs = _dedupe(typed_to, set())
+        cc_addrs = _dedupe(typed_cc or [], {a.addr_spec.lower() for a in to_addrs})
     else:
-        if to:
-            to_addrs = _dedupe(_given(to), set())
+        if typed_to is not None:
+            to_addrs = _dedupe(typed_to, set())
         elif answered is None:
             raise InvalidInput("nobody to reply to: give `to`", field="to")
         elif answered.direction == Direction.inbound:
-            target = _pairs(answered.reply_to) or [(answered.from_email or "", answered.from_name)]
+            target = _stored(answered.reply_to, "to") or _stored(_sender_of(answered), "to")
             to_addrs = _dedupe(target, ours)
         else:  # our own message was the last: write to its recipients again
-            to_addrs = _dedupe(_pairs(answered.to), ours)
+            to_addrs = _dedupe(_stored(answered.to, "to"), ours)
         taken = ours | {a.addr_spec.lower() for a in to_addrs}
-        if cc is not None:
-            cc_addrs = _dedupe(_given(cc), taken)
+        if typed_cc is not None:
+            cc_addrs = _dedupe(typed_cc, taken)
         elif kind == "reply_all" and answered is not None:
-            extra = _pairs(answered.to) + _pairs(answered.cc)
+            extra = _stored(answered.to, "cc") + _stored(answered.cc, "cc")
             if answered.direction == Direction.inbound and answered.reply_to:
-                extra.append((answered.from_email or "", answered.from_name))
+                extra += _stored(_sender_of(answered), "cc")
             cc_addrs = _dedupe(extra, taken)
         else:
             cc_addrs = []
@@ -482,6 +520,9 @@ def start_conversation(
         raise InvalidInput("a new conversation needs `to`", field="to")
     if not subject.strip():
         raise InvalidInput("a new conversation needs a subject", field="subject")
+    typed_to, typed_cc = _checked_input(
+        to=to, cc=cc, subject=subject.strip(), body=body, html=html, attachments=attachments
+    )
     _check_attachments(settings, attachments)
     mailbox = session.exec(select(Mailbox).where(col(Mailbox.name) == mailbox_name)).first()
     if mailbox is None or mailbox.id is None:
@@ -490,8 +531,8 @@ def start_conversation(
     if done is not None:
         return done
     _mailbox_for_sending(session, mailbox.id)
-    to_addrs = _dedupe(_given(to), set())
-    cc_addrs = _dedupe(_given(cc), {a.addr_spec.lower() for a in to_addrs})
+    to_addrs = _dedupe(typed_to or [], set())
+    cc_addrs = _dedupe(typed_cc or [], {a.addr_spec.lower() for a in to_addrs})
     msgid = new_msgid(mailbox.address)
     # the conversation first, for the token in the subject
     placeholder = Message(
@@ -574,6 +615,7 @@ def add_note(
     _check_agent(agent)
     if not body.strip() and not (html or "").strip():
         raise InvalidInput("the note has no text", field="body")
+    _checked_input(body=body, html=html, attachments=attachments)
     _check_attachments(settings, attachments)
     conversation = _conversation(session, conversation_id)
     check_version(session, conversation, expected_version, force)
@@ -583,10 +625,10 @@ def add_note(
     chain: list[str] = []
     if newest is not None:
         chain = [*(newest.references or []), newest.message_id]
-    sender = mail_address(mailbox.address, agent.name)
+    sender = mail_address(mailbox.address, agent.name, field="mailbox")
     raw = compose(
         sender=sender,
-        to=[mail_address(mailbox.address, mailbox.display_name)],
+        to=[mail_address(mailbox.address, mailbox.display_name, field="mailbox")],
         subject=f"Note: {reply_subject(conversation.subject, conversation.id)[4:]}",
         msgid=new_msgid(mailbox.address),
         text=body,
