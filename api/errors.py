@@ -69,6 +69,10 @@ async def handle_imapdesk_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, NotAuthenticated):
             headers.setdefault("WWW-Authenticate", "Bearer")
         return error_json(exc, headers=headers)
+    if isinstance(exc, ServerBusy) and "text/html" not in request.headers.get("accept", ""):
+        # at capacity a page is rendered only for a browser loading one: for every refused
+        # script or stream it would cost the server what it is short of
+        return error_json(exc, headers=headers)
     if isinstance(exc, NotAuthenticated):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         login = request.url_for("login").path

@@ -63,8 +63,10 @@ END = "end"
 ACCESS_CHECK_SECONDS = 5.0
 # a list's parts are pushed at most this often per page (the first change at once)
 PARTS_INTERVAL_SECONDS = 1.0
-# lists' parts made at once in the process (more wait their turn)
-PARTS_AT_ONCE = 2
+# lists' parts made at once in the process (more wait their turn), and the share of the time
+# they may take
+PARTS_AT_ONCE = 1
+PARTS_SHARE = 0.25
 # how long a page refused at capacity waits before it tries again (live.js adds jitter)
 STREAM_RETRY_AFTER_SECONDS = 10
 
@@ -180,6 +182,7 @@ class LiveHub:
         # pages to need them starts making them, the others (tabs) await the same result
         self.parts: dict[PartsKey, PartsMaking] = {}
         self.parts_at_once = Turns(PARTS_AT_ONCE)
+        self._parts_rest_until = 0.0
 
     # --- capacity -------------------------------------------------------------------------
 
@@ -237,9 +240,10 @@ class LiveHub:
         """`make()` (in a thread, with a turn at the database), once per key and poll. A result
         made after poll N saw the database as of poll N or later, so it serves every page
         handling a batch up to N; one not yet started serves any. Made apart from the page
-        asking first, which may leave; at most PARTS_AT_ONCE at a time in the process, so that
-        many agents' lists under a stream of changes slow down their own updates, not the
-        requests (each list then waits its turn, with all its changes meanwhile in one)."""
+        asking first, which may leave; PARTS_AT_ONCE at a time in the process, for at most
+        PARTS_SHARE of the time, so that many agents' lists under a stream of changes slow down
+        their own updates, not the requests (each list waits its turn, and then shows all the
+        changes of the wait at once)."""
         making = self.parts.get(key)
         if making is None or (making.started is not None and making.started < self.polls):
             making = PartsMaking()
@@ -249,9 +253,18 @@ class LiveHub:
         return await asyncio.shield(making.task)
 
     async def _make(self, making: PartsMaking, make: Callable[[], str | None]) -> str | None:
-        async with self.parts_at_once.turn(), self.turns.turn():
-            making.started = self.polls
-            return await asyncio.to_thread(make)
+        async with self.parts_at_once.turn():
+            # the lists' parts take at most PARTS_SHARE of the time: beyond it, each list is
+            # updated less often (the requests come first)
+            await asyncio.sleep(self._parts_rest_until - time.monotonic())
+            async with self.turns.turn():
+                making.started = self.polls
+                began = time.monotonic()
+                try:
+                    return await asyncio.to_thread(make)
+                finally:
+                    took = time.monotonic() - began
+                    self._parts_rest_until = time.monotonic() + took * (1 / PARTS_SHARE - 1)
 
     def _forget_failed(self, key: PartsKey, task: asyncio.Task[str | None]) -> None:
         making = self.parts.get(key)
