@@ -19,6 +19,7 @@ from imapdesk.api.capacity import RETRY_AFTER_SECONDS, turns_of
 from imapdesk.api.deps import EngineDep
 from imapdesk.api.schemas import HealthPublic, ReadinessPublic, mailbox_readiness
 from imapdesk.domain.conversations import reads
+from imapdesk.domain.mailboxes import oauth2
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,14 @@ def _readiness(engine: Engine) -> ReadinessPublic:
     with Session(engine) as session:
         session.connection().execute(text("SELECT 1"))
         views = reads.sync_overview(session)
+        grants = oauth2.states(session)
         return ReadinessPublic(
-            status="ok", database="ok", mailboxes=[mailbox_readiness(v) for v in views]
+            status="ok",
+            database="ok",
+            mailboxes=[
+                mailbox_readiness(v, grants[v.mailbox.id].state if v.mailbox.id in grants else None)
+                for v in views
+            ],
         )
 
 

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 # the routes that take attachments (multipart/form-data with files), by route name
 UPLOAD_ROUTES = frozenset(
     {"create_reply", "create_note", "create_conversation", "conversation_compose"}
+    # the composer's pasted images (each held to max_compose_image_bytes by its route) and
+    # the "New conversation" page (api/web/composer_tools.py)
+    | {"compose_image_upload", "new_conversation_send"}
 )
 # an upload's multipart framing (boundaries, each part's headers) beside its text and files
 UPLOAD_FRAMING_BYTES = 1024 * 1024

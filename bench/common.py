@@ -784,3 +784,34 @@ def start_serve(url: str, data_dir: Path, port: int, log: Path) -> subprocess.Po
             env=env, cwd=data_dir, stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
+
+
+# --- a busy machine ---------------------------------------------------------------------------
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_machine(processes: int) -> Iterator[None]:
+    """`processes` CPU-bound processes (one per core: `os.cpu_count()`) running beside the
+    benchmark until the block ends: the machine as busy as a shared CI runner gets."""
+    import multiprocessing
+
+    spinners = [
+        multiprocessing.Process(target=_spin, name=f"bench-busy-{i}", daemon=True)
+        for i in range(processes)
+    ]
+    for proc in spinners:
+        proc.start()
+    if spinners:
+        say(f"keeping the machine busy: {processes} CPU-bound processes")
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.terminate()
+        for proc in spinners:
+            proc.join(timeout=5)

@@ -23,7 +23,7 @@ Baseline, side by side in the same run on the same database: the bare SQL of the
 plain connection. The ratio says what the page costs over the one query it cannot avoid. For a
 search the bare SQL is the textbook form: `id IN (the full-text matches)`, planned by the database
 (the page's own search chooses its plan from a bounded look at the matches,
-imapdesk/domain/conversations/search.py).
+imapdesk/domain/conversations/search.py); bench.web_search measures searches on their own.
 
 With `--messages N` each conversation gets N messages whose text the searches look through too,
 and a search for a word in 80% of the texts is added.
@@ -58,7 +58,9 @@ from bench.common import (
     verdict,
 )
 from imapdesk.api.app import create_app, settle_after_start
-from imapdesk.domain.conversations.search import PG_CONVERSATION_DOCUMENT, PG_MESSAGE_DOCUMENT
+from imapdesk.domain.conversations import search
+from imapdesk.domain.conversations.search_index import rebuild_all
+from imapdesk.domain.conversations.search_query import parse_query
 from imapdesk.kernel.crypto import hash_password
 from imapdesk.kernel.db import make_engine
 from imapdesk.kernel.models import Agent, Conversation, ConversationTag, Mailbox, Message
@@ -84,21 +86,10 @@ class View:
 
 def text_match(dialect: str, word: str) -> str:
     """The textbook full-text condition for a word typed into the search box (so a prefix):
-    the subquery of matches (in a conversation's subject and customer, or in any of its
-    messages) in a plain IN, left to the database's planner."""
-    if dialect == "sqlite":
-        q = f"'\"{word}\"*'"
-        matches = (
-            f"SELECT rowid FROM conversation_fts WHERE conversation_fts MATCH {q} UNION "
-            "SELECT m.conversation_id FROM message_fts JOIN message m ON m.id = message_fts.rowid "
-            f"WHERE message_fts MATCH {q}"
-        )
-    else:
-        q = f"to_tsquery('simple'::regconfig, '{word}:*')"
-        matches = (
-            f"SELECT id FROM conversation WHERE {PG_CONVERSATION_DOCUMENT} @@ {q} UNION "
-            f"SELECT conversation_id FROM message WHERE {PG_MESSAGE_DOCUMENT} @@ {q}"
-        )
+    the subquery of matches (the conversations' documents: subject, customer, their messages)
+    in a plain IN, left to the database's planner."""
+    q = search.index_query(dialect, parse_query(word).clauses).replace("'", "''")
+    matches = search.bare_matches(dialect).replace(":search_q", f"'{q}'")
     return f"id IN ({matches})"
 
 
@@ -148,10 +139,20 @@ def views(agent_id: int, dialect: str, messages: bool) -> list[View]:
 # --- seeding --------------------------------------------------------------------------------
 
 
-def seed(engine: Engine, conversations: int, rng: random.Random, messages: int = 0) -> int:
+def seed(
+    engine: Engine,
+    conversations: int,
+    rng: random.Random,
+    messages: int = 0,
+    make_messages: Callable[..., list[dict[str, Any]]] | None = None,
+    *,
+    index: bool = True,
+) -> int:
     """Rows written straight into the tables; returns the id of the agent who browses.
     `messages` per conversation: bodies of ~700 characters, "thanks" in 80% of them and
-    "refund" in 10%, so that searches must look through the messages' text too."""
+    "refund" in 10%, so that searches must look through the messages' text too
+    (`make_messages(conversation_rows, messages, rng)` writes other ones). `index`: write the
+    conversations' search documents too (`search_index.rebuild_all`)."""
     now = datetime.now(UTC)
     with Session(engine) as s:
         s.execute(
@@ -230,8 +231,10 @@ def seed(engine: Engine, conversations: int, rng: random.Random, messages: int =
             if tags:
                 conn.execute(insert(ConversationTag), tags)
             if messages:
-                conn.execute(insert(Message), message_rows(rows, messages, rng))
+                conn.execute(insert(Message), (make_messages or message_rows)(rows, messages, rng))
     with engine.begin() as conn:
+        if index:  # rows written around the ORM: their search documents too
+            rebuild_all(conn)
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT setval('conversation_id_seq', :n)"), {"n": next_id})
         else:

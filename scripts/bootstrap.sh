@@ -2,25 +2,30 @@
 # Prepares a Debian 12 machine and this checkout for development and tests. Idempotent, and
 # quick (well under 2 s) when everything is already in place.
 #
-#   scripts/bootstrap.sh [--with-browser] [--with-postgres]
+#   scripts/bootstrap.sh [--with-browser] [--with-postgres] [--with-other-imap]
 #
 # - Debian packages: dovecot-imapd dovecot-lmtpd isync (always), chromium (--with-browser),
 #   postgresql (--with-postgres); `apt-get update` only when something is missing.
 # - The system Dovecot the package would start is stopped and disabled: imapdesk runs its own
 #   instances (imapdesk/devtools/mailserver.py) with their own configuration, which are left alone.
 # - .venv with Python >= 3.11 and `pip install -e '.[dev]'`, redone when pyproject.toml changes.
+# - --with-other-imap: Cyrus IMAP and Courier-IMAP for the tests, unpacked from their .deb files
+#   into .run/other-imap/ (never installed: they would remove Dovecot's IMAP), and the libraries
+#   they link installed with apt, after checking that installing them removes nothing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 with_browser=0
 with_postgres=0
+with_other_imap=0
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=1 ;;
     --with-postgres) with_postgres=1 ;;
+    --with-other-imap) with_other_imap=1 ;;
     -h | --help)
-      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -98,6 +103,35 @@ if [ "${#missing[@]}" -gt 0 ]; then
   trap - EXIT
 fi
 
+# --- Cyrus and Courier for the tests (--with-other-imap) --------------------------------------
+
+# The libraries the unpacked Cyrus and Courier programs link that a Debian 12 system may lack
+# (tests/support/other_servers.py RUNTIME_LIBRARIES names the same).
+other_imap_libs=(libcourier-unicode4 libgamin0 libical3 libidn12 libltdl7 libpcre3 libxapian30
+  libsasl2-modules libsasl2-modules-db)
+apt_lists_present() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
+if [ "$with_other_imap" = 1 ] && command -v dpkg-query >/dev/null 2>&1; then
+  libs_missing=()
+  for pkg in "${other_imap_libs[@]}"; do
+    installed "$pkg" || libs_missing+=("$pkg")
+  done
+  if [ "${#libs_missing[@]}" -gt 0 ]; then
+    apt_lists_present || as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    plan=$(apt-get install --simulate --no-install-recommends "${libs_missing[@]}" 2>&1) || {
+      echo "$plan" >&2
+      exit 1
+    }
+    if grep -q '^Remv' <<<"$plan"; then
+      log "installing ${libs_missing[*]} would remove packages; refusing:"
+      grep '^Remv' <<<"$plan" >&2
+      exit 1
+    fi
+    log "installing ${libs_missing[*]} (for the unpacked Cyrus and Courier)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${libs_missing[@]}" >/dev/null
+  fi
+fi
+
 # --- no system Dovecot ------------------------------------------------------------------------
 
 # A dovecot master started without -c, or with -c /etc/dovecot/..., is the system instance.
@@ -167,4 +201,11 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want_stamp" ]; then
   fi
   rm -f "$pip_log"
   echo "$want_stamp" >"$stamp"
+fi
+
+if [ "$with_other_imap" = 1 ] &&
+  ! { [ -f .run/other-imap/cyrus.json ] && [ -f .run/other-imap/courier.json ]; }; then
+  apt_lists_present || as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  log "fetching Cyrus and Courier into .run/other-imap"
+  .venv/bin/python -m tests.support.other_servers fetch >&2
 fi

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 log() { echo "test.sh: $*" >&2; }
 
-scripts/bootstrap.sh --with-browser --with-postgres
+scripts/bootstrap.sh --with-browser --with-postgres --with-other-imap
 
 PY=.venv/bin/python
 

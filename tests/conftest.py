@@ -24,6 +24,7 @@ from imapdesk.devtools.mailserver import (
 from imapdesk.kernel.db import make_engine, upgrade_database
 from tests.support.databases import fresh_pg_database, pg_url
 from tests.support.imap import imap_client
+from tests.support.other_servers import OtherImapServer, running_server
 
 
 @pytest.fixture(scope="session")
@@ -108,13 +109,54 @@ def mailserver(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailSer
 
 @pytest.fixture(scope="session")
 def mailserver_nocondstore(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailServer:
-    """A second Dovecot that hides CONDSTORE and QRESYNC, as Exchange Online does.
+    """A second Dovecot that hides CONDSTORE, QRESYNC and MOVE, as Exchange Online hides the
+    first two and older servers the third: flag changes are found by rescans, and moves are
+    COPY, \\Deleted and UID EXPUNGE.
 
     Started only when a test asks for it.
     """
     server, base = _start_mailserver(
-        "imapdesk-test-mail-nocs-", trim_capabilities=("CONDSTORE", "QRESYNC")
+        "imapdesk-test-mail-nocs-", trim_capabilities=("CONDSTORE", "QRESYNC", "MOVE")
     )
+    _mailservers.append((server, base))
+    return server
+
+
+@pytest.fixture(scope="session")
+def mailserver_prefixed(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailServer:
+    """A Dovecot configured as hosting providers do: every folder under the personal
+    namespace's prefix `INBOX.` with `.` between levels (a folder outside it is refused, as on
+    Courier and Cyrus), and no special-use attributes: `INBOX.Sent`, `INBOX.Trash` are known
+    by their names only.
+
+    Started only when a test asks for it.
+    """
+    server, base = _start_mailserver(
+        "imapdesk-test-mail-pfx-", namespace_prefix="INBOX.", separator=".", special_use=False
+    )
+    _mailservers.append((server, base))
+    return server
+
+
+@pytest.fixture(scope="session")
+def mailserver_limited(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailServer:
+    """A Dovecot with its own default limit of 10 connections per user and client address
+    (`mail_max_userip_connections`), as hosting providers keep it.
+
+    Started only when a test asks for it.
+    """
+    server, base = _start_mailserver("imapdesk-test-mail-lim-", max_userip_connections=10)
+    _mailservers.append((server, base))
+    return server
+
+
+@pytest.fixture(scope="session")
+def mailserver_nonotify(_mailservers: list[tuple[LocalMailServer, Path]]) -> LocalMailServer:
+    """A Dovecot without NOTIFY, as most servers are: new mail is heard by IDLE on INBOX.
+
+    Started only when a test asks for it.
+    """
+    server, base = _start_mailserver("imapdesk-test-mail-nonf-", trim_capabilities=("NOTIFY",))
     _mailservers.append((server, base))
     return server
 
@@ -129,6 +171,41 @@ def mail_account(mailserver: LocalMailServer) -> MailAccount:
 def mail_account_nocondstore(mailserver_nocondstore: LocalMailServer) -> MailAccount:
     """A fresh user on the server without CONDSTORE/QRESYNC."""
     return mailserver_nocondstore.create_account()
+
+
+@pytest.fixture
+def mail_account_prefixed(mailserver_prefixed: LocalMailServer) -> MailAccount:
+    """A fresh user on the server with the `INBOX.` prefix and no special-use attributes."""
+    return mailserver_prefixed.create_account()
+
+
+@pytest.fixture(scope="session")
+def cyrus_server() -> Iterator[OtherImapServer]:
+    """Cyrus IMAP 3.6 from Debian's packages (tests/support/other_servers.py): every folder
+    under `INBOX.` with `.` between levels, special-use folders, IDLE that polls every 60 s,
+    at most 100 keywords created per folder by clients. Started only when a test asks."""
+    with running_server("cyrus") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def courier_server() -> Iterator[OtherImapServer]:
+    """Courier-IMAP 5 from Debian's packages: Maildir++ under `INBOX.` with `.`, no
+    SPECIAL-USE, MOVE or CONDSTORE, IDLE that polls every 60 s. Started only when asked."""
+    with running_server("courier") as server:
+        yield server
+
+
+@pytest.fixture
+def cyrus_account(cyrus_server: OtherImapServer) -> MailAccount:
+    """A fresh user (`box-<hex>@example.test`) on `cyrus_server`."""
+    return cyrus_server.create_account()
+
+
+@pytest.fixture
+def courier_account(courier_server: OtherImapServer) -> MailAccount:
+    """A fresh user (`box-<hex>@example.test`) on `courier_server`."""
+    return courier_server.create_account()
 
 
 @pytest.fixture

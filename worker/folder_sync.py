@@ -4,6 +4,10 @@
 States: `initial` (catching up on everything below the server's UIDNEXT), `poll` (IDLE and take
 in what arrives), `uidinvalid` (the server renumbered the folder: locations are dropped and the
 folder is read again; messages are matched by Message-ID or content hash, so nothing doubles).
+
+A folder either keeps a connection of its own (`run`: IDLE on it, the `per_folder` design) or is
+one of several on a mailbox's shared connections (worker/mailbox_sync.py): then it is checked
+(`check`) when the push connection hears it changed, or polled (`poll`) where IDLE is lazy.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ ProgressCallback = Callable[[str, int, int], None]
 # and reads again.
 _WRITE_EPOCHS: dict[int, int] = {}
 STALE_READ_ATTEMPTS = 3
+# a vanished message waits at most this long for the other folders to be looked at
+LOOK_ELSEWHERE_MAX_SECONDS = 60.0
 
 
 def write_epoch(mailbox_id: int) -> int:
@@ -118,20 +124,33 @@ class FolderSync:
         self._last_rescan = float("-inf")
         self._expunge_hint = True  # look for vanished messages after every (re)connect
         self._flags_hint = True
-        self._deferred: list[tuple[float, set[int]]] = []
+        # (due, message ids, settled): vanished messages to judge once due and settled
+        self._deferred: list[tuple[float, set[int], Callable[[], bool] | None]] = []
+        # -- on a mailbox's shared connections (worker/mailbox_sync.py) --
+        # asks for a look at the mailbox's other folders (a message that left this one may be
+        # arriving there); returns whether that look is done
+        self.look_elsewhere: Callable[[], Callable[[], bool]] | None = None
+        # between two batches of a catch-up: lets others have a shared connection; returns the
+        # session to go on with, the folder selected again
+        self.between_batches: Callable[[ImapSession], ImapSession] | None = None
+        # only one thread checks a folder at a time (the push folder moves between the watch
+        # and the push listener when the way mail is heard changes)
+        self.busy = threading.Lock()
+        self.selected_uidvalidity: int | None = None  # of the last `check`
 
     # -- the outer loop: connect, sync, on failure back off and reconnect ----------------------
     def run(self) -> None:
+        """On a connection of its own: sync until asked to stop, reconnecting with back-off."""
         while not self.ctx.stop.is_set():
             session: ImapSession | None = None
             try:
                 session = ImapSession(self.account)
                 self._sync(session)
             except CONNECTION_ERRORS as exc:
-                self._record_error(exc)
+                self.record_error(exc)
             except Exception as exc:  # a bug must not end the worker: record it and go on
                 self.log.exception("unexpected error")
-                self._record_error(exc)
+                self.record_error(exc)
             finally:
                 if session is not None:
                     session.close()
@@ -142,7 +161,7 @@ class FolderSync:
             if self.ctx.stop.wait(delay):
                 break
 
-    def _record_error(self, exc: BaseException) -> None:
+    def record_error(self, exc: BaseException) -> None:
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         self.log.warning("sync failed: %s", message)
         try:
@@ -152,6 +171,34 @@ class FolderSync:
                     folder.last_error = f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: {message}"[:2000]
         except Exception:
             self.log.exception("could not record the error")
+
+    # -- on a shared connection: look when told, or when due ------------------------------------
+    def check(self, imap: ImapSession) -> None:
+        """Select the folder and take in what changed since the checkpoint. On a connection
+        others use too, whatever the server told before is gone with their commands: flags
+        and vanished messages are looked at every time."""
+        status = imap.select(self.folder_name, readonly=True)
+        self.selected_uidvalidity = status.uidvalidity
+        self._check_uidvalidity(status)
+        self._flags_hint = self._expunge_hint = True
+        self._catch_up(imap)
+        self.backoff.reset()
+        self.ready.set()
+
+    def poll(self, imap: ImapSession) -> bool:
+        """Ask the selected folder for news with a NOOP and take in what it told; True when
+        there was some."""
+        news = self._note_kinds(imap.take_news())
+        _text, said = imap.client.noop()
+        imap.take_news()  # the same as `said`
+        if not (self._note(said) or news):
+            return False
+        self._catch_up(imap)
+        return True
+
+    def judge_vanished(self) -> None:
+        """Judge the vanished messages whose time has come (see `_due`)."""
+        self._run_deferred()
 
     # -- one connection's life: catch up, then IDLE ---------------------------------------------
     def _sync(self, imap: ImapSession) -> None:
@@ -295,6 +342,8 @@ class FolderSync:
         ]:
             if self.ctx.stop.is_set():
                 return
+            if self.between_batches is not None and pending is not None:
+                imap = self.between_batches(imap)  # others may have had a shared connection
             submitted = None
             if batch:
                 epoch = write_epoch(self.mailbox_id)
@@ -335,6 +384,9 @@ class FolderSync:
         self._expunge_hint = self._flags_hint = False
         for attempt in range(STALE_READ_ATTEMPTS):
             epoch = write_epoch(self.mailbox_id)
+            # a server may answer FETCH and SEARCH from the folder as its session last looked
+            # (Courier: at the last NOOP or IDLE poll), before a write recorded up to `epoch`
+            imap.command("NOOP")
             changed = imap.flags_since(modseq) if imap.condstore or rescan_due else []
             present = set(imap.all_uids())
             if not imap.condstore:
@@ -409,7 +461,9 @@ class FolderSync:
                 waiting = gone - elsewhere
                 if waiting:
                     due = time.monotonic() + self.ctx.settings.vanish_grace_seconds
-                    self._deferred.append((due, waiting))
+                    # the folders it may have gone to are looked at before it is judged
+                    settled = self.look_elsewhere() if self.look_elsewhere is not None else None
+                    self._deferred.append((due, waiting, settled))
                 touched -= waiting
             if touched or vanished:
                 self.log.info(
@@ -427,17 +481,18 @@ class FolderSync:
             self.ctx.on_change(conversations)
 
     def _deferred_due(self) -> bool:
-        return bool(self._deferred) and min(t for t, _ in self._deferred) <= time.monotonic()
+        now = time.monotonic()
+        return any(_due(entry, now) for entry in self._deferred)
 
     def _run_deferred(self) -> None:
         now = time.monotonic()
-        due = [ids for t, ids in self._deferred if t <= now]
+        due = [entry for entry in self._deferred if _due(entry, now)]
         if not due:
             return
-        self._deferred = [(t, ids) for t, ids in self._deferred if t > now]
+        self._deferred = [entry for entry in self._deferred if not _due(entry, now)]
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
             lock_for_ingest(db)
-            self._tell(db, set().union(*due))
+            self._tell(db, set().union(*(ids for _t, ids, _settled in due)))
 
     def _fetch(
         self, imap: ImapSession, batch: list[int], sizes: dict[int, int]
@@ -555,6 +610,15 @@ class FolderSync:
             )
         ).all()
         return telling | set(elsewhere) | {m for m in settled if m is not None}
+
+
+def _due(entry: tuple[float, set[int], Callable[[], bool] | None], now: float) -> bool:
+    """A vanished message is judged once its grace is over and the other folders were looked
+    at (or, should that look not come, after LOOK_ELSEWHERE_MAX_SECONDS)."""
+    due, _ids, settled = entry
+    if due > now:
+        return False
+    return settled is None or settled() or now - due > LOOK_ELSEWHERE_MAX_SECONDS
 
 
 @dataclass

@@ -6,7 +6,12 @@ for its mailbox commits in this process (`imapdesk.kernel.wakeups`, `Loop.SENDER
 
 Each message goes through steps, each recorded before the next begins, so that a worker
 killed at any point neither loses a reply nor sends it twice:
-1. **claim**: `queued -> sending` with a conditional UPDATE (one sender wins), committed
+0. **scheduled**: a reply in its undo window is not touched before `next_attempt_at`; the
+   claim itself says so, so no sender ever sends it earlier, and one that was killed meanwhile
+   leaves nothing behind (the next takes it when it is due). Until a sender claims it, an
+   agent can take it back (`imapdesk.domain.outbound.actions`).
+1. **claim**: `queued` (or `scheduled` and due) `-> sending` with a conditional UPDATE (one
+   sender wins, and an agent taking it back at the same moment finds it gone), committed
    before connecting.
 2. **send**: MAIL, RCPT, DATA; just before the final "." the row records `final_dot_at`
    (committed). A sender that dies before it leaves an incomplete message the server drops:
@@ -27,8 +32,9 @@ A dead sender's `sending` rows (its process gone, or its claim older than a leas
 over by the next sender. SMTP failures are named for what they are (`imapdesk.mail.smtp`):
 temporary ones (a 4xx reply, no connection) are retried with exponential back-off; permanent
 ones (a 5xx reply, or settings that cannot work with the server: a login it offers no AUTH for,
-a certificate it cannot verify) fail at once, with the server's words on the conversation
-(`last_error`, an activity).
+a certificate it cannot verify, an address that needs SMTPUTF8 where it is not offered) fail at
+once, with the server's words on the conversation (`last_error`, an activity). Every change of
+state moves the conversation's version (`delivery_changed`): open pages show it live.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ import re
 import signal
 import smtplib
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from imapclient.exceptions import IMAPClientError
@@ -48,7 +56,7 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from imapdesk.domain.mailboxes.servers import smtp_account
-from imapdesk.domain.outbound.delivery import after_sent
+from imapdesk.domain.outbound.delivery import after_sent, delivery_changed
 from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
 from imapdesk.kernel import wakeups
 from imapdesk.kernel.db import unit_of_work
@@ -66,9 +74,13 @@ from imapdesk.kernel.models import (
     utcnow,
 )
 from imapdesk.mail import smtp
+from imapdesk.mail.compose import envelope_address
 from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.mail.imap.folders import create_folder
 from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.connections import MailboxConnections, Role
 from imapdesk.worker.folder_sync import FolderLog, SyncContext
+from imapdesk.worker.mailbox_folders import FolderUnavailable, folder_for_role, refusal
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +89,10 @@ CRASH_ENV = "IMAPDESK_TEST_CRASH_AT"
 CRASH_POINTS = ("claimed", "final_dot", "accepted", "recorded", "appended")
 # a claim older than this is a dead sender's, whatever its process id says
 LEASE = timedelta(minutes=10)
+# what a sender claims once it is due (scheduled: once its undo window is over)
+_SENDABLE = (OutboundState.queued, OutboundState.scheduled)
+# how `last_error` begins while a sent reply's copy (a note) could not be filed
+_NOT_FILED = "the copy was not filed: "
 _APPENDUID = re.compile(rb"APPENDUID (\d+) (\d+)")
 _IMAP_ERRORS: tuple[type[BaseException], ...] = (
     imaplib.IMAP4.error,
@@ -111,17 +127,33 @@ def _owner_alive(claimed_by: str | None, me: str) -> bool:
 class Sender:
     """Sends one mailbox's outgoing mail. `run()` returns only when asked to stop."""
 
-    def __init__(self, ctx: SyncContext, mailbox_id: int, name: str, account: ImapAccount) -> None:
+    def __init__(
+        self,
+        ctx: SyncContext,
+        mailbox_id: int,
+        name: str,
+        account: ImapAccount,
+        connections: MailboxConnections | None = None,
+    ) -> None:
         self.ctx = ctx
         self.mailbox_id = mailbox_id
         self.name = name
         self.account = account
+        # the mailbox's shared connections (worker/connections.py): the copies are filed on the
+        # write connection, in turn with the write-back; None: a connection of its own
+        self.connections = connections
+        self._held: ImapSession | None = None
+        # how often the queue is looked at beside the wake-ups (longer where the worker's one
+        # outbox watch wakes it: worker/outbox_watch.py)
+        self.poll_seconds = ctx.settings.sender_poll_seconds
         self.log = FolderLog(log, {"label": f"{name}/sender"})
         settings = ctx.settings
         self.backoff = Backoff(settings.reconnect_initial_seconds, settings.reconnect_max_seconds)
         # set by a commit that queued mail for this mailbox; unregistered when run() ends
         self.wake = wakeups.register(wakeups.Loop.SENDER, mailbox_id)
         self.me = f"{socket.gethostname()}:{os.getpid()}"
+        # whether the SMTP server offered SMTPUTF8, as last written on the mailbox
+        self._smtputf8: bool | None = None
         self._connection: ImapSession | None = None
 
     # -- loop -----------------------------------------------------------------------------------
@@ -147,7 +179,7 @@ class Sender:
                         break
                     continue
                 if not busy:
-                    self.wake.wait(self.ctx.settings.sender_poll_seconds)
+                    self.wake.wait(self.poll_seconds)
         finally:
             self._discard()
             wakeups.unregister(wakeups.Loop.SENDER, self.mailbox_id, self.wake)
@@ -160,7 +192,7 @@ class Sender:
                 select(OutboundMail.id)
                 .where(
                     col(OutboundMail.mailbox_id) == self.mailbox_id,
-                    col(OutboundMail.state) == OutboundState.queued,
+                    col(OutboundMail.state).in_(_SENDABLE),
                     col(OutboundMail.kind) != "note",
                     or_(
                         col(OutboundMail.next_attempt_at).is_(None),
@@ -199,8 +231,8 @@ class Sender:
             if self.ctx.stop.is_set():
                 break
             assert outbound_id is not None
-            self.file_copy(outbound_id)
-            busy = True
+            with self._imap_turn():
+                busy = self.file_copy(outbound_id) or busy
         if due:
             # what was just sent gets its copy without waiting for the next poll
             self.wake.set()
@@ -227,6 +259,7 @@ class Sender:
                     continue
                 if outbound.claimed_by != claimed_by:
                     continue
+                delivery_changed(db, outbound.conversation_id)
                 if outbound.final_dot_at is not None:
                     # the whole message went out: taken as sent, never sent twice
                     outbound.state = OutboundState.sent
@@ -252,12 +285,25 @@ class Sender:
 
     # -- sending --------------------------------------------------------------------------------
     def _claim(self, outbound_id: int) -> bool:
+        """`sending`, if it still waits to be sent and is due (its undo window over): the
+        condition is the guarantee, whatever the list of due rows said a moment ago."""
+        now = utcnow()
         with unit_of_work(self.ctx.engine) as db:
+            conversation_id = db.exec(
+                select(OutboundMail.conversation_id).where(col(OutboundMail.id) == outbound_id)
+            ).first()
+            # the conversation's row first, as every change to it (an agent's undo or retry
+            # too) takes them: never the other way round, which could deadlock
+            delivery_changed(db, conversation_id)
             result = db.exec(
                 update(OutboundMail)
                 .where(
                     col(OutboundMail.id) == outbound_id,
-                    col(OutboundMail.state) == OutboundState.queued,
+                    col(OutboundMail.state).in_(_SENDABLE),
+                    or_(
+                        col(OutboundMail.next_attempt_at).is_(None),
+                        col(OutboundMail.next_attempt_at) <= now,
+                    ),
                 )
                 .values(
                     state=OutboundState.sending,
@@ -269,7 +315,10 @@ class Sender:
                 )
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount == 1)
+            if result.rowcount != 1:
+                db.rollback()  # not ours to send: nothing changed
+                return False
+            return True
 
     def send_one(self, outbound_id: int, client: smtplib.SMTP | None) -> smtplib.SMTP | None:
         """Claim, send and record one message; returns the SMTP connection to reuse."""
@@ -282,8 +331,8 @@ class Sender:
             assert outbound is not None and mailbox is not None
             account = smtp_account(mailbox, self.ctx.settings)
             envelope_from, recipients, raw = (
-                outbound.envelope_from,
-                list(outbound.recipients or []),
+                envelope_address(outbound.envelope_from),
+                [envelope_address(r) for r in outbound.recipients or []],
                 outbound.raw,
             )
         if account is None:
@@ -312,6 +361,7 @@ class Sender:
         try:
             if client is None:
                 client = smtp.connect(account)
+                self._note_smtputf8(client.has_extn("smtputf8"))
             result = smtp.send_message(
                 client,
                 envelope_from,
@@ -344,6 +394,7 @@ class Sender:
             outbound = db.get(OutboundMail, outbound_id)
             if outbound is None:
                 return
+            delivery_changed(db, outbound.conversation_id)
             outbound.state = OutboundState.sent
             outbound.sent_at = utcnow()
             outbound.smtp_response = said[:2000]
@@ -360,12 +411,24 @@ class Sender:
             after_sent(db, outbound)
         self.log.info("outbound %d sent: %s", outbound_id, said)
 
+    def _note_smtputf8(self, offered: bool) -> None:
+        """Keep whether the server offers SMTPUTF8 on the mailbox, for the composer to refuse
+        an address that needs it before anything is queued (written only when it changed)."""
+        if self._smtputf8 == offered:
+            return
+        with unit_of_work(self.ctx.engine) as db:
+            mailbox = db.get(Mailbox, self.mailbox_id)
+            if mailbox is not None and mailbox.smtputf8 != offered:
+                mailbox.smtputf8 = offered
+        self._smtputf8 = offered
+
     def _retry_or_fail(self, outbound_id: int, exc: smtp.SmtpError, *, dot_sent: bool) -> None:
         settings = self.ctx.settings
         with unit_of_work(self.ctx.engine) as db:
             outbound = db.get(OutboundMail, outbound_id)
             if outbound is None:
                 return
+            delivery_changed(db, outbound.conversation_id)
             words = f"{exc.message}" + (f" (the server said: {exc.said})" if exc.said else "")
             outbound.last_error = f"{utcnow():%Y-%m-%d %H:%M:%S} UTC: {words}"[:2000]
             outbound.smtp_response = (exc.said or None) and exc.said[:2000]
@@ -413,7 +476,23 @@ class Sender:
         self._retry_or_fail(outbound_id, exc, dot_sent=False)
 
     # -- the copy in Sent (or the note in Notes) ---------------------------------------------
+    @contextmanager
+    def _imap_turn(self) -> Iterator[None]:
+        """A turn at the mailbox's write connection for one copy, whose session
+        `_imap_session` gives (nothing to take when the sender has a connection of its own)."""
+        if self.connections is None:
+            yield
+            return
+        with self.connections.hold(Role.WRITE) as imap:
+            self._held = imap
+            try:
+                yield
+            finally:
+                self._held = None
+
     def _imap_session(self) -> ImapSession:
+        if self._held is not None:
+            return self._held
         if self._connection is None:
             self._connection = ImapSession(self.account)
         return self._connection
@@ -423,31 +502,34 @@ class Sender:
             self._connection.close()
             self._connection = None
 
-    def _folder(self, db: Session, role: FolderRole) -> Folder | None:
-        return db.exec(
-            select(Folder)
-            .where(col(Folder.mailbox_id) == self.mailbox_id, col(Folder.role) == role)
-            .order_by(col(Folder.id))
-        ).first()
-
-    def file_copy(self, outbound_id: int) -> None:
+    def file_copy(self, outbound_id: int) -> bool:
+        """Append the copy to Sent (a note to Notes) unless it is there already; False when
+        nothing was filed (done before, or the folder cannot be had: said on the row)."""
         with Session(self.ctx.engine) as db:
             outbound = db.get(OutboundMail, outbound_id)
             if outbound is None or outbound.copy_uid is not None:
-                return
+                return False
             role = FolderRole.notes if outbound.kind == "note" else FolderRole.sent
-            folder = self._folder(db, role)
-            name = (
-                folder.name
-                if folder is not None
-                else ("Notes" if role == FolderRole.notes else "Sent")
-            )
             msgid, raw = outbound.msgid, outbound.raw
+        try:
+            # the folder the mailbox's settings, special-use or its name make Sent (Notes),
+            # created under the namespace's prefix when the mailbox has none: never a guess
+            _folder_id, name = folder_for_role(
+                self.ctx.engine, self.mailbox_id, role, self._imap_session
+            )
+        except FolderUnavailable as exc:
+            self._copy_not_filed(outbound_id, exc.message)
+            return False
         imap = self._imap_session()
         client = imap.client
         if not client.folder_exists(name):
-            client.create_folder(name)
-            client.subscribe_folder(name)
+            said = create_folder(imap, name)  # deleted since the worker connected
+            if said is not None:
+                refused = refusal(
+                    self.ctx.engine, self.mailbox_id, role, name, f"the server said: {said}"
+                )
+                self._copy_not_filed(outbound_id, refused.message)
+                return False
         info = client.select_folder(name, readonly=True)
         uidvalidity = int(info[b"UIDVALIDITY"])
         found = client.search(["HEADER", "Message-ID", f"<{msgid}>"])
@@ -469,6 +551,19 @@ class Sender:
                 uidvalidity, uid = int(match.group(1)), int(match.group(2))
         _crash("appended")
         self._record_copy(outbound_id, name, uidvalidity, uid)
+        return True
+
+    def _copy_not_filed(self, outbound_id: int, why: str) -> None:
+        """Say on the row why its copy is not filed; it is tried again once the worker
+        connects anew (a restart, or new folder settings)."""
+        words = f"{_NOT_FILED}{why}"[:2000]
+        with unit_of_work(self.ctx.engine) as db:
+            outbound = db.get(OutboundMail, outbound_id)
+            if outbound is None or outbound.last_error == words:
+                return
+            outbound.last_error = words
+            outbound.updated_at = utcnow()
+        self.log.warning("outbound %d: %s", outbound_id, words)
 
     def _record_copy(self, outbound_id: int, name: str, uidvalidity: int, uid: int) -> None:
         with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
@@ -478,6 +573,8 @@ class Sender:
                 return
             outbound.copy_folder = name
             outbound.copy_uid = uid
+            if (outbound.last_error or "").startswith(_NOT_FILED):
+                outbound.last_error = None  # filed after all
             outbound.updated_at = utcnow()
             if outbound.kind == "note":
                 outbound.state = OutboundState.sent

@@ -1,7 +1,11 @@
-"""The worker: which mailboxes and folders to watch, one thread per watched folder.
+"""The worker: which mailboxes and folders to watch, and the parts that keep each in step.
 
 Each mailbox is probed at connect (capabilities, folders and their special-use roles); its watched
-folders each get a FolderSync. A mailbox that fails only backs off itself; the others go on.
+folders each get a FolderSync. By default a mailbox's parts share two or three IMAP connections
+(worker/connections.py, worker/mailbox_sync.py): a push listener, a watch over the folders, the
+write-back and the sender. `imap_connection_mode = per_folder` gives each followed folder, the
+write-back and the sender a connection and a thread of their own (the earlier design, kept to
+compare with). A mailbox that fails only backs off itself; the others go on.
 """
 
 from __future__ import annotations
@@ -9,90 +13,77 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from imapdesk.domain.conversations.snooze import wake_snoozed
 from imapdesk.domain.mailboxes.config import ensure_folder
+from imapdesk.domain.mailboxes.folders import folder_problems, folder_settings, setup_record
+from imapdesk.domain.mailboxes.oauth2 import blocked_mailbox_ids
 from imapdesk.domain.mailboxes.servers import imap_account
+from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
 from imapdesk.domain.sync.readback import apply_mail_changes
+from imapdesk.kernel import wakeups
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Folder, FolderRole, Mailbox, utcnow
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.mail.imap.folders import FolderSetup, find_folder, set_up_folders
 from imapdesk.mail.imap.probe import probe
 from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.connections import MailboxConnections
 from imapdesk.worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
+from imapdesk.worker.mailbox_folders import folder_roles
+from imapdesk.worker.mailbox_sync import (
+    FolderWatch,
+    PushListener,
+    measure_due,
+    measure_push,
+    push_mode_for,
+)
+from imapdesk.worker.notifications import Notifier
+from imapdesk.worker.oauth2_tokens import TokenRefresher
+from imapdesk.worker.outbox_watch import LOOP_POLL_SECONDS, OutboxWatch
 from imapdesk.worker.parse_pool import Parser, default_parse_processes
+from imapdesk.worker.rules import RulesLoop
 from imapdesk.worker.sender import Sender
+from imapdesk.worker.sla_clock import SlaClock
+from imapdesk.worker.webhooks import WebhookSender
 from imapdesk.worker.writeback import WriteBack
 
 log = logging.getLogger(__name__)
 
-_ROLES = {r.value: r for r in FolderRole}
-_NAMED_ROLES = (FolderRole.pending, FolderRole.notes)
+# recorded by the write-back, kept across probes; and the push delay measured, the connections
+_KEPT_ACROSS_PROBES = ("keywords_dropped", "push", "connections")
 
 
-# recorded by the write-back, kept across probes
-_KEPT_ACROSS_PROBES = ("keywords_dropped",)
+def folder_key(mailbox: Mailbox) -> tuple[object, ...]:
+    """The mailbox's folder settings (watched folders, the folder of each role)."""
+    return (
+        tuple(mailbox.watched_folders or ()),
+        tuple(sorted(folder_settings(mailbox).items())),
+    )
 
 
-def watched_folder_names(
-    mailbox: Mailbox, folders: list[tuple[str, str | None]]
-) -> list[tuple[str, FolderRole]]:
-    """The configured folders, else INBOX and the \\Sent folder."""
-    roles = {name: _ROLES.get(role or "other", FolderRole.other) for name, role in folders}
+def watched_folder_names(mailbox: Mailbox, setup: FolderSetup) -> list[tuple[str, FolderRole]]:
+    """The configured folders (as the server lists them, so `Sent` is `INBOX.Sent` under an
+    `INBOX.` prefix), else INBOX and the Sent folder."""
+    roles = folder_roles(setup)
     if mailbox.watched_folders:
-        return [(n, roles.get(n, FolderRole.other)) for n in mailbox.watched_folders]
+        names = [
+            find_folder(n, setup.listed, setup.namespace) or setup.namespace.full_name(n)
+            for n in mailbox.watched_folders
+        ]
+        return [(n, roles.get(n, FolderRole.other)) for n in dict.fromkeys(names)]
     chosen = [("INBOX", FolderRole.inbox)]
-    sent = next((n for n, r in folders if r == "sent"), None)
-    if sent is None:
-        sent = next((n for n, _ in folders if n.lower() in ("sent", "sent items")), None)
-    if sent:
-        chosen.append((sent, FolderRole.sent))
+    sent = setup.choices["sent"]
+    if sent.exists:
+        chosen.append((sent.name, FolderRole.sent))
     return chosen
-
-
-# folders of the mapping (IMAP-MAPPING.md) found by name where no special-use attribute says
-_MAPPED_NAMES = {
-    FolderRole.archive: ("archive",),
-    FolderRole.junk: ("junk", "spam"),
-    FolderRole.trash: ("trash", "deleted items", "deleted messages"),
-    FolderRole.pending: ("pending",),
-    FolderRole.notes: ("notes",),
-}
-# created when missing (special-use folders are the server's to create)
-_CREATED_WHEN_MISSING = {
-    FolderRole.pending: "Pending",
-    FolderRole.notes: "Notes",
-    FolderRole.archive: "Archive",
-}
-
-
-def mapped_folder_names(folders: list[tuple[str, str | None]]) -> list[tuple[str, FolderRole]]:
-    """The folder of each role of the mapping: special-use first, else by name."""
-    out: list[tuple[str, FolderRole]] = []
-    for role, names in _MAPPED_NAMES.items():
-        found = next((n for n, r in folders if r == role.value), None)
-        if found is None:
-            found = next((n for n, _ in folders if n.lower() in names), None)
-        if found is not None:
-            out.append((found, role))
-    return out
-
-
-def ensure_mapped_folders(imap: ImapSession, folders: list[tuple[str, str | None]]) -> list[str]:
-    """Create the folders of the mapping that are missing (never touching any mail)."""
-    have = {role for _, role in mapped_folder_names(folders)}
-    created = []
-    for role, name in _CREATED_WHEN_MISSING.items():
-        if role not in have:
-            imap.create_folder(name)
-            created.append(name)
-    return created
 
 
 @dataclass
@@ -108,6 +99,17 @@ class MailboxRunner:
     thread: threading.Thread | None = None
     writeback: WriteBack | None = None
     sender: Sender | None = None
+    connections: MailboxConnections | None = None
+    _listening_failed: bool = False
+    # the folder settings it was started with (`folder_key`): new ones start it again
+    folder_key: tuple[object, ...] = ()
+
+    def halt(self) -> None:
+        """Stop its parts; the write-back and the sender, waiting for a wake-up (or for their
+        seldom look), are woken to see it."""
+        self.stop.set()
+        wakeups.wake(wakeups.Loop.WRITEBACK, self.mailbox_id)
+        wakeups.wake(wakeups.Loop.SENDER, self.mailbox_id)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name=f"mailbox-{self.name}", daemon=True)
@@ -119,6 +121,7 @@ class MailboxRunner:
         while not self.stop.is_set():
             try:
                 account, plan = self._probe()
+                capabilities = self._capabilities()
                 break
             except CONNECTION_ERRORS as exc:
                 self._record_error(exc)
@@ -138,24 +141,9 @@ class MailboxRunner:
             on_change=self.ctx.on_change,
             on_mail_change=self.ctx.on_mail_change,
         )
-        threads = []
-        # write-back: one outbox loop per mailbox, on its own connection
-        self.writeback = WriteBack(folder_ctx, self.mailbox_id, self.name, account)
-        wb_thread = threading.Thread(
-            target=self.writeback.run, name=f"writeback-{self.name}", daemon=True
-        )
-        wb_thread.start()
-        threads.append(wb_thread)
-        # sending: replies and notes queued in imapdesk (worker/sender.py)
-        self.sender = Sender(folder_ctx, self.mailbox_id, self.name, account)
-        sender_thread = threading.Thread(
-            target=self.sender.run, name=f"sender-{self.name}", daemon=True
-        )
-        sender_thread.start()
-        threads.append(sender_thread)
         self.planned = len(plan)
-        for folder_id, folder_name in plan:
-            sync = FolderSync(
+        syncs = [
+            FolderSync(
                 folder_ctx,
                 self.mailbox_id,
                 folder_id,
@@ -163,28 +151,134 @@ class MailboxRunner:
                 account,
                 label=f"{self.name}/{folder_name}",
             )
-            self.syncs.append(sync)
-            t = threading.Thread(
-                target=sync.run, name=f"sync-{self.name}/{folder_name}", daemon=True
-            )
-            t.start()
-            threads.append(t)
+            for folder_id, folder_name in plan
+        ]
+        self.syncs.extend(syncs)
+        if settings.imap_connection_mode == "per_folder":
+            threads = self._per_folder(folder_ctx, account)
+        else:
+            threads = self._shared(folder_ctx, account, capabilities)
         for t in threads:
             t.join()
+        if self.connections is not None:
+            self.connections.close()
+
+    def _thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=f"{name}-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _per_folder(self, ctx: SyncContext, account: ImapAccount) -> list[threading.Thread]:
+        """A connection and a thread for each followed folder, the write-back and the sender."""
+        self.writeback = WriteBack(ctx, self.mailbox_id, self.name, account)
+        self.sender = Sender(ctx, self.mailbox_id, self.name, account)
+        return [
+            self._thread(self.writeback.run, "writeback"),
+            self._thread(self.sender.run, "sender"),
+            *(self._thread(s.run, f"sync-{s.folder_name}") for s in self.syncs),
+        ]
+
+    def _capabilities(self) -> dict[str, Any]:
+        with unit_of_work(self.ctx.engine) as db:
+            mailbox = db.get(Mailbox, self.mailbox_id)
+            return dict(mailbox.capabilities or {}) if mailbox is not None else {}
+
+    def _shared(
+        self, ctx: SyncContext, account: ImapAccount, capabilities: dict[str, Any]
+    ) -> list[threading.Thread]:
+        """The mailbox's parts on its few shared connections (worker/mailbox_sync.py); the push
+        delay is measured first when due (on the connections the parts will use)."""
+        settings = ctx.settings
+        pool = MailboxConnections(
+            account,
+            settings,
+            name=self.name,
+            mode=push_mode_for(settings, capabilities),
+            on_health=lambda health: self._remember("connections", health),
+        )
+        self.connections = pool
+        mechanism = measure_due(settings, capabilities)
+        if mechanism is not None and pool.planned() >= 2:
+            measured = measure_push(pool, mechanism, settings)
+            log.info("[%s] push delay: %s", self.name, measured)
+            if "error" not in measured:
+                capabilities["push"] = measured
+                self._remember("push", measured)
+                pool.use(push_mode_for(settings, capabilities))  # a lazy IDLE: polled
+        push_sync = self.syncs[0] if self.syncs else None
+        push_folder = push_sync.folder_name if push_sync is not None else None
+        watch = FolderWatch(
+            ctx,
+            pool,
+            self.syncs,
+            push_folder,
+            self.name,
+            condstore="CONDSTORE" in (capabilities.get("capabilities") or ()),
+        )
+        listener = PushListener(
+            ctx,
+            pool,
+            watch,
+            push_sync,
+            [s.folder_name for s in self.syncs],
+            self.name,
+            on_error=self._listening,
+        )
+        self.writeback = WriteBack(ctx, self.mailbox_id, self.name, account, connections=pool)
+        self.sender = Sender(ctx, self.mailbox_id, self.name, account, connections=pool)
+        # the worker's one outbox watch wakes them (Worker.run): they look themselves seldom
+        self.writeback.poll_seconds = self.sender.poll_seconds = LOOP_POLL_SECONDS
+        return [
+            self._thread(listener.run, "push"),
+            self._thread(watch.run, "watch"),
+            self._thread(self.writeback.run, "writeback"),
+            self._thread(self.sender.run, "sender"),
+        ]
+
+    def _remember(self, key: str, value: dict[str, Any]) -> bool:
+        """Keep what the worker found (the push delay, the connections' health) in the
+        mailbox's capabilities, as the write-back keeps what it records there; False when it
+        could not be written now."""
+        try:
+            with INGEST_LOCK, unit_of_work(self.ctx.engine) as db:
+                lock_for_ingest(db)
+                mailbox = db.get(Mailbox, self.mailbox_id)
+                if mailbox is not None:
+                    mailbox.capabilities = {**(mailbox.capabilities or {}), key: value}
+        except Exception:
+            log.exception("[%s] could not record %s", self.name, key)
+            return False
+        return True
+
+    def _listening(self, exc: BaseException | None) -> None:
+        """The push listener failed (recorded as the mailbox's error) or works again."""
+        if exc is not None:
+            self._record_error(exc)
+            self._listening_failed = True
+            return
+        if not self._listening_failed:
+            return
+        try:
+            with unit_of_work(self.ctx.engine) as db:
+                mailbox = db.get(Mailbox, self.mailbox_id)
+                if mailbox is not None:
+                    mailbox.last_error = None
+            self._listening_failed = False
+        except Exception:
+            log.exception("[%s] could not clear the error", self.name)
 
     def _probe(self) -> tuple[ImapAccount, list[tuple[int, str]]]:
         with unit_of_work(self.ctx.engine) as db:
             mailbox = db.get(Mailbox, self.mailbox_id)
             assert mailbox is not None
             account = imap_account(mailbox, self.ctx.settings)
+            folder_names = folder_settings(mailbox)
         imap = ImapSession(account)
         try:
-            folders = imap.list_folders()
             capabilities = probe(imap)
-            created = ensure_mapped_folders(imap, folders)
-            if created:
-                log.info("[%s] created the folders %s", self.name, ", ".join(created))
-                folders = imap.list_folders()
+            # the folder of each role, created where missing and the server allows; a folder
+            # it refuses is reported in the mailbox's health, and the rest syncs all the same
+            setup = set_up_folders(imap, folder_names)
         finally:
             imap.close()
         plan: list[tuple[int, str]] = []
@@ -194,40 +288,45 @@ class MailboxRunner:
             for key in _KEPT_ACROSS_PROBES:  # write-back: what it recorded stays
                 if key in (mailbox.capabilities or {}):
                     capabilities[key] = mailbox.capabilities[key]
+            capabilities.update(setup_record(setup))
             mailbox.capabilities = capabilities
             mailbox.last_connected_at = utcnow()
             mailbox.last_error = None
-            watched = watched_folder_names(mailbox, folders)
+            watched = watched_folder_names(mailbox, setup)
             watched_names = {n for n, _ in watched}
-            # write-back: roles imapdesk gave by name (a `Pending` or `Notes` folder it created)
-            # are not in LIST's special-use attributes; keep them
-            by_name = {
-                f.name: f.role
-                for f in db.exec(select(Folder).where(Folder.mailbox_id == mailbox.id))
-                if f.role in _NAMED_ROLES
-            }
-            for name, role in folders:
+            roles = folder_roles(setup)
+            listed = {f.name for f in setup.listed}
+            for row in db.exec(select(Folder).where(Folder.mailbox_id == mailbox.id)):
+                if row.name not in listed:
+                    row.role = FolderRole.other  # gone from the server: it plays no part now
+            for on_server in setup.listed:
                 ensure_folder(
                     db,
                     mailbox.id,
-                    name,
-                    _ROLES[role] if role in _ROLES else by_name.get(name, FolderRole.other),
-                    watched=name in watched_names,
+                    on_server.name,
+                    roles.get(on_server.name, FolderRole.other),
+                    watched=on_server.name in watched_names,
                 )
             for name, role in watched:
-                if role == FolderRole.other:
-                    role = by_name.get(name, role)
                 folder = ensure_folder(db, mailbox.id, name, role, watched=True)
                 assert folder.id is not None
                 plan.append((folder.id, name))
             # the other folders of the mapping are followed too: what plain clients move
             # there (Archive, Junk, Trash, Pending, Notes) flows back into the helpdesk
-            for name, role in mapped_folder_names(folders):
-                if name in watched_names:
+            for choice in setup.choices.values():
+                if not choice.exists or choice.name in watched_names:
                     continue
-                folder = ensure_folder(db, mailbox.id, name, role, watched=False)
+                folder = ensure_folder(
+                    db, mailbox.id, choice.name, FolderRole(choice.role), watched=False
+                )
                 assert folder.id is not None
-                plan.append((folder.id, name))
+                plan.append((folder.id, choice.name))
+            if setup.refused:
+                log.warning(
+                    "[%s] %s",
+                    self.name,
+                    "; ".join(p.describe(self.name) for p in folder_problems(capabilities)),
+                )
         log.info("[%s] watching %s", self.name, ", ".join(n for _, n in plan))
         return account, plan
 
@@ -253,28 +352,69 @@ class Worker:
         self.ctx = ctx
         self.only = only  # mailbox names; None: all enabled ones
         self.runners: dict[int, MailboxRunner] = {}
+        # runners stopped for new folder settings: their mailbox starts again once they ended
+        self.retiring: dict[int, MailboxRunner] = {}
 
     def refresh(self) -> None:
         with unit_of_work(self.ctx.engine) as db:
+            # an OAuth2 mailbox not connected, or whose grant was refused, waits for an admin
+            blocked = blocked_mailbox_ids(db)
             boxes = {
                 m.id: m.name
                 for m in db.exec(select(Mailbox).where(Mailbox.enabled))
-                if self.only is None or m.name in self.only
+                if (self.only is None or m.name in self.only) and m.id not in blocked
             }
+            folder_keys = {m.id: folder_key(m) for m in db.exec(select(Mailbox))}
+        self._retire_changed(folder_keys)
         for mailbox_id, name in boxes.items():
             assert mailbox_id is not None
-            if mailbox_id not in self.runners:
+            if mailbox_id not in self.runners and mailbox_id not in self.retiring:
                 log.info("[%s] starting", name)
                 runner = MailboxRunner(self.ctx, mailbox_id, name)
+                runner.folder_key = folder_keys.get(mailbox_id, ())
                 self.runners[mailbox_id] = runner
                 runner.start()
         for mailbox_id in list(self.runners):
             if mailbox_id not in boxes:
-                log.info("[%s] stopping: removed or disabled", self.runners[mailbox_id].name)
-                self.runners.pop(mailbox_id).stop.set()
+                log.info(
+                    "[%s] stopping: removed, disabled or its OAuth2 grant refused",
+                    self.runners[mailbox_id].name,
+                )
+                self.runners.pop(mailbox_id).halt()
+
+    def _retire_changed(self, folder_keys: dict[int | None, tuple[object, ...]]) -> None:
+        """Stop the runners whose mailbox has new folder settings (they connect again and set
+        up the folders anew: `refresh` starts them once the old one has ended)."""
+        for mailbox_id, runner in list(self.runners.items()):
+            if runner.folder_key != folder_keys.get(mailbox_id, runner.folder_key):
+                log.info("[%s] new folder settings: connecting again", runner.name)
+                runner.halt()
+                self.retiring[mailbox_id] = self.runners.pop(mailbox_id)
+        for mailbox_id, runner in list(self.retiring.items()):
+            if runner.thread is None or not runner.thread.is_alive():
+                del self.retiring[mailbox_id]
 
     def run(self) -> None:
         """Until ctx.stop is set."""
+        tokens = threading.Thread(
+            target=TokenRefresher(self.ctx).run, name="oauth2-tokens", daemon=True
+        )
+        tokens.start()
+        # the event log's webhooks and agents' notifications (worker/webhooks.py, notifications.py)
+        for name, part in (
+            ("webhooks", WebhookSender(self.ctx.engine, self.ctx.settings, self.ctx.stop)),
+            ("notifications", Notifier(self.ctx.engine, self.ctx.settings, self.ctx.stop)),
+        ):
+            threading.Thread(target=part.run, name=name, daemon=True).start()
+        if self.ctx.settings.imap_connection_mode == "shared":
+            # one look at every mailbox's outbox, rather than each write-back and sender's own
+            outboxes = OutboxWatch(self.ctx.engine, self.ctx.settings, self.ctx.stop)
+            threading.Thread(target=outboxes.run, name="outboxes", daemon=True).start()
+        rules = RulesLoop(self.ctx.engine, self.ctx.settings, self.ctx.stop)
+        threading.Thread(target=rules.run, name="rules", daemon=True).start()
+        # SLA due times, warnings and breaches (worker/sla_clock.py)
+        sla = SlaClock(self.ctx.engine, self.ctx.settings, self.ctx.stop)
+        threading.Thread(target=sla.run, name="sla-clock", daemon=True).start()
         while not self.ctx.stop.is_set():
             try:
                 self.refresh()
@@ -283,8 +423,8 @@ class Worker:
             wake_snoozed(self.ctx.engine)  # snoozed conversations whose time has come reopen
             self.ctx.stop.wait(self.ctx.settings.mailbox_refresh_seconds)
         for runner in self.runners.values():
-            runner.stop.set()
-        for runner in self.runners.values():
+            runner.halt()
+        for runner in [*self.runners.values(), *self.retiring.values()]:
             if runner.thread is not None:
                 runner.thread.join(timeout=10)
         self.ctx.parser.close()

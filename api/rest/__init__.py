@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imapdesk.api.rest import attachments, conversations, mailboxes, messages, replies
+from imapdesk.api.rest import (
+    attachments,
+    conversations,
+    customers,
+    drafts,
+    mailboxes,
+    messages,
+    notifications,
+    outbound,
+    replies,
+    rules,
+    sla,
+    teams,
+    webhooks,
+)
 from imapdesk.api.schemas import ErrorPublic
 
 router = APIRouter(
@@ -20,3 +34,11 @@ router.include_router(messages.router)
 router.include_router(attachments.router)
 router.include_router(mailboxes.router)
 router.include_router(replies.router)
+router.include_router(outbound.router)
+router.include_router(drafts.router)
+router.include_router(customers.router)
+router.include_router(rules.router)
+router.include_router(teams.router)
+router.include_router(webhooks.router)
+router.include_router(notifications.router)
+router.include_router(sla.router)

@@ -21,9 +21,11 @@ from imapdesk.api.schemas import (
     activity_list_public,
     conversation_detail_public,
     conversation_list_public,
+    with_sla,
 )
 from imapdesk.domain.accounts.agents import agent_by_email
 from imapdesk.domain.conversations import operations, reads
+from imapdesk.domain.sla import queues as sla_queues
 from imapdesk.kernel.errors import InvalidInput
 from imapdesk.kernel.models import ActivitySource, Agent, ConversationStatus
 
@@ -63,7 +65,9 @@ def _merged(request: Request, route: str, exc: reads.ConversationMerged) -> JSON
 
 
 def _detail(session: Session, agent: Agent, conversation_id: int) -> ConversationDetailPublic:
-    return conversation_detail_public(reads.conversation_detail(session, agent, conversation_id))
+    public = conversation_detail_public(reads.conversation_detail(session, agent, conversation_id))
+    with_sla(session, [public])
+    return public
 
 
 def _agent_by_email(session: Session, email: str) -> Agent:
@@ -97,7 +101,8 @@ def list_conversations(
     assignee: Annotated[
         str | None,
         Query(
-            description="The assigned agent's email; `none` for unassigned; `me` for yourself.",
+            description="The assigned agent's email; `none` for those nobody holds (no "
+            "assignee, and not claimed from a mail client); `me` for yourself.",
             max_length=320,
         ),
     ] = None,
@@ -105,25 +110,39 @@ def list_conversations(
     q: Annotated[
         str | None,
         Query(
-            description="Words to find in the subject, the people (names and addresses) "
-            "or the text of any message (case-insensitive; every word must match a whole "
-            "word, the last one also the start of a word).",
+            description="A search: words to find in the subjects, the people (names and "
+            "addresses) or the text of the conversation's messages and notes, in any script "
+            "(Chinese, Japanese, Korean and Thai too, anywhere in a sentence); every word must "
+            'be found; `"a phrase"` in that order; the last word, when `q` ends with it, also '
+            "as the start of a word. Operators: `from:`, `to:` (and `cc:`), `subject:` (words "
+            "or a quoted phrase in that field), `has:attachment`, `is:unread` / `is:read`, "
+            "`tag:NAME`, `before:YYYY-MM-DD` and `after:YYYY-MM-DD` (the last message's date, "
+            "UTC; `after:` includes the day). A value an operator cannot take answers 422 "
+            "(`invalid_input`, field `q`). Each item then has a `snippet`.",
             max_length=200,
         ),
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=reads.MAX_PAGE_SIZE)] = reads.DEFAULT_PAGE_SIZE,
-) -> ConversationListPublic:
-    page = reads.list_conversations(
-        session,
-        agent,
-        reads.ConversationFilters(
-            mailbox=mailbox, statuses=status, assignee=assignee, tag=tag, q=q
+    sla: Annotated[
+        Literal["due_soon", "breached", "with_due"] | None,
+        Query(
+            description="The SLA queues, earliest due time first: `due_soon` (a target falls "
+            "due within the next `sla_due_soon_minutes`), `breached` (a target is past its "
+            "due time and not attained), `with_due` (any conversation with a due time)."
         ),
-        limit=limit,
-        cursor=cursor,
+    ] = None,
+) -> ConversationListPublic:
+    filters = reads.ConversationFilters(
+        mailbox=mailbox, statuses=status, assignee=assignee, tag=tag, q=q
     )
-    return conversation_list_public(page)
+    if sla is not None:
+        page = sla_queues.list_due(session, agent, sla, filters, limit=limit, cursor=cursor)
+    else:
+        page = reads.list_conversations(session, agent, filters, limit=limit, cursor=cursor)
+    public = conversation_list_public(page)
+    with_sla(session, public.items)
+    return public
 
 
 @router.get(
@@ -148,7 +167,9 @@ def get_conversation(
         detail = reads.conversation_detail(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "get_conversation", exc)
-    return conversation_detail_public(detail, remote_images=remote_content == "allow")
+    public = conversation_detail_public(detail, remote_images=remote_content == "allow")
+    with_sla(session, [public])
+    return public
 
 
 @router.patch(

@@ -28,7 +28,15 @@ _MAX_FIELD = 1_000_000
 _RECIPIENTS = (
     "One address per entry, `local@domain` or `Name <local@domain>`, sent to exactly as "
     "written: an entry that is not exactly one address is refused (422), never guessed at. "
-    "In multipart, repeat the field or separate entries with commas."
+    "In multipart, repeat the field or separate entries with commas. A domain may be "
+    "international (it is sent in its IDNA form); an address with non-ASCII characters "
+    "before the @ only through an SMTP server that offers SMTPUTF8 (422 when the mailbox's "
+    "is known not to)."
+)
+_UNDO_WINDOW = (
+    "Hold it for the agent's undo window (`undo_send_seconds`, as the web UI does): "
+    "`delivery.state` is `scheduled` until `delivery.not_before`, and "
+    "`POST /api/v1/outbound/{id}/cancel` takes it back meanwhile. Default: sent at once."
 )
 
 
@@ -49,6 +57,7 @@ class ReplyIn(BaseModel):
         "notes arrived since.",
     )
     force: bool = Field(default=False, description="Send even though newer messages arrived.")
+    undo_window: bool = Field(default=False, description=_UNDO_WINDOW)
 
 
 class NoteIn(BaseModel):
@@ -71,6 +80,7 @@ class NewConversationIn(BaseModel):
     )
     body: str = Field(max_length=_MAX_FIELD)
     html: str | None = Field(default=None, max_length=_MAX_FIELD)
+    undo_window: bool = Field(default=False, description=_UNDO_WINDOW)
 
 
 class NotePublic(BaseModel):
@@ -101,7 +111,7 @@ async def _read(request: Request) -> tuple[_Form, list[Upload]]:
                 )
             elif key in ("to", "cc"):
                 data.setdefault(key, []).extend(recipient_entries(str(value)))
-            elif key == "force":
+            elif key in ("force", "undo_window"):
                 data[key] = str(value).lower() in ("1", "true", "yes", "on")
             elif key == "version":
                 data[key] = int(value) if str(value).strip().isdigit() else None
@@ -193,11 +203,14 @@ _REPLY_RESPONSES: dict[int | str, dict[str, Any]] = {
     response_model=OutboundPublic,
     summary="Reply (or reply to all, or forward)",
     description=(
-        "Queues the reply; the worker sends it by SMTP (retrying temporary failures), files "
-        "a copy in Sent, marks the answered message `\\Answered` and sets the status the "
-        "mailbox names (default pending). Its `state` (queued, sending, sent, failed, with the "
-        "SMTP server's words) shows on the conversation's messages as `delivery`. JSON, or "
-        "multipart/form-data with files as attachments.\n\n" + MERGED_DESCRIPTION
+        "Queues the reply; the worker sends it by SMTP (retrying temporary failures; one that "
+        "retrying cannot fix, a 5xx answer or an address the server cannot take, fails at "
+        "once), files a copy in Sent, marks the answered message `\\Answered` and sets the "
+        "status the mailbox names (default pending). The answer's `delivery` (scheduled, "
+        "queued, sending, sent, failed, with the SMTP server's words) shows on the "
+        "conversation's messages too; a failed one is sent again with "
+        "`POST /api/v1/outbound/{id}/retry`. JSON, or multipart/form-data with files as "
+        "attachments.\n\n" + MERGED_DESCRIPTION
     ),
     responses=_REPLY_RESPONSES,
     openapi_extra=_body_schema(ReplyIn),
@@ -231,6 +244,7 @@ def create_reply(
         idempotency_key=idempotency_key,
         source=ActivitySource.api,
         settings=settings,
+        undo_seconds=agent.undo_send_seconds if body.undo_window else 0,
     )
     return outbound_public(mail)
 
@@ -316,6 +330,7 @@ def create_conversation(
         idempotency_key=idempotency_key,
         source=ActivitySource.api,
         settings=settings,
+        undo_seconds=agent.undo_send_seconds if body.undo_window else 0,
     )
     return outbound_public(mail)
 

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imapdesk.api.web import admin, compose, conversation, live, queues, session
+from imapdesk.api.web import (
+    admin,
+    availability,
+    compose,
+    composer_tools,
+    conversation,
+    customers,
+    drafts,
+    live,
+    notifications,
+    profile,
+    queues,
+    session,
+)
 
 router = APIRouter(include_in_schema=False)
 router.include_router(session.router)
@@ -12,4 +25,10 @@ router.include_router(queues.router)
 router.include_router(admin.router)
 router.include_router(conversation.router)
 router.include_router(compose.router)
+router.include_router(composer_tools.router)
+router.include_router(customers.router)
+router.include_router(drafts.router)
 router.include_router(live.router)
+router.include_router(notifications.router)
+router.include_router(availability.router)
+router.include_router(profile.router)

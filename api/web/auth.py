@@ -113,6 +113,8 @@ def signed_in_agent(request: Request, session: Session) -> Agent | None:
         with bookkeeping_write(session):
             sessions.record_activity(session, row.id)
     request.state.browser_session_id = row.id
+    # the zone the pages show the agent's times in (api/web/templating.py)
+    request.state.timezone = agent.timezone
     return agent
 
 

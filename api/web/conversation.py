@@ -10,20 +10,32 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlmodel import Session, col, select
 
-from imapdesk.api.deps import IdValue, RowId, SessionDep, SettingsDep, WriteSessionDep
+from imapdesk.api.deps import (
+    IdValue,
+    RowId,
+    SessionDep,
+    SettingsDep,
+    WriteSessionDep,
+    bookkeeping_write,
+)
 from imapdesk.api.downloads import attachment_path, attachment_response
 from imapdesk.api.web.auth import WebAgent, check_csrf, csrf_token
 from imapdesk.api.web.templating import STATIC_DIR, templates
-from imapdesk.domain.conversations import operations, reads, snooze
+from imapdesk.domain.accounts.profile import local_to_utc, zone_of
+from imapdesk.domain.conversations import operations, read_marks, reading, reads, snooze
+from imapdesk.domain.customers.views import customer_card
 from imapdesk.domain.live import presence
-from imapdesk.domain.outbound import saved_replies
+from imapdesk.domain.outbound import drafts, saved_replies
+from imapdesk.domain.outbound.delivery import failure_words, public_state
+from imapdesk.domain.outbound.replies import outbound_for_messages
+from imapdesk.domain.sla import queues as sla_queues
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput, NotFound
 from imapdesk.kernel.models import (
     Activity,
@@ -32,7 +44,10 @@ from imapdesk.kernel.models import (
     Attachment,
     ConversationStatus,
     Direction,
+    OutboundMail,
+    OutboundState,
     PresenceState,
+    as_utc,
     utcnow,
 )
 from imapdesk.kernel.settings import Settings
@@ -96,6 +111,9 @@ _ACTION_TEXT = {
     "unread": "marked it unread",
     "snoozed": "snoozed it",
     "unsnoozed": "cancelled the snooze",
+    "taken_back": "took a reply back before it was sent",
+    "send_retried": "sent a failed reply again",
+    "send_failed": "could not send a reply",
 }
 _SOURCE_TEXT = {
     ActivitySource.web: "in the helpdesk",
@@ -116,6 +134,41 @@ class MessageItem:
     text: str
     quoted: str
     remote_images: bool
+    # shown as one line (sender, date, first words) until opened: an older message of a long
+    # thread, so that the page opens at the newest
+    folded: bool = False
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """An outgoing message's delivery as the page shows it (`state` as agents see it)."""
+
+    outbound: OutboundMail
+    state: str
+    message_id: int
+    # scheduled: the undo window's seconds left when the page was made (the page counts down
+    # from there, whatever its own clock says)
+    seconds_left: float | None = None
+    # failed (or queued after a failed attempt): why, in the server's words where it answered
+    words: str = ""
+
+
+def delivery_views(session: Session, detail: reads.ConversationDetail) -> dict[int, DeliveryView]:
+    """The delivery of each outgoing message of the conversation (not notes), by message id."""
+    ids = [v.message.id for v in detail.messages if v.message.direction == Direction.outbound]
+    found = outbound_for_messages(session, [i for i in ids if i is not None])
+    now = utcnow()
+    views = {}
+    for mid, o in found.items():
+        if o.kind == "note":
+            continue
+        state = public_state(o, now)
+        due = as_utc(o.next_attempt_at)
+        left = (due - now).total_seconds() if state == OutboundState.scheduled and due else None
+        failed = state == OutboundState.failed
+        words = failure_words(o) if failed or (o.last_error and not o.sent_at) else ""
+        views[mid] = DeliveryView(o, state.value, mid, left, words)
+    return views
 
 
 @dataclass(frozen=True)
@@ -124,6 +177,8 @@ class ActivityItem:
     who: str
     what: str
     where: str
+    # the agent's address, where `who` is their name (a title on it)
+    email: str = ""
 
 
 def _sender(view: reads.MessageView) -> str:
@@ -131,8 +186,28 @@ def _sender(view: reads.MessageView) -> str:
     return m.from_name or m.from_email or "unknown sender"
 
 
-def message_items(detail: reads.ConversationDetail) -> list[MessageItem]:
+# a thread longer than this opens with its older messages folded
+FOLD_AFTER = 3
+
+
+def _folded(detail: reads.ConversationDetail, keep_open: set[int]) -> set[int]:
+    """The messages a long thread shows folded: all but the newest, except those still
+    unread and those in `keep_open` (a reply whose delivery needs the agent)."""
+    views = detail.messages
+    if len(views) <= FOLD_AFTER:
+        return set()
+    return {
+        v.message.id
+        for v in views[:-1]
+        if v.message.id is not None and v.message.seen and v.message.id not in keep_open
+    }
+
+
+def message_items(
+    detail: reads.ConversationDetail, keep_open: set[int] | None = None
+) -> list[MessageItem]:
     by_msgid = {v.message.message_id: v for v in detail.messages}
+    folded = _folded(detail, keep_open or set())
     items = []
     for view in detail.messages:
         m = view.message
@@ -154,39 +229,79 @@ def message_items(detail: reads.ConversationDetail) -> list[MessageItem]:
                 text=text,
                 quoted=quoted,
                 remote_images=bool(m.html and _REMOTE_IMAGE.search(m.html)),
+                folded=m.id in folded,
             )
         )
     return items
 
 
-def _describe(activity: Activity) -> str:
+def _describe(activity: Activity, names: dict[str, str] | None = None, zone: tzinfo = UTC) -> str:
     d = activity.details or {}
     action = activity.action
     if action == "status":
         return f"set the status to {d.get('to')}" if d.get("to") != "open" else "reopened it"
     if action == "assigned":
-        return f"assigned it to {d.get('to') or d.get('handle') or 'nobody'}"
+        to = d.get("to")
+        to = (names or {}).get(to, to) if isinstance(to, str) else to
+        return f"assigned it to {to or d.get('handle') or 'nobody'}"
     if action in ("tagged", "untagged"):
         return f"{action} it {', '.join(d.get('tags') or [])}"
     if action == "snoozed":
-        return f"snoozed it until {str(d.get('until', '')).replace('T', ' ')[:16]} UTC"
+        return f"snoozed it until {_local(d.get('until'), zone)}"
+    if action == "keyword_not_kept":
+        return "; ".join(_not_kept(k) for k in d.get("keywords") or [] if isinstance(k, dict))
     if action in _ACTION_TEXT:
         return _ACTION_TEXT[action]
     return action.replace("_", " ")
 
 
-def activity_items(session: Session, conversation_id: int) -> list[ActivityItem]:
+def _not_kept(keyword: dict[str, Any]) -> str:
+    """The write-back's word on a keyword the server refused or cannot keep: "the tag X is not
+    kept in the mailbox (INBOX: why)"."""
+    if keyword.get("tag"):
+        what = f"the tag {keyword['tag']}"
+    elif keyword.get("assignee"):
+        what = f"the assignee {keyword['assignee']}"
+    else:
+        what = f"the keyword {keyword.get('keyword')}"
+    return f"{what} is not kept in the mailbox ({keyword.get('folder')}: {keyword.get('why')})"
+
+
+def _local(value: object, zone: tzinfo) -> str:
+    """A time the log recorded (ISO, UTC), in the agent's zone."""
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value or "")
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return f"{when.astimezone(zone):%Y-%m-%d %H:%M} {zone}"
+
+
+def activity_items(
+    session: Session, conversation_id: int, zone: tzinfo = UTC
+) -> list[ActivityItem]:
     activities = reads.conversation_activity(session, conversation_id)
     emails = operations.agent_emails(session, activities)
-    return [
-        ActivityItem(
-            activity=a,
-            who=operations.activity_actor(a, emails),
-            what=_describe(a),
-            where=_SOURCE_TEXT.get(ActivitySource(a.source), str(a.source)),
+    # agents by name, where the log has their address (a title keeps the address)
+    names = agent_names(session)
+    items = []
+    for a in activities:
+        actor = operations.activity_actor(a, emails)
+        items.append(
+            ActivityItem(
+                activity=a,
+                who=names.get(actor, actor),
+                what=_describe(a, names, zone),
+                where=_SOURCE_TEXT.get(ActivitySource(a.source), str(a.source)),
+                email=actor if actor in names else "",
+            )
         )
-        for a in activities
-    ]
+    return items
+
+
+def agent_names(session: Session) -> dict[str, str]:
+    """Every agent's name by address (a team's worth: one small query)."""
+    return {email: name for email, name in session.exec(select(Agent.email, Agent.name))}
 
 
 _ID_MARK = 9_876_543_210
@@ -205,6 +320,8 @@ def page_urls(request: Request, conversation_id: int) -> dict[str, str]:
             "live": str(request.url_for("live")),
             "list": str(request.url_for("conversations")),
             "saved_replies": str(request.url_for("saved_replies")),
+            # + "<id>/cancel", "<id>/retry"
+            "outbound": str(request.url_for("outbound_retry", outbound_id=1))[: -len("1/retry")],
             "static": str(request.url_for("static", path="/")),
         }
         if len(cache) < 16:  # a few hosts; not one entry per forged Host header
@@ -220,6 +337,11 @@ def page_context(
     c = detail.row.conversation
     agents = list(session.exec(select(Agent).where(col(Agent.is_active)).order_by(col(Agent.name))))
     here = presence.present(session, [conversation_id]).get(conversation_id, [])
+    deliveries = delivery_views(session, detail)
+    assert agent.id is not None and c.id is not None
+    # a reply whose delivery needs the agent (undo, retry, edit, discard) is never folded
+    keep_open = {mid for mid, d in deliveries.items() if d.state != OutboundState.sent.value}
+    drafting = drafts.holders(session, [c.id]).get(c.id, [])
     return {
         "urls": page_urls(request, conversation_id),
         "request": request,
@@ -227,16 +349,25 @@ def page_context(
         "agent": agent,
         "detail": detail,
         "c": c,
-        "items": message_items(detail),
-        "activity": activity_items(session, conversation_id),
+        "items": message_items(detail, keep_open),
+        "activity": activity_items(session, conversation_id, zone_of(agent)),
         "agents": agents,
         "assignee_handle": next((a.handle for a in agents if a.id == c.assignee_id), ""),
+        "agent_names": {a.email: a.name for a in agents},
         "unknown_handle": operations.unknown_assignee_handle(session, c),
         "presence": [p for p in here if p.agent_id != agent.id],
+        # colleagues with a draft on it (the agent's own opens in the composer: the page's)
+        "drafters": [h for h in drafting if h.agent_id != agent.id],
         "statuses": WEB_STATUSES,
         "snooze_choices": SNOOZE_CHOICES,
         "saved_replies": saved_replies.list_saved_replies(session),
         "heartbeat_seconds": presence.HEARTBEAT_SECONDS,
+        "deliveries": deliveries,
+        "failed": [d for d in deliveries.values() if d.state == OutboundState.failed.value],
+        # its SLA due times (imapdesk/domain/sla/), with a warning style before breach
+        "sla": sla_queues.sla_views(session, [c.id]).get(c.id),
+        "now": utcnow(),
+        "due_soon_window": sla_queues.due_soon_window(),
     }
 
 
@@ -245,6 +376,7 @@ PARTS = {
     "presence": "conversation/presence.html",
     "messages": "conversation/messages.html",
     "activity": "conversation/activity.html",
+    "delivery": "conversation/delivery_alert.html",
 }
 
 
@@ -252,6 +384,11 @@ def render_parts(context: dict[str, Any]) -> dict[str, Any]:
     c = context["c"]
     out: dict[str, Any] = {
         name: templates.get_template(tpl).render(context) for name, tpl in PARTS.items()
+    }
+    badge = templates.get_template("conversation/delivery_badge.html")
+    # each outgoing message's delivery, put in place on its own (the messages stay as they are)
+    out["deliveries"] = {
+        str(mid): badge.render({**context, "d": d}) for mid, d in context["deliveries"].items()
     }
     out["version"] = c.version
     out["message_ids"] = [i.view.message.id for i in context["items"]]
@@ -273,10 +410,34 @@ def conversation_page(
     agent: WebAgent,
     conversation_id: RowId,
 ) -> Response:
+    _read_on_open(session, agent, conversation_id)
     context = _context_or_target(request, session, agent, conversation_id)
     if isinstance(context, str):
         return RedirectResponse(context, status_code=303)
+    # the sidebar: rendered with the page only (live updates leave a note being typed alone)
+    context["customer"] = customer_card(session, agent, context["c"])
+    # the agent's draft opens in the composer, which live updates leave alone too
+    assert agent.id is not None
+    context["draft"] = drafts.own(session, agent.id, context["c"].id)
     return templates.TemplateResponse(request, "conversation/page.html", context)
+
+
+def _read_on_open(session: Session, agent: Agent, conversation_id: int) -> None:
+    """Opening it marks it read, as in a mail client, where its mailbox says so
+    (imapdesk/domain/conversations/reading.py): a short write of its own before the page is
+    read, only when there is something to mark. A conversation the agent may not see, or that
+    was merged, is answered by the page as ever (404, a redirect to where it lives now)."""
+    try:
+        conversation = reads.visible_conversation(session, agent, conversation_id)
+    except (reads.ConversationMerged, NotFound):
+        return
+    if reading.reads_on_open(session, conversation):
+        with bookkeeping_write(session):
+            reading.read_on_open(session, agent, conversation_id)
+    # read by this agent (imapdesk/domain/conversations/read_marks.py), whatever the mailbox says
+    if agent.id is not None and read_marks.needs_mark(session, agent, conversation):
+        with bookkeeping_write(session):
+            read_marks.mark_read_for(session, agent.id, conversation_id)
 
 
 @router.get("/conversations/{conversation_id}/parts", name="conversation_parts")
@@ -317,6 +478,7 @@ def _apply(
     status: str,
     tags: str,
     hours: int | None,
+    until: str = "",
 ) -> None:
     web = ActivitySource.web
     if action == "claim":
@@ -334,6 +496,13 @@ def _apply(
         operations.set_tags(session, cid, wanted, source=web, agent=agent)
     elif action in ("read", "unread"):
         operations.mark_read(session, cid, action == "read", source=web, agent=agent)
+        if agent.id is not None:
+            (read_marks.mark_read_for if action == "read" else read_marks.mark_unread_for)(
+                session, agent.id, cid
+            )
+    elif action == "snooze" and until.strip():
+        # a date-time picked in the agent's own zone (imapdesk/domain/accounts/profile.py)
+        snooze.snooze(session, cid, local_to_utc(until, agent), source=web, agent=agent)
     elif action == "snooze":
         if hours is None or not 1 <= hours <= 24 * 365:
             raise InvalidInput("snooze for 1 hour to a year", field="hours")
@@ -356,12 +525,21 @@ def conversation_action(
     status: Annotated[str, Form(max_length=20)] = "",
     tags: Annotated[str, Form(max_length=4000)] = "",
     hours: Annotated[int | None, Form()] = None,
+    until: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
     check_form_csrf(request, csrf)
     cid = reads.visible_conversation_id(session, agent, conversation_id)
     try:
         _apply(
-            session, agent, cid, action, assignee=assignee, status=status, tags=tags, hours=hours
+            session,
+            agent,
+            cid,
+            action,
+            assignee=assignee,
+            status=status,
+            tags=tags,
+            hours=hours,
+            until=until,
         )
         session.flush()
     except ImapdeskError as exc:
@@ -404,6 +582,12 @@ def conversation_presence(
 # the frame's own style (the collapsed quote), inline: the frame may load no stylesheet
 MESSAGE_FRAME_STYLE = (
     "<style>" + (STATIC_DIR / "message_frame.css").read_text(encoding="utf-8") + "</style>"
+)
+# every formatted message is fitted to the frame's width (a newsletter on a phone)
+MESSAGE_FIT_STYLE = (
+    '<meta name="viewport" content="width=device-width, initial-scale=1"><style>'
+    + (STATIC_DIR / "message_fit.css").read_text(encoding="utf-8")
+    + "</style>"
 )
 
 
@@ -451,7 +635,7 @@ def message_body(
     if collapsed != html:
         html = MESSAGE_FRAME_STYLE + collapsed
     return HTMLResponse(
-        _inline_images(session, settings, message.id, html),
+        MESSAGE_FIT_STYLE + _inline_images(session, settings, message.id, html),
         headers={
             "Content-Security-Policy": MESSAGE_BODY_CSP_IMAGES if images else MESSAGE_BODY_CSP,
             "X-Frame-Options": "SAMEORIGIN",

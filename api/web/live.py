@@ -4,12 +4,15 @@
 - `event: hello`, `data: {"conversation", "parts"}`, when connected (and after every
   reconnect): refetch what may have changed;
 - `event: conversation`, `data: {"id", "mailbox_id", "version"}`: it changed;
-- `event: presence`, `data: {"id", "mailbox_id", "agents": [{"id","name","email","state"}]}`;
+- `event: presence`, `data: {"id", "mailbox_id", "agents": [{"id","name","email","state"}],
+  "drafts": [{"id","name","email"}]}` (who is there, and who has a draft on it);
 - `event: parts` (with `?parts=1` and the list page's parameters): that list's changing parts
   (`GET /queue-parts`'s JSON) after every batch of changes the agent may see (at most once per
   PARTS_INTERVAL_SECONDS: under a stream of changes one rendering covers them all), made once
   per agent and view for all its pages instead of fetched by each;
 - `event: resync`: this client fell behind (or its parts could not be made); refetch everything.
+- `event: notifications`, `data: {"unread", "new": [{"id", "kind", "text",
+  "conversation_id"}]}`: the agent has new notifications (the bell's count).
 The stream ends when the server shuts down, and when its agent may no longer see anything:
 deactivated, or its browser session ended (signed out, expired).
 In the browser, `live.js` turns them into DOM events on `document`: `imapdesk:conversation`,
@@ -34,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -48,7 +52,8 @@ from imapdesk.api.web.queues import ListParams, ListParamsDep, parts_body
 from imapdesk.domain.accounts import sessions
 from imapdesk.domain.live import audience
 from imapdesk.domain.live.changes import Change, ChangeFeed
-from imapdesk.kernel.models import Agent
+from imapdesk.domain.notifications import inbox as notifications_inbox
+from imapdesk.kernel.models import Agent, utcnow
 from imapdesk.kernel.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,8 @@ PARTS_INTERVAL_SECONDS = 1.0
 # they may take
 PARTS_AT_ONCE = 1
 PARTS_SHARE = 0.25
+# notifications read this long before a poll are looked at again (the mark precedes its commit)
+READS_LOOKBACK = timedelta(seconds=5)
 # how long a page refused at capacity waits before it tries again (live.js adds jitter)
 STREAM_RETRY_AFTER_SECONDS = 10
 
@@ -93,6 +100,8 @@ class Batch:
 
     events: list[LiveEvent]
     visible: frozenset[int]
+    # `event: notifications` texts for this stream's agent (its unread count went up)
+    notices: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -183,6 +192,11 @@ class LiveHub:
         self.parts: dict[PartsKey, PartsMaking] = {}
         self.parts_at_once = Turns(PARTS_AT_ONCE)
         self._parts_rest_until = 0.0
+        # the newest notification pushed (None: not read yet; the first poll takes stock)
+        self.notified_up_to: int | None = None
+        self._reads_since = utcnow()
+        # the unread count last pushed to each agent (a read is pushed only when it moved it)
+        self._unread_told: dict[int, int] = {}
 
     # --- capacity -------------------------------------------------------------------------
 
@@ -273,14 +287,49 @@ class LiveHub:
 
     # --- the poller -----------------------------------------------------------------------
 
+    def _notices(self, db: Session, streams: list[LiveStream]) -> dict[int, str]:
+        """`event: notifications` for each agent with notifications newer than the last poll,
+        or read lately (in another tab, by the API), when the count moved:
+        `{"unread", "new": [{"id", "kind", "text", "conversation_id"}]}`."""
+        now = utcnow()
+        if self.notified_up_to is None:
+            self.notified_up_to = notifications_inbox.newest_id(db)
+            self._reads_since = now
+            return {}
+        agent_ids = sorted({s.agent_id for s in streams if s.agent_id is not None})
+        fresh = notifications_inbox.since(db, self.notified_up_to, agent_ids)
+        if fresh:
+            self.notified_up_to = max(n.id or 0 for n in fresh)
+        # a read mark is set before its commit: looked for a little back
+        look_from = self._reads_since - READS_LOOKBACK
+        reading = notifications_inbox.read_since(db, look_from, agent_ids)
+        self._reads_since = now
+        concerned = {n.agent_id for n in fresh} | reading
+        if not concerned:
+            return {}
+        told: dict[int, str] = {}
+        for agent_id, unread in notifications_inbox.unread_counts(db, sorted(concerned)).items():
+            new = [
+                {"id": n.id, "kind": n.kind, "text": n.text, "conversation_id": n.conversation_id}
+                for n in fresh
+                if n.agent_id == agent_id
+            ]
+            if not new and self._unread_told.get(agent_id) == unread:
+                continue
+            self._unread_told[agent_id] = unread
+            told[agent_id] = _event("notifications", {"unread": unread, "new": new[-5:]})
+        return told
+
     def _poll(
         self, feed: ChangeFeed, streams: list[LiveStream], check: bool
-    ) -> tuple[list[LiveEvent], Access | None]:
-        """What changed; with changes (or `check`), what each stream's agent may see now."""
+    ) -> tuple[list[LiveEvent], Access | None, dict[int, str]]:
+        """What changed; with changes (or `check`, or new notifications), what each stream's
+        agent may see now."""
         with Session(self.engine) as db:
             changes = [LiveEvent.of(change) for change in feed.poll(db)]
-            if not (changes or check):
-                return changes, None
+            notices = self._notices(db, streams)
+            if not (changes or check or notices):
+                return changes, None, notices
             visible = audience.visible_mailboxes(
                 db, {s.agent_id for s in streams if s.agent_id is not None}
             )
@@ -291,7 +340,7 @@ class LiveHub:
                 s: visible[s.agent_id] if s in signed_in and s.agent_id is not None else None
                 for s in streams
             }
-            return changes, access
+            return changes, access, notices
 
     async def _run(self) -> None:
         feed = ChangeFeed()
@@ -305,17 +354,20 @@ class LiveHub:
                 or any(s.held for s in streams)
             )  # fmt: skip
             try:
-                changes, access = await asyncio.to_thread(self._poll, feed, streams, check)
+                changes, access, notices = await asyncio.to_thread(self._poll, feed, streams, check)
             except Exception:
                 log.exception("live updates: polling the database failed")
-                changes, access = [], None
+                changes, access, notices = [], None, {}
             self.polls += 1
             if access is not None:
                 checked_at = time.monotonic()
-                self._deliver(changes, access)
+                self._deliver(changes, access, notices)
             await asyncio.sleep(self.interval)
 
-    def _deliver(self, changes: list[LiveEvent], access: Access) -> None:
+    def _deliver(
+        self, changes: list[LiveEvent], access: Access, notices: dict[int, str] | None = None
+    ) -> None:
+        notices = notices or {}
         for stream in list(self.streams):
             if stream not in access:
                 # joined during the poll: its access is read with the next one
@@ -329,11 +381,13 @@ class LiveHub:
             if visible is None:
                 stream.end()
                 continue
+            notice = notices.get(stream.agent_id) if stream.agent_id is not None else None
+            told = (notice,) if notice else ()
             if stream.held:
                 held, stream.held = stream.held, []
-                stream.send(Batch(held + changes, visible))
-            elif changes:
-                stream.send(Batch(changes, visible))
+                stream.send(Batch(held + changes, visible, told))
+            elif changes or told:
+                stream.send(Batch(changes, visible, told))
 
 
 def hub_for(app: FastAPI) -> LiveHub:
@@ -430,7 +484,9 @@ async def live_events(
                         continue
                     assert isinstance(more, Batch)
                     # what the agent may see as of the later batch
-                    batch = Batch(batch.events + more.events, more.visible)
+                    batch = Batch(
+                        batch.events + more.events, more.visible, batch.notices + more.notices
+                    )
             visible = batch.visible
             out = [
                 event.text
@@ -438,6 +494,7 @@ async def live_events(
                 if event.change.mailbox_id in visible
                 and (conversation is None or event.change.conversation_id == conversation)
             ]
+            out.extend(batch.notices)
             if not out:
                 continue
             if parts and _changes_a_list(batch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -16,11 +17,17 @@ from imapdesk.api.web.flash import flash, pop_flash
 from imapdesk.api.web.session import safe_next
 from imapdesk.api.web.templating import templates
 from imapdesk.domain.accounts.agents import agent_by_email
-from imapdesk.domain.conversations import operations, queues, reads
+from imapdesk.domain.conversations import operations, queues, read_marks, reads
+from imapdesk.domain.outbound import drafts
+from imapdesk.domain.outbound.delivery import failed_by_conversation, failure_words
+from imapdesk.domain.sla import queues as sla_queues
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput
-from imapdesk.kernel.models import ActivitySource, Agent, ConversationStatus
+from imapdesk.kernel.models import ActivitySource, Agent, ConversationStatus, utcnow
 
 router = APIRouter()
+
+DUE_SORT = "due"
+SLA_SLOT = 30
 
 PAGE_SIZE = 50
 MAX_BULK = 200
@@ -37,7 +44,13 @@ LIST_PARTS = {
     "rows": "queues/rows.html",
     "pager": "queues/pager.html",
 }
-SORTS = [("newest", "Newest"), ("oldest", "Oldest"), ("activity", "Last activity")]
+SORTS = [
+    ("newest", "Newest"),
+    ("oldest", "Oldest"),
+    ("activity", "Last activity"),
+    # imapdesk/domain/sla/queues.py: those with a due time, the earliest first
+    (DUE_SORT, "Due time"),
+]
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,14 @@ def list_params(
 ListParamsDep = Annotated[ListParams, Depends(list_params)]
 
 
+def _names(session: Session, emails: Iterable[str | None]) -> dict[str, str]:
+    wanted = {e for e in emails if e}
+    if not wanted:
+        return {}
+    rows = session.exec(select(Agent.email, Agent.name).where(col(Agent.email).in_(wanted)))
+    return {email: name for email, name in rows}
+
+
 def list_context(
     request: Request, session: Session, agent: Agent, params: ListParams
 ) -> dict[str, Any]:
@@ -76,14 +97,38 @@ def list_context(
     queue_name = params.queue if params.queue in queues.QUEUE_BY_NAME else queues.DEFAULT_QUEUE
     chosen = _status(params.status)
     sort = params.sort
-    order = sort if sort and sort in reads.SortOrder.__members__ else reads.SortOrder.newest.value
+    sla_queue = queues.QUEUE_BY_NAME[queue_name].sla
+    if sla_queue:
+        sort = DUE_SORT  # the SLA queues come in due order
+    order = (
+        sort
+        if sort and (sort in reads.SortOrder.__members__ or sort == DUE_SORT)
+        else reads.SortOrder.newest.value
+    )
     mailbox, tag, q = params.mailbox or "", params.tag or "", params.q or ""
     filters = queues.queue_filters(
         queue_name, mailbox=mailbox or None, tag=tag or None, status=chosen, q=q or None
     )
-    page = reads.list_conversations(
-        session, agent, filters, limit=PAGE_SIZE, cursor=params.cursor or None, sort=order
-    )
+    search_error = ""
+    try:
+        if order == DUE_SORT:
+            page = sla_queues.list_due(
+                session,
+                agent,
+                sla_queue or sla_queues.WITH_DUE,
+                filters,
+                limit=PAGE_SIZE,
+                cursor=params.cursor or None,
+            )
+        else:
+            page = reads.list_conversations(
+                session, agent, filters, limit=PAGE_SIZE, cursor=params.cursor or None, sort=order
+            )
+    except InvalidInput as exc:
+        if exc.details.get("field") != "q":
+            raise
+        # a search the page cannot read: say so beside the search box, with nothing listed
+        page, search_error = reads.ConversationPage(items=[], next_cursor=None), exc.message
     # the current view without the cursor: what the sort, pager and bulk form come back to
     view = {
         "queue": params.queue if queue_name != queues.DEFAULT_QUEUE else "",
@@ -91,7 +136,8 @@ def list_context(
         "tag": tag,
         "status": chosen.value if chosen else "",
         "q": q,
-        "sort": order if order != reads.SortOrder.newest.value else "",
+        # the default sort of the view is left out (newest; due time in an SLA queue)
+        "sort": "" if order == reads.SortOrder.newest.value or sla_queue else order,
     }
     view = {k: v for k, v in view.items() if v}
     counts = queues.queue_counts(session, agent, request.app.state.queue_counts)
@@ -116,11 +162,29 @@ def list_context(
             "sort": order,
         },
         "view": view,
+        "search_error": search_error,
         "back": list_url.path + (f"?{urlencode(view)}" if view else ""),
         "next_query": view | {"cursor": page.next_cursor} if page.next_cursor else None,
         "paged": bool(params.cursor),
         "list_url": str(list_url),
         "conversation_prefix": conversation_url[:-1],
+        # each row's earliest due time (imapdesk/domain/sla/queues.py)
+        "sla": sla_queues.sla_views(session, (r.conversation.id for r in page.items)),
+        "now": utcnow(),
+        "due_soon_window": sla_queues.due_soon_window(),
+        # assignees by name (the address in a title)
+        "agent_names": _names(session, (r.assignee for r in page.items)),
+        # the rows unread for this agent (imapdesk/domain/conversations/read_marks.py)
+        "unread_for_me": read_marks.unread_for(
+            session, agent, (r.conversation for r in page.items)
+        ),
+        # the rows whose reply was not sent, marked with the server's words
+        "failed": {
+            cid: failure_words(o)
+            for cid, o in failed_by_conversation(
+                session, (r.conversation.id for r in page.items)
+            ).items()
+        },
     }
 
 
@@ -166,9 +230,16 @@ def parts_body(
 ) -> dict[str, Any]:
     """The parts, from the app's cache while nothing changed (see `queue_parts`)."""
     visible = tuple(reads.visible_mailbox_ids(session, agent))
+    # the agent's drafts (the Drafts queue and its count) come and go with no conversation
+    # changing: their own stamp
+    stamp = queues.change_stamp(session) + drafts.stamp(session, agent.id or 0)
+    # and what the agent read (their rows' bold) changes no conversation either
+    stamp += read_marks.stamp(session, agent.id or 0)
+    # the SLA queues and due marks change with the clock too: at least every SLA_SLOT seconds
+    stamp += (int(utcnow().timestamp() // SLA_SLOT),)
     body: dict[str, Any] = request.app.state.queue_parts.get(
         (agent.id, visible, params),
-        queues.change_stamp(session),
+        stamp,
         lambda: _parts(request, session, agent, params),
     )
     return body

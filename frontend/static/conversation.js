@@ -57,13 +57,36 @@
     }
   }
 
-  function applyParts(parts) {
+  // what the agent typed in the state part's fields (a snooze time, tags) and not yet sent
+  function typedValues() {
+    return Array.prototype.filter.call(
+      document.querySelectorAll("#conv-state form[data-action] input[name]"),
+      function (el) { return el.type !== "hidden" && el.value !== el.defaultValue; }
+    ).map(function (el) {
+      return { action: el.closest("form").dataset.action, name: el.name, value: el.value };
+    });
+  }
+
+  function restoreTyped(typed) {
+    typed.forEach(function (t) {
+      var el = document.querySelector("#conv-state form[data-action='" + t.action + "'] input[name='" +
+        t.name + "']");
+      if (el) {
+        el.value = t.value;
+      }
+    });
+  }
+
+  // `keepTyped`: a live refresh, which leaves what the agent is typing alone
+  function applyParts(parts, keepTyped) {
     if (parts.redirect) {
       window.location.assign(parts.redirect);
       return;
     }
     var key = focusKey();
+    var typed = keepTyped === true ? typedValues() : [];
     setHtml("conv-state", parts.state);
+    restoreTyped(typed);
     restoreFocus(key);
     setHtml("conv-presence", parts.presence);
     setHtml("conv-activity", parts.activity);
@@ -88,7 +111,7 @@
     }
     refreshing = true;
     request(root.dataset.partsUrl)
-      .then(applyParts)
+      .then(function (parts) { applyParts(parts, true); })
       .catch(function (err) { showFlash("Could not update the page: " + err.message); })
       .then(function () {
         refreshing = false;
@@ -213,15 +236,28 @@
     switch (event.key) {
       case "j": focusMessage(1); return true;
       case "k": focusMessage(-1); return true;
-      case "c": return press("#conv-state form[data-action=claim] button");
+      case "c": return press("#conv-state form[data-action=claim] button") || sayHolder();
       case "e": return press("#conv-state button[name=status][value=closed]");
       case "r": return openComposer("reply");
       case "n": return openComposer("note");
-      case "u": window.location.assign(root.dataset.listUrl); return true;
+      case "u":  // back to the queue it was opened from, at its place (flow.js)
+        if (window.imapdeskFlow) { window.imapdeskFlow.back(); } else { window.location.assign(root.dataset.listUrl); }
+        return true;
       case "/": return focusSearch();
       default: return false;
     }
   });
+
+  // `c` on a conversation someone holds (a colleague, a mail client, the agent): who
+  function sayHolder() {
+    var holder = document.getElementById("conv-holder");
+    var text = holder ? holder.textContent.trim() : "";
+    if (!text || text === "unassigned") {
+      return false;
+    }
+    showFlash("Not claimed: it is already " + text + ".");
+    return true;
+  }
 
   function focusSearch() {
     var search = document.getElementById("top-q") || document.querySelector("input[type=search]");

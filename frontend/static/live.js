@@ -6,6 +6,7 @@
  *   document.addEventListener("imapdesk:conversation", e => e.detail)  // {id, mailbox_id, version}
  *   document.addEventListener("imapdesk:presence", e => e.detail)      // {id, mailbox_id, agents}
  *   document.addEventListener("imapdesk:parts", e => e.detail)         // with ?parts=1: a list's parts
+ *   document.addEventListener("imapdesk:notifications", e => e.detail) // {unread, new: [...]}
  *   document.addEventListener("imapdesk:live", e => e.detail.state)    // connected|resync|reconnecting|closed
  * ("connected" carries `parts: true` when the stream pushes a list's parts.)
  * "connected" also comes after every reconnect: refetch what may have changed meanwhile.
@@ -46,7 +47,8 @@
       emit("imapdesk:live", { state: "connected", parts: !!parse(data).parts });
     } else if (kind === "resync") {
       emit("imapdesk:live", { state: "resync" });
-    } else if (kind === "conversation" || kind === "presence" || kind === "parts") {
+    } else if (kind === "conversation" || kind === "presence" || kind === "parts" ||
+               kind === "notifications") {
       emit("imapdesk:" + kind, parse(data));
     }
   }

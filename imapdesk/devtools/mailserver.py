@@ -13,7 +13,6 @@ import datetime as dt
 import email.utils
 import grp
 import hashlib
-import ipaddress
 import json
 import logging
 import mailbox
@@ -33,12 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from imapclient import IMAPClient
 
+from imapdesk.devtools.certificates import certificate_is_fresh, write_local_certificate
 from imapdesk.kernel.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -373,6 +369,12 @@ class LocalMailServer:
         lmtp: bool = True,
         lmtp_port: int | None = None,
         instance_name: str | None = None,
+        namespace_prefix: str = "",
+        separator: str = "/",
+        special_use: bool = True,
+        oauth2_introspection_url: str | None = None,
+        max_userip_connections: int = 200,
+        max_connections: int | None = None,
     ) -> None:
         if storage not in STORAGES:
             raise LocalMailServerError(f"unknown storage {storage!r}, use one of {STORAGES}")
@@ -381,6 +383,28 @@ class LocalMailServer:
         self.imaps_port = imaps_port
         self.storage: Storage = storage
         self.trim_capabilities = tuple(cap.upper() for cap in trim_capabilities)
+        # the personal namespace as hosting providers configure it: prefix "INBOX." and "."
+        # as separator put every folder under INBOX (Courier, Cyrus, cPanel's Dovecot);
+        # without `special_use` the folders have no RFC 6154 attributes, only their names
+        if separator not in ("/", ".") or (
+            namespace_prefix and namespace_prefix != "INBOX" + separator
+        ):
+            raise LocalMailServerError(
+                f"unsupported namespace {namespace_prefix!r} with separator {separator!r}: use "
+                "no prefix, or INBOX followed by the separator"
+            )
+        self.namespace_prefix = namespace_prefix
+        self.separator = separator
+        self.special_use = special_use
+        # OAuth2 logins (SASL XOAUTH2 and OAUTHBEARER) besides passwords: Dovecot's `oauth2`
+        # passdb asks this RFC 7662 introspection endpoint (credentials in the URL's userinfo,
+        # sent as HTTP basic authentication) whether a token is active and whose it is
+        self.oauth2_introspection_url = oauth2_introspection_url
+        # Dovecot's own default is 10 per user and client address: what hosting providers keep
+        self.max_userip_connections = max_userip_connections
+        # all users together (a benchmark's hundreds of mailboxes): Dovecot's own defaults stop
+        # at about 100 TLS connections (one login process each) and 1024 IMAP processes
+        self.max_connections = max_connections
         self.lmtp = lmtp
         self.lmtp_port = lmtp_port
         digest = hashlib.sha1(str(self.base_dir).encode()).hexdigest()[:8]
@@ -420,6 +444,12 @@ class LocalMailServer:
             "imaps_port": self.imaps_port,
             "storage": self.storage,
             "trim_capabilities": list(self.trim_capabilities),
+            "namespace_prefix": self.namespace_prefix,
+            "separator": self.separator,
+            "special_use": self.special_use,
+            "oauth2_introspection_url": self.oauth2_introspection_url,
+            "max_userip_connections": self.max_userip_connections,
+            "max_connections": self.max_connections,
             "lmtp": self.lmtp,
             "lmtp_port": self.lmtp_port,
             "instance_name": self.instance_name,
@@ -449,6 +479,12 @@ class LocalMailServer:
             lmtp=bool(data.get("lmtp", True)),
             lmtp_port=data.get("lmtp_port"),
             instance_name=data.get("instance_name"),
+            namespace_prefix=data.get("namespace_prefix", ""),
+            separator=data.get("separator", "/"),
+            special_use=bool(data.get("special_use", True)),
+            oauth2_introspection_url=data.get("oauth2_introspection_url"),
+            max_userip_connections=int(data.get("max_userip_connections", 200)),
+            max_connections=data.get("max_connections"),
         )
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -650,6 +686,13 @@ class LocalMailServer:
         user = self.add_user(f"{prefix}-{secrets.token_hex(4)}@{domain}", secrets.token_hex(12))
         return self.account(user)
 
+    def folder(self, name: str) -> str:
+        """The full name of a folder given as `Sent` or `Projects/2024` (`/` between levels)
+        in this server's personal namespace: `INBOX.Sent` under a prefix of `INBOX.`."""
+        if name.upper() == "INBOX":
+            return "INBOX"
+        return self.namespace_prefix + name.replace("/", self.separator)
+
     def account(self, user: str, password: str | None = None) -> MailAccount:
         name = user.strip().lower()
         if password is None:
@@ -840,8 +883,12 @@ class LocalMailServer:
         run_as = self.run_as
         lmtp = self._lmtp_available()
         location = "maildir:~/Maildir:LAYOUT=fs" if self.storage == "maildir" else "sdbox:~/sdbox"
+        if self.storage == "maildir" and self.namespace_prefix:
+            location = "maildir:~/Maildir"  # Maildir++ (.Sent, .Trash), as hosting panels keep it
         mailboxes = "\n".join(
-            f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}"
+            f"  mailbox {name} {{\n"
+            + (f"    special_use = {flag}\n" if self.special_use else "")
+            + "    auto = subscribe\n  }"
             for name, flag in SPECIAL_USE_FOLDERS
         )
         lines = [
@@ -857,7 +904,8 @@ class LocalMailServer:
             f"ssl_cert = <{self.cert_path}",
             f"ssl_key = <{self.key_path}",
             "disable_plaintext_auth = no",
-            "auth_mechanisms = plain login",
+            "auth_mechanisms = plain login"
+            + (" oauthbearer xoauth2" if self.oauth2_introspection_url else ""),
             "auth_verbose = yes",
             # Every failed login would otherwise delay all later logins from 127.0.0.1 by up
             # to 15 s (the anvil auth penalty); failures still take 0.5 s.
@@ -874,8 +922,9 @@ class LocalMailServer:
             "mailbox_list_index = yes",
             "mail_fsync = never",
             "mail_attribute_dict = file:%h/dovecot-attributes",
-            "mail_max_userip_connections = 200",
+            f"mail_max_userip_connections = {self.max_userip_connections}",
             "",
+            *self._oauth2_passdb(),
             "passdb {",
             "  driver = passwd-file",
             f"  args = scheme=PLAIN username_format=%u {self.users_dir}/%u",
@@ -886,7 +935,8 @@ class LocalMailServer:
             "}",
             "namespace inbox {",
             "  inbox = yes",
-            "  separator = /",
+            f"  separator = {self.separator}",
+            *([f"  prefix = {self.namespace_prefix}"] if self.namespace_prefix else []),
             mailboxes,
             "}",
             "protocol imap {",
@@ -908,9 +958,23 @@ class LocalMailServer:
             "    ssl = yes",
             "  }",
         ]
+        if self.max_connections:
+            # login processes that serve many connections (TLS included) rather than one each
+            lines += [
+                "  service_count = 0",
+                "  process_min_avail = 2",
+                f"  client_limit = {self.max_connections}",
+            ]
         if not run_as.as_root:
             lines.append("  chroot =")
         lines.append("}")
+        if self.max_connections:
+            lines += [
+                f"default_client_limit = {self.max_connections + 100}",
+                "service imap {",
+                f"  process_limit = {self.max_connections}",
+                "}",
+            ]
         lines += [
             "service anvil {",
             "  unix_listener anvil-auth-penalty {",
@@ -939,6 +1003,45 @@ class LocalMailServer:
 
     def _write_config(self) -> None:
         self.config_path.write_text(self.config_text())
+        if self.oauth2_introspection_url:
+            self.oauth2_config_path.write_text(
+                "\n".join(
+                    [
+                        f"introspection_url = {self.oauth2_introspection_url}",
+                        "introspection_mode = post",
+                        "force_introspection = yes",
+                        "username_attribute = username",
+                        "active_attribute = active",
+                        "active_value = true",
+                        f"tls_ca_cert_file = {self.ca_file}",
+                    ]
+                )
+                + "\n"
+            )
+            if self.run_as.as_root:  # the auth process reads it; the URL holds a secret
+                group = grp.getgrnam(self.run_as.internal_group).gr_gid
+                os.chown(self.oauth2_config_path, 0, group)
+                self.oauth2_config_path.chmod(0o640)
+            else:
+                self.oauth2_config_path.chmod(0o600)
+
+    @property
+    def oauth2_config_path(self) -> Path:
+        return self.base_dir / "dovecot-oauth2.conf.ext"
+
+    def _oauth2_passdb(self) -> list[str]:
+        """The `oauth2` passdb, for the OAuth2 mechanisms only (a password is never sent to
+        the introspection endpoint), ahead of the passwd-file."""
+        if not self.oauth2_introspection_url:
+            return []
+        return [
+            "passdb {",
+            "  driver = oauth2",
+            "  mechanisms = xoauth2 oauthbearer",
+            "  result_failure = return-fail",  # a token is no password for the passwd-file
+            f"  args = {self.oauth2_config_path}",
+            "}",
+        ]
 
     @staticmethod
     def _user_name(user: str) -> str:
@@ -968,99 +1071,13 @@ class LocalMailServer:
 
     def _ensure_certificate(self) -> None:
         """A local certificate authority (`ca_file`) and a server certificate it signed."""
-        if self._certificate_is_fresh():
+        if certificate_is_fresh(self.cert_path, self.ca_file, self.key_path):
             return
-        now = dt.datetime.now(dt.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, f"imapdesk local CA {self.instance_name}")]
+        write_local_certificate(
+            ca_path=self.ca_file,
+            cert_path=self.cert_path,
+            key_path=self.key_path,
+            ca_name=f"imapdesk local CA {self.instance_name}",
+            days=3650,
         )
-        ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ca_ski, critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        pem = serialization.Encoding.PEM
-        key_pem = key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key_pem)
-        self.cert_path.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-        self.ca_file.write_bytes(ca_cert.public_bytes(pem))
         logger.info("mail server %s: new TLS certificate in %s", self.instance_name, self.tls_dir)
-
-    def _certificate_is_fresh(self) -> bool:
-        try:
-            cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-            self.ca_file.stat()
-            self.key_path.stat()
-        except (OSError, ValueError):
-            return False
-        return cert.not_valid_after_utc > dt.datetime.now(dt.UTC) + dt.timedelta(days=1)

@@ -8,17 +8,26 @@ each accepted message handed to Dovecot's LMTP for every recipient it knows. Rec
 does not know are refused with a permanent 550 at RCPT, as a real server would, or, with
 `catch_all`, delivered to that user (the demo's box of "the customers"). `fail_next` makes it
 answer the next MAIL, RCPT or DATA with a given error (for tests of temporary and permanent
-refusals); `accepted` records what it delivered.
+refusals); `accepted` records what it delivered, and when. With `smtputf8` it offers SMTPUTF8
+(RFC 6531: addresses with non-ASCII local parts, UTF-8 headers), as many providers do; without
+it, like many others, it does not (set `smtputf8` and restart it to change its mind). With
+`bearer_introspection` it also takes OAuth2 logins (AUTH XOAUTH2 and OAUTHBEARER, RFC 7628),
+asking that RFC 7662 introspection endpoint whether the token is active and whose it is, as a
+provider's submission server does.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -30,6 +39,18 @@ RelaySecurity = Literal["starttls", "ssl", "none"]
 # required: no mail without a login; none: EHLO lists no AUTH and anyone may send
 RelayAuth = Literal["required", "none"]
 FailAt = Literal["MAIL", "RCPT", "DATA"]
+BEARER_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+@dataclass(frozen=True)
+class BearerIntrospection:
+    """Where OAuth2 tokens are checked (RFC 7662), with the relay's client credentials, and
+    the CA that signed that server's certificate."""
+
+    url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    ca_file: str | None = None
 
 
 @dataclass
@@ -37,6 +58,10 @@ class Accepted:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    # when the final "." was answered (time.time())
+    received_at: float = field(default_factory=time.time)
+    # the MAIL FROM parameters (SMTPUTF8, BODY=8BITMIME, ...)
+    mail_options: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +74,63 @@ class _Handler:
     # (command, reply): replies to give instead of the usual one, first come first served
     fail_next: list[tuple[FailAt, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    bearer: BearerIntrospection | None = None
+    # the users each OAuth2 login was made as, with the mechanism (for the tests to see)
+    bearer_logins: list[tuple[str, str]] = field(default_factory=list)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer_login(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer_login(server, args, "OAUTHBEARER")
+
+    async def _bearer_login(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
+        """The client's initial response (`user=...^Aauth=Bearer ...^A^A`, or for OAUTHBEARER
+        a GS2 header naming the user first), the token checked at the introspection endpoint.
+        A refusal is the error challenge of RFC 7628 3.2.2 and then 535."""
+        if len(args) > 1:
+            blob = args[1].encode()
+        else:
+            answer = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)
+            blob = base64.b64encode(answer)
+        try:
+            text = base64.b64decode(blob, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            await server.push("501 5.5.2 Can't decode base64")
+            return AuthResult(success=False, handled=True)
+        user, token = _bearer_fields(text, mechanism)
+        if user and token and await self._active(user, token):
+            with self.lock:
+                self.bearer_logins.append((user, mechanism))
+            return AuthResult(success=True, auth_data=user)
+        status = '{"status":"invalid_token","schemes":"bearer","scope":"mail"}'
+        await server.challenge_auth(status)  # the client answers ^A (or nothing) to end it
+        return AuthResult(success=False, handled=False)
+
+    async def _active(self, user: str, token: str) -> bool:
+        if self.bearer is None:
+            return False
+        verify: ssl.SSLContext | bool = True
+        if self.bearer.ca_file:
+            verify = ssl.create_default_context(cafile=self.bearer.ca_file)
+        try:
+            async with httpx.AsyncClient(verify=verify, timeout=10) as http:
+                response = await http.post(
+                    self.bearer.url,
+                    data={"token": token, "token_type_hint": "access_token"},
+                    auth=(self.bearer.client_id, self.bearer.client_secret),
+                )
+            answer = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("relay: token introspection failed: %s", exc)
+            return False
+        return (
+            isinstance(answer, dict)
+            and answer.get("active") is True
+            and str(answer.get("username", "")).lower() == user.lower()
+        )
 
     def _failure(self, command: FailAt) -> str | None:
         with self.lock:
@@ -107,9 +189,29 @@ class _Handler:
                 return "451 4.3.0 Local delivery failed, try again later"
         with self.lock:
             self.accepted.append(
-                Accepted(envelope.mail_from or "", list(envelope.rcpt_tos), bytes(data))
+                Accepted(
+                    envelope.mail_from or "",
+                    list(envelope.rcpt_tos),
+                    bytes(data),
+                    mail_options=list(envelope.mail_options),
+                )
             )
         return "250 2.0.0 OK: queued"
+
+
+def _bearer_fields(text: str, mechanism: str) -> tuple[str, str]:
+    """(user, token) of an XOAUTH2 or OAUTHBEARER initial response; blanks where missing."""
+    user = ""
+    pairs = text.split("\x01")
+    if mechanism == "OAUTHBEARER":
+        for part in pairs[0].split(","):
+            if part.startswith("a="):
+                user = part[2:].replace("=2C", ",").replace("=3D", "=")
+        pairs = pairs[1:]
+    fields = dict(p.split("=", 1) for p in pairs if "=" in p)
+    user = fields.get("user", user)
+    scheme, _, token = fields.get("auth", "").partition(" ")
+    return user, token if scheme.lower() == "bearer" else ""
 
 
 class LocalSmtpRelay:
@@ -124,12 +226,20 @@ class LocalSmtpRelay:
         security: RelaySecurity = "starttls",
         auth: RelayAuth = "required",
         catch_all: str | None = None,
+        smtputf8: bool = False,
+        bearer_introspection: BearerIntrospection | None = None,
+        bearer_mechanisms: tuple[str, ...] = BEARER_MECHANISMS,
     ) -> None:
         self.server = server
         self.port = port or free_port()
         self.security = security
         self.auth = auth
-        self.handler = _Handler(server, catch_all=catch_all, offer_auth=auth != "none")
+        self.smtputf8 = smtputf8
+        self.handler = _Handler(
+            server, catch_all=catch_all, offer_auth=auth != "none", bearer=bearer_introspection
+        )
+        # the OAuth2 mechanisms offered: none without an introspection endpoint
+        self.bearer_mechanisms = bearer_mechanisms if bearer_introspection else ()
         self._controller: Controller | None = None
 
     @property
@@ -167,12 +277,16 @@ class LocalSmtpRelay:
             "auth_required": self.auth == "required",
             "auth_require_tls": self.security != "none",
             "ident": "imapdesk local relay",
+            "enable_SMTPUTF8": self.smtputf8,
         }
         if self.auth == "none":
             # AUTH is then neither listed nor accepted: every mechanism is left out
-            kwargs["auth_exclude_mechanism"] = ["LOGIN", "PLAIN"]
+            kwargs["auth_exclude_mechanism"] = ["LOGIN", "PLAIN", *BEARER_MECHANISMS]
         else:
             kwargs["authenticator"] = self._authenticate
+            kwargs["auth_exclude_mechanism"] = [
+                m for m in BEARER_MECHANISMS if m not in self.bearer_mechanisms
+            ]
         if self.security == "ssl":
             kwargs["ssl_context"] = self._tls()
         elif self.security == "starttls":
@@ -184,7 +298,11 @@ class LocalSmtpRelay:
         controller.start()
         self._controller = controller
         log.info(
-            "local SMTP relay on 127.0.0.1:%d (%s, AUTH %s)", self.port, self.security, self.auth
+            "local SMTP relay on 127.0.0.1:%d (%s, AUTH %s%s)",
+            self.port,
+            self.security,
+            self.auth,
+            ", SMTPUTF8" if self.smtputf8 else "",
         )
 
     def stop(self) -> None:

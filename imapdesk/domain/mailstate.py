@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imapdesk.kernel.models import ConversationStatus, Direction, FolderRole, as_utc
+from imapdesk.mail.imap.probe import UNLIMITED, keeps_keywords
 
 SEEN = "\\Seen"
 FLAGGED = "\\Flagged"
@@ -192,23 +193,34 @@ def is_tag_keyword(keyword: str) -> bool:
 
 
 def keywords_kept(capabilities: Mapping[str, Any] | None) -> bool:
-    """Whether the server keeps custom keywords: PERMANENTFLAGS holds `\\*`.
+    """Whether the server keeps custom keywords: PERMANENTFLAGS holds `\\*`, or keywords (a
+    folder at its limit lists those it keeps without `\\*`; `probe.keeps_keywords`).
 
     Reads `capabilities["permanent_flags"]` (stored by the worker at connect); a mailbox not
-    probed that way falls back to a boolean `capabilities["keywords"]`, else False.
+    probed that way falls back to a boolean `capabilities["keywords"]`, else False. Which
+    keywords a folder refused or cannot keep is recorded apart
+    (`imapdesk.domain.mailboxes.keywords`).
     """
     if not capabilities:
         return False
     permanent = capabilities.get("permanent_flags")
     if isinstance(permanent, list | tuple):
-        return "\\*" in permanent
+        return keeps_keywords(str(f) for f in permanent)
     return capabilities.get("keywords") is True
 
 
 def keyword_limit(capabilities: Mapping[str, Any] | None) -> int | None:
-    """How many distinct keywords a folder keeps (Dovecot Maildir: 26), if known."""
+    """How many distinct keywords a folder keeps (Dovecot Maildir: 26, Cyrus: 100), when the
+    probe knows a number; None when it knows none (`keyword_limit_known` tells unlimited from
+    unknown)."""
     limit = (capabilities or {}).get("keyword_limit")
     return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+
+
+def keyword_limit_known(capabilities: Mapping[str, Any] | None) -> bool:
+    """Whether the probe knows how many keywords a folder keeps: a number, or UNLIMITED."""
+    limit = (capabilities or {}).get("keyword_limit")
+    return keyword_limit(capabilities) is not None or limit == UNLIMITED
 
 
 # --- what to write ----------------------------------------------------------------------------

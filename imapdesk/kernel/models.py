@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlmodel import Field, SQLModel
 
@@ -107,6 +108,14 @@ class Agent(AgentBase, table=True):
     all_mailboxes: bool = True
     # appended to the agent's replies (plain text; imapdesk/domain/outbound/replies.py)
     signature: str | None = Field(default=None, sa_column=Column(Text))
+    # how long a reply written in the web UI waits before it is sent, so that "Undo" can take
+    # it back (imapdesk/domain/outbound/actions.py); 0: sent at once
+    undo_send_seconds: int = Field(default=10, sa_column_kwargs={"server_default": "10"})
+    # the IANA zone the web UI shows times in (imapdesk/domain/accounts/profile.py); None: UTC
+    timezone: str | None = Field(default=None, max_length=64)
+    # per-agent read marks (ConversationReadMark) count from here; what last changed before
+    # falls back to the mailbox's shared \Seen. None: since the agent was created
+    read_marks_since: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -185,6 +194,13 @@ class Mailbox(MailboxBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     password_encrypted: str = Field(sa_column=Column(Text, nullable=False))
     smtp_password_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    # whether the SMTP server offered SMTPUTF8 when the sender last connected (None: not known
+    # yet): an address with a non-ASCII local part can be sent only then
+    smtputf8: bool | None = None
+    # opening a conversation in the web UI marks it read: `\Seen` on its messages, which
+    # everyone on the box sees (imapdesk/domain/conversations/reading.py); False leaves the
+    # read state to the agents' "Mark read" and to mail clients
+    mark_read_on_open: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     # outbound mail: the mailbox's signature and "Alice at <display name>" in From when
     # `from_agent_name` (imapdesk/domain/outbound/replies.py), and the status a conversation
     # takes once a reply went out (imapdesk/domain/outbound/delivery.py)
@@ -198,6 +214,9 @@ class Mailbox(MailboxBase, table=True):
     )
     # names of the watched folders; empty means INBOX plus the \Sent folder
     watched_folders: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # the folder of each role the admin set ({"pending": "INBOX.Waiting", ...}); a role not
+    # set is found on the server (imapdesk/mail/imap/folders.py)
+    folder_names: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     # capability probe at connect: {"capabilities": [...], "keywords": bool, ...}
     capabilities: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
@@ -226,6 +245,91 @@ class Folder(SQLModel, table=True):
     last_sync_at: datetime | None = None
 
 
+class KeywordRefusal(StrEnum):
+    """Why a folder does not keep a keyword (docs/IMAP-MAPPING.md, "Writing")."""
+
+    refused = "refused"  # the server answered the STORE with NO, naming the keyword
+    folder_full = "folder_full"  # PERMANENTFLAGS without \* and without the keyword
+    limit = "limit"  # the folder is at the server's known number of distinct keywords
+    not_kept = "not_kept"  # stored, but not there when read back
+    invalid = "invalid"  # not an IMAP atom
+
+
+class UnkeptKeyword(SQLModel, table=True):
+    """A keyword that a folder of the mailbox refused or cannot keep. The write-back never
+    sends it to that folder again; the state it stands for (a tag, an assignee) stays in the
+    database, and agents and admins are told (imapdesk/domain/mailboxes/keywords.py)."""
+
+    __table_args__ = (UniqueConstraint("mailbox_id", "folder", "keyword"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox_id: int = Field(foreign_key="mailbox.id", ondelete="CASCADE")
+    folder: str = Field(max_length=500)
+    keyword: str = Field(max_length=255)
+    # stored as its name in a VARCHAR(20)
+    reason: KeywordRefusal = Field(sa_type=Enum(KeywordRefusal, native_enum=False, length=20))
+    # the server's words (a NO), or what was seen (the count, the read-back)
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OAuth2Provider(StrEnum):
+    microsoft = "microsoft"
+    google = "google"
+    generic = "generic"  # any other: its issuer's discovery, or endpoints given
+
+
+class OAuth2Grant(StrEnum):
+    """How an OAuth2 mailbox gets its access tokens."""
+
+    refresh_token = "refresh_token"  # delegated (consent, device code, a refresh token given)
+    client_credentials = "client_credentials"  # app-only (Microsoft): asked for again each time
+
+
+class OAuth2State(StrEnum):
+    pending = "pending"  # set up, no token yet: an admin connects it
+    connected = "connected"
+    failed = "failed"  # the provider refused the grant: an admin connects it again
+
+
+class MailboxOAuth2(SQLModel, table=True):
+    """A mailbox that logs in with OAuth2 (SASL XOAUTH2 or OAUTHBEARER) rather than a password
+    (imapdesk/domain/mailboxes/oauth2.py): its provider's endpoints, the client, and the tokens,
+    encrypted at rest. `token_version` grows with every token saved: one process at a time
+    refreshes (`refreshing_until`), and saves only over the version it started from."""
+
+    mailbox_id: int = Field(foreign_key="mailbox.id", primary_key=True, ondelete="CASCADE")
+    provider: OAuth2Provider = Field(sa_type=Enum(OAuth2Provider, native_enum=False, length=20))
+    issuer: str | None = Field(default=None, max_length=1000)
+    authorization_endpoint: str | None = Field(default=None, max_length=1000)
+    token_endpoint: str = Field(max_length=1000)
+    device_authorization_endpoint: str | None = Field(default=None, max_length=1000)
+    client_id: str = Field(max_length=500)
+    client_secret_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    grant: OAuth2Grant = Field(
+        default=OAuth2Grant.refresh_token,
+        sa_type=Enum(OAuth2Grant, native_enum=False, length=30),
+    )
+    state: OAuth2State = Field(
+        default=OAuth2State.pending, sa_type=Enum(OAuth2State, native_enum=False, length=20)
+    )
+    access_token_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    access_token_expires_at: datetime | None = None
+    refresh_token_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    token_version: int = 0
+    refreshing_until: datetime | None = None
+    refreshed_at: datetime | None = None
+    # why the provider refused (state failed), in its words
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    failed_at: datetime | None = None
+    # an authorization under way in an admin's browser (code with PKCE): the hash of its
+    # `state`, the code verifier, the redirect URI and when it started
+    authorization_state_hash: str | None = Field(default=None, max_length=64, unique=True)
+    code_verifier_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    authorization_redirect_uri: str | None = Field(default=None, max_length=1000)
+    authorization_started_at: datetime | None = None
+
+
 # --- messages --------------------------------------------------------------------------------
 
 
@@ -236,14 +340,25 @@ class Conversation(SQLModel, table=True):
         Index("ix_conversation_subject", "mailbox_id", "subject_key", "last_message_at"),
         # the live updates poll what changed lately (imapdesk/domain/live/changes.py)
         Index("ix_conversation_updated_at", "updated_at"),
-        # the queue counts and lists read this index alone (imapdesk/domain/conversations/queues.py)
-        Index("ix_conversation_queue", "status", "mailbox_id", "assignee_id", "merged_into_id"),
+        # the queue counts and lists read this index alone (imapdesk/domain/conversations/queues.py;
+        # Unassigned leaves out what a mail client claimed: `claimed`)
+        Index(
+            "ix_conversation_queue",
+            "status",
+            "mailbox_id",
+            "assignee_id",
+            "merged_into_id",
+            "claimed",
+        ),
         # Unassigned (open, no assignee) and Mine (the agent's), read in list order
         # the lists read in order: All open, Pending, Closed (status); Unassigned (open, no
         # assignee); Mine (the agent's)
         Index("ix_conversation_status_last", "status", "last_message_at"),
         Index("ix_conversation_status_assignee_last", "status", "assignee_id", "last_message_at"),
         Index("ix_conversation_assignee_last", "assignee_id", "last_message_at"),
+        # a customer's conversations in the mailboxes an agent may see
+        # (imapdesk/domain/customers/views.py); the address alone for threading
+        Index("ix_conversation_customer", "customer_email", "mailbox_id"),
         # merges are rare: a partial index finds them and cannot lure a planner into reading
         # every unmerged row for "merged_into_id IS NULL"
         Index(
@@ -261,7 +376,7 @@ class Conversation(SQLModel, table=True):
     status: ConversationStatus = Field(default=ConversationStatus.open)
     assignee_id: int | None = Field(default=None, foreign_key="agent.id")
     claimed: bool = False
-    customer_email: str | None = Field(default=None, max_length=320, index=True)
+    customer_email: str | None = Field(default=None, max_length=320)
     customer_name: str | None = Field(default=None, max_length=300)
     message_count: int = 0
     unread: bool = True
@@ -348,6 +463,11 @@ class Attachment(SQLModel, table=True):
     sha256: str = Field(max_length=64, index=True)
     content_id: str | None = Field(default=None, max_length=500)
     inline: bool = False
+    # a file unpacked from another attachment of the message (a winmail.dat): that one's
+    # sha256 (imapdesk/mail/tnef.py); the original stays an attachment of its own
+    unpacked_from: str | None = Field(default=None, max_length=64)
+    # a winmail.dat that could not be unpacked: why (it stays as it came)
+    unpack_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class ThreadNode(SQLModel, table=True):
@@ -445,6 +565,29 @@ class Presence(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class Draft(SQLModel, table=True):
+    """What an agent is writing in a conversation, saved as they type and when the composer
+    loses focus (imapdesk/domain/outbound/drafts.py): one per agent and conversation, the
+    same on every device, gone once sent or discarded. Colleagues see that it exists, never
+    its text."""
+
+    __table_args__ = (Index("ix_draft_agent_created", "agent_id", "created_at"),)
+    conversation_id: int = Field(
+        foreign_key="conversation.id", primary_key=True, ondelete="CASCADE"
+    )
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    # reply, reply_all, forward, note
+    kind: str = Field(default="reply", max_length=20)
+    body: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # the recipients as typed (entries, not yet checked: a draft may hold half an address)
+    to: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    cc: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # what the rich-text composer holds (as typed, sanitised when sent); None: plain text only
+    html: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class SavedReply(SQLModel, table=True):
     """A canned answer agents insert into the composer."""
 
@@ -460,6 +603,8 @@ class SavedReply(SQLModel, table=True):
 
 
 class OutboundState(StrEnum):
+    # held for the agent's undo window: not sent before `next_attempt_at`
+    scheduled = "scheduled"
     queued = "queued"
     sending = "sending"
     sent = "sent"
@@ -471,9 +616,11 @@ class OutboundMail(SQLModel, table=True):
     sender (worker/sender.py). The bytes are composed once, when it is queued, so that every
     attempt sends the same message with the same Message-ID.
 
-    queued -> sending (claimed by a sender; `final_dot_at` once the whole message but the
+    scheduled (the undo window, until `next_attempt_at`; taken back by deleting it) -> queued
+    -> sending (claimed by a sender; `final_dot_at` once the whole message but the
     final "." went to the SMTP server) -> sent (the server said 250) -> `copy_uid` once the
-    copy is in Sent (or the note in Notes); failed when the server refused it for good.
+    copy is in Sent (or the note in Notes); failed when the server refused it for good (or it
+    cannot be sent at all), until an agent retries (queued again) or discards it.
     """
 
     __table_args__ = (
@@ -518,3 +665,385 @@ class OutboundMail(SQLModel, table=True):
     copy_uid: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --- customers: the people conversations are with ----------------------------------------------
+
+
+class Customer(SQLModel, table=True):
+    """One per address a conversation is with (`Conversation.customer_email`), kept in step by
+    the ingest, with what agents note about them (imapdesk/domain/customers/). Their
+    conversations are found by address, so a customer spans mailboxes; who sees what of them
+    follows the mailboxes an agent may see."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    # lower case, as `Conversation.customer_email`
+    email: str = Field(max_length=320, unique=True)
+    name: str | None = Field(default=None, max_length=300)
+    # the address's domain when it names an organisation (not a free-mail provider's)
+    organisation: str | None = Field(default=None, max_length=255, index=True)
+    # the name (casefolded) and the address: what the customer search looks in
+    search_key: str = Field(default="", max_length=700)
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # grows with every change of the note: an edit made on an older note is refused
+    note_version: int = 0
+    note_updated_at: datetime | None = None
+    note_updated_by_id: int | None = Field(
+        default=None, foreign_key="agent.id", ondelete="SET NULL"
+    )
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CustomerNoteEdit(SQLModel, table=True):
+    """Each change of a customer's note: who made it, from where, and the note it left."""
+
+    __table_args__ = (Index("ix_customernoteedit_customer_created", "customer_id", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", ondelete="CASCADE")
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
+    # stored as its name in a VARCHAR(20)
+    source: ActivitySource = Field(sa_type=Enum(ActivitySource, native_enum=False, length=20))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- the domain event log: what rules, webhooks and notifications react to ---------------------
+
+
+class Event(SQLModel, table=True):
+    """One thing that happened, written in the same transaction as the change itself
+    (imapdesk/domain/events.py): conversation created, message received, status changed,
+    assigned, tagged, note added, reply sent or failed, SLA warning or breach. Consumers
+    (automation rules, webhooks, notifications) each read the log in id order and keep a
+    receipt per event they handled, in the transaction of what they did with it."""
+
+    __table_args__ = (Index("ix_event_created", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    # a dotted name, e.g. `conversation.created` (imapdesk.domain.events.EventKind)
+    kind: str = Field(max_length=60)
+    created_at: datetime = Field(default_factory=utcnow)
+    mailbox_id: int | None = Field(default=None, foreign_key="mailbox.id", ondelete="CASCADE")
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", ondelete="CASCADE"
+    )
+    message_id: int | None = Field(default=None, foreign_key="message.id", ondelete="SET NULL")
+    # the agent who made the change (none for customers, mail clients and the worker)
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
+    # who or what made it: `agent`, `customer`, `imap` (a mail client), `rule <name>`, `system`
+    actor: str = Field(default="", max_length=320)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class EventConsumer(SQLModel, table=True):
+    """A consumer of the event log: every event up to `floor_id` is handled (or was older than
+    the consumer's start); above it, the receipts say which are."""
+
+    name: str = Field(primary_key=True, max_length=40)
+    floor_id: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EventReceipt(SQLModel, table=True):
+    """A consumer handled an event (written with what it did, so nothing is done twice)."""
+
+    consumer: str = Field(primary_key=True, max_length=40)
+    event_id: int = Field(primary_key=True, foreign_key="event.id", ondelete="CASCADE")
+
+
+# --- teams and automation rules (imapdesk/domain/teams/, imapdesk/domain/rules/) ---------------
+
+
+class Team(SQLModel, table=True):
+    """Agents who share work; new work goes to its members by `strategy` (`round_robin` or
+    `least_busy`, imapdesk/domain/teams/assignment.py), within business hours when it has a
+    calendar."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    strategy: str = Field(default="round_robin", max_length=20)
+    # a business-hours calendar (imapdesk/domain/sla/business_hours.py); no FK: a later table
+    calendar_id: int | None = None
+    # round robin: the member who got the last conversation (the next one goes to the next)
+    last_agent_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TeamMember(SQLModel, table=True):
+    team_id: int = Field(foreign_key="team.id", primary_key=True, ondelete="CASCADE")
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, index=True, ondelete="CASCADE")
+
+
+class TeamMailbox(SQLModel, table=True):
+    """A mailbox's default team: its new conversations are assigned to the team's next agent."""
+
+    mailbox_id: int = Field(foreign_key="mailbox.id", primary_key=True, ondelete="CASCADE")
+    team_id: int = Field(foreign_key="team.id", index=True, ondelete="CASCADE")
+
+
+class AgentAvailability(SQLModel, table=True):
+    """An agent's availability switch and capacity (open conversations at most; None: no
+    limit). An agent without a row is available with no limit."""
+
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    available: bool = True
+    capacity: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Rule(SQLModel, table=True):
+    """An automation rule (imapdesk/domain/rules/): when `trigger` happens and the conditions
+    hold (`match`: all or any), do the actions in order; `stop` ends the evaluation of the
+    rules after it. Rules run in `position` order."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    position: int = Field(default=0, index=True)
+    enabled: bool = True
+    # an event kind (conversation.created, ...) or a time-based one (time.no_reply, ...)
+    trigger: str = Field(max_length=60)
+    # time-based triggers: the N (hours or days)
+    trigger_amount: int | None = None
+    match: str = Field(default="all", max_length=3)
+    conditions: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    actions: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    stop: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class RuleFiring(SQLModel, table=True):
+    """A time-based rule fired for a conversation: written with its actions, so it fires once."""
+
+    rule_id: int = Field(foreign_key="rule.id", primary_key=True, ondelete="CASCADE")
+    conversation_id: int = Field(
+        foreign_key="conversation.id", primary_key=True, index=True, ondelete="CASCADE"
+    )
+    fired_at: datetime = Field(default_factory=utcnow)
+
+
+class AutoReplyLog(SQLModel, table=True):
+    """The last automatic reply a rule sent a customer from a mailbox (one per window)."""
+
+    mailbox_id: int = Field(foreign_key="mailbox.id", primary_key=True, ondelete="CASCADE")
+    customer_email: str = Field(max_length=320, primary_key=True)
+    sent_at: datetime = Field(default_factory=utcnow)
+
+
+# --- outgoing webhooks and agents' notifications (issue 14) -----------------------------------
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """An integration's URL and the events it is sent (imapdesk/domain/webhooks/), signed in
+    the Standard Webhooks manner with its secret (`whsec_...`, encrypted at rest as mailbox
+    secrets are). After a rotation the previous secret signs too until `previous_until`. It is
+    disabled after failing too long (`failure_count` attempts in a row since `failing_since`),
+    with the reason kept, until an admin enables it again."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2000)
+    description: str = Field(default="", max_length=200)
+    # public event names (imapdesk.domain.webhooks.names.PUBLIC_EVENTS)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False))
+    previous_secret_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    previous_until: datetime | None = None
+    enabled: bool = True
+    failure_count: int = 0
+    failing_since: datetime | None = None
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    disabled_at: datetime | None = None
+    last_success_at: datetime | None = None
+    created_by_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDeliveryState(StrEnum):
+    pending = "pending"  # to be sent at `next_attempt_at` (again, after a failure)
+    delivered = "delivered"  # the receiver answered 2xx
+    failed = "failed"  # still failing when its retry window ended
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one subscription: the exact body sent (so every attempt and a replay send
+    the same bytes under the same `webhook-id`), its state and the receiver's last answer.
+    Written by the worker in the transaction that takes the event (worker/webhooks.py)."""
+
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id"),
+        Index("ix_webhookdelivery_state_due", "state", "next_attempt_at"),
+        Index("ix_webhookdelivery_subscription", "subscription_id", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(foreign_key="webhooksubscription.id", ondelete="CASCADE")
+    event_id: int | None = Field(default=None, foreign_key="event.id", ondelete="SET NULL")
+    event_type: str = Field(max_length=60)
+    # the `webhook-id` header: the same for every attempt and a replay
+    msg_id: str = Field(max_length=100, unique=True)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    # stored as its name in a VARCHAR(20)
+    state: WebhookDeliveryState = Field(
+        default=WebhookDeliveryState.pending,
+        sa_type=Enum(WebhookDeliveryState, native_enum=False, length=20),
+    )
+    attempts: int = 0
+    # retried until `window_started_at` plus the retry window (a replay starts a new one)
+    window_started_at: datetime = Field(default_factory=utcnow)
+    next_attempt_at: datetime | None = None
+    # who is sending it ("host:pid") and until when that claim holds
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_until: datetime | None = None
+    last_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    response_status: int | None = None
+    response_body: str | None = Field(default=None, sa_column=Column(Text))
+    duration_ms: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """Something an agent is told in the app (the bell), and by email if they chose so
+    (imapdesk/domain/notifications/): assigned to them, a customer replied on theirs, a
+    mention in a note, an SLA warning, a rule's notice, a webhook disabled (admins)."""
+
+    __table_args__ = (
+        UniqueConstraint("agent_id", "event_id", "kind"),
+        Index("ix_notification_agent_read", "agent_id", "read_at", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", ondelete="CASCADE")
+    kind: str = Field(max_length=40)
+    text: str = Field(max_length=500)
+    conversation_id: int | None = Field(
+        default=None, foreign_key="conversation.id", ondelete="CASCADE"
+    )
+    event_id: int | None = Field(default=None, foreign_key="event.id", ondelete="SET NULL")
+    created_at: datetime = Field(default_factory=utcnow)
+    read_at: datetime | None = None
+    # None: no email wanted; "pending", "sent", "failed" (the reason in `email_error`)
+    email_state: str | None = Field(default=None, max_length=20)
+    email_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class NotificationPreference(SQLModel, table=True):
+    """An agent's choices of what to be notified of, and whether by email too; an agent
+    without a row has the defaults (everything in the app, no email)."""
+
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    assigned: bool = True
+    customer_replied: bool = True
+    mentioned: bool = True
+    sla_warning: bool = True
+    rule_notify: bool = True
+    email: bool = False
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+# --- business hours and SLAs (imapdesk/domain/sla/) -------------------------------------------
+
+
+class BusinessCalendar(SQLModel, table=True):
+    """Weekly opening hours, holidays and a timezone (imapdesk/domain/sla/business_hours.py):
+    `hours` is {"monday": [["09:00", "17:00"], ...], ...}; `holidays` ISO dates."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    timezone: str = Field(default="UTC", max_length=64)
+    hours: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    holidays: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class SlaPolicy(SQLModel, table=True):
+    """Targets in business minutes for the conversations of a mailbox, a team or a tag
+    (`scope`); the most specific applies: tag, then team, then mailbox
+    (imapdesk/domain/sla/policies.py). No calendar: counted round the clock."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    scope: str = Field(max_length=10)
+    mailbox_id: int | None = Field(
+        default=None, foreign_key="mailbox.id", index=True, ondelete="CASCADE"
+    )
+    team_id: int | None = Field(default=None, foreign_key="team.id", index=True, ondelete="CASCADE")
+    tag: str | None = Field(default=None, max_length=100, index=True)
+    calendar_id: int | None = Field(default=None, foreign_key="businesscalendar.id")
+    first_response_minutes: int | None = None
+    next_response_minutes: int | None = None
+    resolution_minutes: int | None = None
+    # `sla.warning` this many minutes (wall clock) before a due time
+    warning_minutes: int = 30
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ConversationSla(SQLModel, table=True):
+    """A conversation's SLA clock (imapdesk/domain/sla/clock.py): when each target's time
+    started, its due time, when it was attained, and whether its warning and breach fired
+    (set in the transaction of the `sla.warning` / `sla.breached` event: each fires once)."""
+
+    __table_args__ = (
+        # the Due soon and Breached queues read this in order
+        Index("ix_conversationsla_next_due", "next_due_at", "conversation_id"),
+        Index("ix_conversationsla_check", "check_at"),
+    )
+    conversation_id: int = Field(
+        foreign_key="conversation.id", primary_key=True, ondelete="CASCADE"
+    )
+    policy_id: int | None = Field(default=None, foreign_key="slapolicy.id", ondelete="SET NULL")
+    first_response_started_at: datetime | None = None
+    first_response_due: datetime | None = None
+    first_response_at: datetime | None = None
+    first_response_met: bool | None = None
+    first_response_warned: bool = False
+    first_response_breached: bool = False
+    next_response_started_at: datetime | None = None
+    next_response_due: datetime | None = None
+    next_response_warned: bool = False
+    next_response_breached: bool = False
+    resolution_started_at: datetime | None = None
+    resolution_due: datetime | None = None
+    resolved_at: datetime | None = None
+    resolution_met: bool | None = None
+    resolution_warned: bool = False
+    resolution_breached: bool = False
+    # any target of this conversation missed, ever
+    breached: bool = False
+    # the earliest due time not attained yet (the queues sort by it); None: nothing due
+    next_due_at: datetime | None = None
+    # when the clock next has a warning or a breach to fire here
+    check_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ComposeImage(SQLModel, table=True):
+    """An image pasted or dropped into the composer (migration 0020): uploaded at once, shown
+    to its agent from `/compose/images/{id}`, referenced from the draft's HTML and sent as an
+    inline `cid:` part of the reply (imapdesk/domain/outbound/images.py)."""
+
+    __table_args__ = (Index("ix_composeimage_agent_created", "agent_id", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", ondelete="CASCADE")
+    filename: str = Field(default="image", max_length=255)
+    content_type: str = Field(max_length=100)
+    size: int = 0
+    sha256: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConversationReadMark(SQLModel, table=True):
+    """When an agent last read a conversation in the web UI (per agent, in the database only:
+    the mailbox's `\\Seen` is shared, docs/IMAP-MAPPING.md). It is unread for that agent
+    while its last message is newer (imapdesk/domain/conversations/read_marks.py)."""
+
+    # the agent's latest mark: what their cached list parts are stamped with
+    __table_args__ = (Index("ix_conversationreadmark_agent_read", "agent_id", "read_at"),)
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    conversation_id: int = Field(
+        foreign_key="conversation.id", primary_key=True, index=True, ondelete="CASCADE"
+    )
+    read_at: datetime = Field(default_factory=utcnow)

@@ -34,8 +34,26 @@ class Settings(BaseSettings):
     # how often an idling folder is checked with STATUS (deleted and recreated, missed news)
     folder_check_seconds: float = 60.0
     # an idling folder ends its IDLE this often: a change made in the instant between the NOOP
-    # before an IDLE and the server's watch starting is told only with the next DONE
+    # before an IDLE and the server's watch starting is told only with the next DONE (with a
+    # connection per folder, whose IDLE waits on the socket and misses what the server told
+    # with IDLE's continuation; not so on shared connections: worker/mailbox_sync.py)
     idle_refresh_seconds: float = 5.0
+    # IMAP connections per mailbox (worker/connections.py): at most this many, shared by the
+    # parts of the worker (2 where the server has NOTIFY); fewer when the server refuses more,
+    # tried again after `connection_retry_seconds`. `per_folder`: one connection per followed
+    # folder plus the write-back's and the sender's (the earlier design, kept for comparison)
+    imap_max_connections: int = Field(default=3, ge=1)
+    imap_connection_mode: Literal["shared", "per_folder"] = "shared"
+    connection_retry_seconds: float = Field(default=120.0, gt=0)
+    # how new mail is heard: `auto` takes NOTIFY where the server has it, else IDLE, and polls
+    # INBOX with NOOP every `push_poll_seconds` where there is neither or where the probe found
+    # the IDLE lazy (telling of an APPEND later than `push_lazy_seconds`)
+    imap_push: Literal["auto", "notify", "idle", "poll"] = "auto"
+    push_poll_seconds: float = Field(default=0.5, gt=0)
+    push_lazy_seconds: float = Field(default=2.5, gt=0)
+    # folders no NOTIFY tells of are checked with STATUS this often (a message leaving a
+    # folder has them all checked at once)
+    folder_poll_seconds: float = Field(default=5.0, gt=0)
     # without CONDSTORE, flags of a folder are read again (and diffed) at most this often
     flag_rescan_seconds: float = 30.0
     # a message gone from a folder is judged (moved? deleted?) after this long
@@ -63,6 +81,13 @@ class Settings(BaseSettings):
     smtp_max_attempts: int = 12
     # largest total size of a reply's attachments
     max_outbound_attachment_bytes: int = 25 * 1024 * 1024
+    # largest image pasted or dropped into the composer (sent as an inline part)
+    max_compose_image_bytes: int = 5 * 1024 * 1024
+
+    # OAuth2 mailboxes: the address of imapdesk's callback (`/admin/oauth2/callback`) as the
+    # provider knows it; default: built from the request (behind a proxy that does not pass
+    # the public host and scheme, set it to the URI registered with the provider)
+    oauth2_redirect_uri: str | None = None
 
     # request limits (api/limits.py), held before anything is parsed: the request line and
     # headers together, the time to send them, and an idle keep-alive connection's life; a
@@ -94,6 +119,30 @@ class Settings(BaseSettings):
     web_threads: int = Field(default=40, ge=4)
     live_streams_max: int = Field(default=1000, ge=1)
     live_streams_per_agent: int = Field(default=20, ge=1)
+    # automation rules (imapdesk/domain/rules/): how often the worker looks for events and
+    # time-based rules, and at most one automatic reply per customer and mailbox in this window
+    rules_poll_seconds: float = Field(default=1.0, gt=0)
+    rules_auto_reply_window_hours: float = Field(default=24.0, ge=0)
+    # outgoing webhooks (worker/webhooks.py): how often the event log and the due deliveries
+    # are looked at, a receiver's time to answer, the retries' back-off and for how long a
+    # delivery is retried; a subscription failing `webhook_disable_after_failures` attempts in a
+    # row for at least `webhook_disable_after_seconds` is disabled. Targets on private, loopback
+    # or link-local addresses are refused unless `webhook_allow_private`
+    # (IMAPDESK_WEBHOOK_ALLOW_PRIVATE=true: integrations on the same host or network)
+    webhook_poll_seconds: float = Field(default=0.2, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_window_seconds: float = Field(default=24 * 3600.0, gt=0)
+    webhook_disable_after_failures: int = Field(default=20, ge=1)
+    webhook_disable_after_seconds: float = Field(default=24 * 3600.0, ge=0)
+    webhook_allow_private: bool = False
+    # notifications (worker/notifications.py): how often the event log is looked at
+    notifications_poll_seconds: float = Field(default=0.5, gt=0)
+    # SLAs (worker/sla_clock.py): how often due times are brought in step with the event log
+    # and warnings and breaches fired; the Due soon queue holds what is due within this window
+    sla_poll_seconds: float = Field(default=1.0, gt=0)
+    sla_due_soon_minutes: int = Field(default=60, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

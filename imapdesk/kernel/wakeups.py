@@ -63,6 +63,12 @@ def wake(loop: Loop, mailbox_id: int | None = None) -> None:
         e.set()
 
 
+def wake_after_commit(session: Session, loop: Loop, mailbox_id: int) -> None:
+    """Wake this loop of this mailbox once `session` commits: for work written by an UPDATE
+    (a failed reply queued again), which the flush hook below does not see."""
+    session.info.setdefault(_PENDING_KEY, set()).add((loop, mailbox_id))
+
+
 @event.listens_for(Session, "after_flush")
 def _note_new_work(session: Session, _context: Any) -> None:
     for obj in session.new:

@@ -22,11 +22,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.errors import MessageError, ObsoleteHeaderDefect
+from email.errors import MessageError, NonASCIILocalPartDefect, ObsoleteHeaderDefect
 from email.headerregistry import Address, AddressHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import cast
+
+import idna
 
 from imapdesk.kernel.errors import InvalidInput
 from imapdesk.mail.parsing import normalize_msgid
@@ -114,16 +116,47 @@ def _check_domain(domain: str) -> bool:
     return len(domain) <= MAX_DOMAIN and all(_HOST_LABEL.fullmatch(p) for p in domain.split("."))
 
 
+def ascii_domain(domain: str) -> str:
+    """An international domain name (`exämple.fr`) in its IDNA form (`xn--exmple-cua.fr`),
+    which is the same domain and goes through every mail server; ValueError (saying why) when
+    it is no domain name. An ASCII domain is returned as it is."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(str(exc) or "not an international domain name") from exc
+
+
+def needs_smtputf8(address: Address | str) -> bool:
+    """Whether sending to (or from) this address needs SMTPUTF8: a non-ASCII local part has
+    no ASCII form (a non-ASCII domain has one, `ascii_domain`)."""
+    spec = address.addr_spec if isinstance(address, Address) else address
+    return not spec.isascii()
+
+
+def envelope_address(addr_spec: str) -> str:
+    """An address as the SMTP envelope takes it: an international domain in its IDNA form
+    (where the local part is ASCII: otherwise it goes as UTF-8, with SMTPUTF8, as it is)."""
+    local, at, domain = addr_spec.rpartition("@")
+    if not at or domain.isascii() or not local.isascii():
+        return addr_spec
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except ValueError:
+        return addr_spec  # the server refuses it, with its own words
+
+
 def _address(local: str, domain: str, name: str, *, entry: str, field: str) -> Address:
-    """The header address of these parts, within the RFC's limits, in ASCII."""
+    """The header address of these parts, within the RFC's limits. An international domain is
+    written in its IDNA form; a non-ASCII local part is kept (RFC 6531: it can be sent only
+    through a server that offers SMTPUTF8, which the caller checks with `needs_smtputf8`)."""
     if not local or not domain:
         raise _not_an_address(entry, field, "it needs a local part and a domain")
-    if not (local.isascii() and domain.isascii()):
-        # an international address needs SMTPUTF8 end to end; a domain can be written in its
-        # ASCII (xn--) form, which is the same domain
-        raise _not_an_address(
-            entry, field, "only ASCII addresses can be sent; write a domain in its xn-- form"
-        )
+    try:
+        domain = ascii_domain(domain)
+    except ValueError as exc:
+        raise _not_an_address(entry, field, f"{domain!r} is not a domain name ({exc})") from exc
     if not _check_domain(domain):
         raise _not_an_address(entry, field, f"{domain!r} is not a domain name")
     check_header_text(name, field=field, max_length=MAX_DISPLAY_NAME)
@@ -132,11 +165,12 @@ def _address(local: str, domain: str, name: str, *, entry: str, field: str) -> A
         addr_spec = address.addr_spec
     except (ValueError, IndexError) as exc:
         raise _not_an_address(entry, field, "it cannot be written") from exc
-    if len(addr_spec) - len(domain) - 1 > MAX_LOCAL_PART:
+    # the limits are in octets, as the address goes over the wire
+    if len(addr_spec.encode()) - len(domain) - 1 > MAX_LOCAL_PART:
         raise _not_an_address(
             entry, field, f"the part before @ is longer than {MAX_LOCAL_PART} characters"
         )
-    if len(addr_spec) > MAX_ADDRESS:
+    if len(addr_spec.encode()) > MAX_ADDRESS:
         raise _not_an_address(entry, field, f"it is longer than {MAX_ADDRESS} characters")
     return address
 
@@ -165,8 +199,13 @@ def parse_recipient(entry: str, *, field: str) -> Address:
         parsed = _HEADERS("To", text)
     except (ValueError, IndexError, MessageError) as exc:
         raise _not_an_address(entry, field, "it does not parse") from exc
-    # obsolete syntax (an unquoted "J. Smith") reads unambiguously; every other defect does not
-    defects = [d for d in parsed.defects if not isinstance(d, ObsoleteHeaderDefect)]
+    # obsolete syntax (an unquoted "J. Smith") reads unambiguously, and so does a non-ASCII
+    # local part (RFC 6531, checked for SMTPUTF8 by the caller); every other defect does not
+    defects = [
+        d
+        for d in parsed.defects
+        if not isinstance(d, ObsoleteHeaderDefect | NonASCIILocalPartDefect)
+    ]
     if defects:
         raise _not_an_address(entry, field, str(defects[0]).rstrip(".") or "it does not parse")
     header = cast(AddressHeader, parsed)  # the registry's To: is an address list
@@ -220,6 +259,17 @@ class Upload:
     filename: str
     content_type: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """An image the HTML shows by `cid:` (pasted into the composer): a part of the
+    multipart/related around the HTML, with this Content-ID (without angle brackets)."""
+
+    cid: str
+    content_type: str
+    data: bytes
+    filename: str = "image"
 
 
 def _domain(address: str) -> str:
@@ -280,13 +330,18 @@ def compose(
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
     attachments: Sequence[Upload] = (),
+    inline_images: Sequence[InlineImage] = (),
     forwarded: bytes | None = None,
     note: bool = False,
     automatic: bool = False,
     date: datetime | None = None,
 ) -> bytes:
-    """The RFC 5322 bytes (CRLF), every header encoded by the email package."""
-    msg = EmailMessage(policy=email.policy.SMTP)
+    """The RFC 5322 bytes (CRLF), every header encoded by the email package: in ASCII (RFC
+    2047), unless an address has a non-ASCII local part, which has no ASCII form: then the
+    headers are UTF-8 (RFC 6532), for a server that offers SMTPUTF8."""
+    utf8 = any(needs_smtputf8(a) for a in (sender, *to, *cc))
+    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    msg = EmailMessage(policy=policy)
     msg["From"] = sender
     if to:
         msg["To"] = tuple(to)
@@ -309,6 +364,19 @@ def compose(
     msg.set_content(text)
     if html:
         msg.add_alternative(html, subtype="html")
+        if inline_images:
+            # text/plain | multipart/related (text/html + the images it shows by cid:)
+            html_part = cast(EmailMessage, msg.get_payload()[1])  # type: ignore[index]
+            for image in inline_images:
+                maintype, _, subtype = image.content_type.partition("/")
+                html_part.add_related(
+                    image.data,
+                    maintype=maintype,
+                    subtype=subtype,
+                    cid=f"<{image.cid}>",
+                    disposition="inline",
+                    filename=image.filename,
+                )
     for upload in attachments:
         maintype, subtype = _attachment_type(upload)
         if maintype == "text":
@@ -322,7 +390,7 @@ def compose(
     if forwarded is not None:
         original = email.message_from_bytes(forwarded, policy=email.policy.default)
         msg.add_attachment(original, disposition="inline")
-    return msg.as_bytes(policy=email.policy.SMTP)
+    return msg.as_bytes(policy=policy)
 
 
 def _attachment_type(upload: Upload) -> tuple[str, str]:

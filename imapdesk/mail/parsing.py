@@ -28,6 +28,8 @@ from email.utils import getaddresses, parsedate_to_datetime
 import charset_normalizer
 import nh3
 
+from imapdesk.mail import tnef
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -61,6 +63,10 @@ class ParsedAttachment:
     data: bytes
     content_id: str | None  # without <>
     inline: bool  # Content-Disposition inline with a Content-ID, or an inline image
+    # unpacked from a winmail.dat: the position of that one in the list (imapdesk/mail/tnef.py)
+    unpacked_from: int | None = None
+    # a winmail.dat that could not be unpacked: why
+    unpack_error: str | None = None
 
 
 @dataclass
@@ -1578,3 +1584,40 @@ def _render_body(result: ParsedMessage, walk: _Walk, undeclared: UndeclaredChars
             log.debug("attachment extraction failed", exc_info=True)
             walk.defects.append(f"attachment: {type(exc).__name__}")
     result.attachments = attachments
+    _unpack_tnef(result, undeclared)
+
+
+def _unpack_tnef(result: ParsedMessage, undeclared: UndeclaredCharset) -> None:
+    """A winmail.dat's files become attachments after the others (the original stays, and
+    says why when it could not be unpacked); its body becomes the message's where the
+    message has none of its own (Outlook's rich text mail sends only a winmail.dat)."""
+    for index, container in enumerate(list(result.attachments)):
+        if not tnef.is_tnef(container.content_type, container.filename):
+            continue
+        contents = tnef.unpack(container.data)
+        container.unpack_error = contents.error
+        for f in contents.files:
+            is_image = f.content_type.startswith("image/")
+            result.attachments.append(
+                ParsedAttachment(
+                    filename=_safe_filename(f.filename),
+                    content_type=f.content_type,
+                    data=f.data,
+                    content_id=f.content_id,
+                    inline=is_image and f.content_id is not None,
+                    unpacked_from=index,
+                )
+            )
+        if result.html is None and contents.html:
+            result.html = _clean_str(sanitize_html(_tnef_text(contents.html, undeclared))) or None
+        if not result.text.strip():
+            if contents.text:
+                result.text = _clean_str(_tnef_text(contents.text, undeclared).strip())
+            elif result.html:
+                result.text = _clean_str(_sanitized_html_to_text(result.html))
+            result.snippet = _snippet(result.text)
+
+
+def _tnef_text(value: str | bytes, undeclared: UndeclaredCharset) -> str:
+    text = value if isinstance(value, str) else decode_bytes(value, None, undeclared)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")

@@ -28,6 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from imapdesk.kernel.errors import MailServerError
+from imapdesk.mail.oauth2 import (
+    OAuth2Error,
+    TokenSource,
+    sasl_error_reply,
+    sasl_initial_response,
+    sasl_mechanism,
+)
 
 _CRLF = re.compile(rb"\r\n|\r|\n")
 _DOT = re.compile(rb"(?m)^\.")
@@ -115,6 +122,14 @@ class SmtpMessageRefused(SmtpError):
     code = "smtp_message_refused"
 
 
+class SmtpCannotEncode(SmtpError):
+    """The message or an address cannot be written for this server: a non-ASCII local part (or
+    UTF-8 headers) where the server offers no SMTPUTF8. Permanent: sending again to the same
+    server cannot help."""
+
+    code = "smtp_cannot_encode"
+
+
 class AnswerLost(SmtpError):
     """The whole message went out but the server's answer did not come back: it was most
     likely accepted, and is taken as sent (never sent twice)."""
@@ -125,7 +140,8 @@ class SmtpAccount:
     """Where and how to send: the server, its TLS mode (ssl | starttls | none) and the login
     (none when `username` is None). `login_if_offered`: the login is only the default (the
     IMAP one), so a server that offers no AUTH gets none; an SMTP user set on purpose is
-    required. The password never appears in repr or logs."""
+    required. The password never appears in repr or logs. With `oauth2`, the login is SASL
+    XOAUTH2 or OAUTHBEARER with the token it gives, as for IMAP."""
 
     host: str
     port: int
@@ -135,13 +151,14 @@ class SmtpAccount:
     ca_file: str | None = None
     timeout: float = 30.0
     login_if_offered: bool = False
+    oauth2: TokenSource | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         return f"{self.host}:{self.port} ({self.security})"
 
     @property
     def has_login(self) -> bool:
-        return bool(self.username) and self.password is not None
+        return bool(self.username) and (self.password is not None or self.oauth2 is not None)
 
 
 def is_permanent(code: int) -> bool:
@@ -274,6 +291,9 @@ def _log_in(client: smtplib.SMTP, account: SmtpAccount) -> None:
     if not account.has_login:
         return
     where = account.describe()
+    if client.has_extn("auth") and account.oauth2 is not None:
+        _log_in_oauth2(client, account, account.oauth2)
+        return
     if client.has_extn("auth"):
         try:
             client.login(account.username or "", account.password or "")
@@ -302,6 +322,48 @@ def _log_in(client: smtplib.SMTP, account: SmtpAccount) -> None:
     )
 
 
+def _log_in_oauth2(client: smtplib.SMTP, account: SmtpAccount, tokens: TokenSource) -> None:
+    """AUTH XOAUTH2 or OAUTHBEARER (whichever the server offers, as for IMAP) with the mailbox's
+    token; a refused token is given back and a fresh one tried once. No token to be had is a
+    refused login: temporary, since an admin can connect the mailbox again."""
+    mechanism = sasl_mechanism(client.esmtp_features.get("auth", "").split())
+    user = account.username or ""
+    token = _oauth2_token(tokens, account)
+    try:
+        _authenticate(client, mechanism, user, token)
+        return
+    except smtplib.SMTPAuthenticationError:
+        tokens.refused(token)
+        fresh = _oauth2_token(tokens, account)
+        if fresh == token:
+            raise
+    _authenticate(client, mechanism, user, fresh)
+
+
+def _oauth2_token(tokens: TokenSource, account: SmtpAccount) -> str:
+    try:
+        return tokens.access_token()
+    except OAuth2Error as exc:
+        raise SmtpLoginRefused(
+            f"{account.describe()}: no OAuth2 token to log in with: {exc.message}",
+            permanent=False,
+        ) from exc
+
+
+def _authenticate(client: smtplib.SMTP, mechanism: str, user: str, token: str) -> None:
+    client.auth(
+        mechanism, functools.partial(_sasl_answer, mechanism, user, token), initial_response_ok=True
+    )
+
+
+def _sasl_answer(mechanism: str, user: str, token: str, challenge: bytes | None = None) -> str:
+    """smtplib's authobject: the initial response, then (to the server's error challenge) the
+    reply that lets it end the exchange."""
+    if challenge is None:
+        return sasl_initial_response(mechanism, user, token)
+    return sasl_error_reply(mechanism)
+
+
 @dataclass
 class SendResult:
     said: str  # the server's answer to the final "."
@@ -318,9 +380,12 @@ def send_message(
     where: str = "the SMTP server",
 ) -> SendResult:
     """MAIL, RCPT, DATA; `before_final_dot()` runs when only the final "." is left to send.
-    `where` names the server in errors."""
+    `where` names the server in errors. What needs SMTPUTF8 (`_utf8_needed`) goes only to a
+    server that offers it, else SmtpCannotEncode before anything is sent."""
+    utf8 = _utf8_needed(client, envelope_from, recipients, raw, where)
+    client.command_encoding = "utf-8" if utf8 else "ascii"  # a reused connection's is reset
     try:
-        code, msg = client.mail(envelope_from, ["SMTPUTF8"] if _needs_utf8(raw) else [])
+        code, msg = client.mail(envelope_from, ["SMTPUTF8"] if utf8 else [])
         if code != 250:
             wants_login = " (it takes mail only after a login)" if code == 530 else ""
             raise SmtpSenderRefused(
@@ -357,6 +422,10 @@ def send_message(
         client.send(body)
     except (OSError, smtplib.SMTPServerDisconnected) as exc:
         raise _network(where, exc, reached=True) from exc
+    except UnicodeError as exc:  # what slipped past `_utf8_needed`: it would fail every time
+        raise SmtpCannotEncode(
+            f"the message cannot be written for {where}: {exc}", permanent=True
+        ) from exc
     except smtplib.SMTPException as exc:
         raise SmtpUnreachable(f"sending to {where} failed: {exc}", permanent=False) from exc
     before_final_dot()
@@ -377,6 +446,29 @@ def send_message(
 def _needs_utf8(raw: bytes) -> bool:
     head = raw.split(b"\r\n\r\n", 1)[0]
     return any(b > 0x7F for b in head)
+
+
+def _utf8_needed(
+    client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], raw: bytes, where: str
+) -> bool:
+    """Whether this message needs SMTPUTF8 (an address with a non-ASCII local part, UTF-8
+    headers); SmtpCannotEncode, naming what needs it, when the server does not offer it."""
+    addresses = [a for a in (envelope_from, *recipients) if not a.isascii()]
+    if not addresses and not _needs_utf8(raw):
+        return False
+    if client.has_extn("smtputf8"):
+        return True
+    what = (
+        f"the address{'es' if len(addresses) > 1 else ''} {', '.join(addresses)} "
+        "(non-ASCII characters before the @ have no ASCII form)"
+        if addresses
+        else "the message's UTF-8 headers"
+    )
+    raise SmtpCannotEncode(
+        f"{where} does not offer SMTPUTF8, which {what} need{'' if addresses else 's'}: "
+        "it cannot be sent through this server",
+        permanent=True,
+    )
 
 
 def check_connection(account: SmtpAccount) -> str:
@@ -404,6 +496,8 @@ def _what_to_fix(account: SmtpAccount, exc: SmtpError) -> str:
     where = account.describe()
     cause = exc.__cause__
     said = f" (the server said: {exc.said})" if exc.said else ""
+    if isinstance(exc, SmtpLoginRefused) and account.oauth2 is not None:
+        return exc.message + said
     if isinstance(exc, SmtpLoginRefused):
         return (
             f"{where} refused the login of {account.username}{said}: "
@@ -446,6 +540,7 @@ __all__ = [
     "AnswerLost",
     "SendResult",
     "SmtpAccount",
+    "SmtpCannotEncode",
     "SmtpError",
     "SmtpLoginRefused",
     "SmtpMessageRefused",

@@ -130,10 +130,13 @@ def test_list_item_fields(api: TestClient, scene: Scene) -> None:
         "assignee": None,
         "claimed": False,
         "tags": ["billing", "vip"],
+        "tags_not_kept": [],
         "customer": {"email": "carol@customer.example", "name": "Carol Customer"},
         "message_count": 0,
         "last_message_at": "2024-05-01T09:10:00Z",
         "unread": True,
+        "snippet": None,
+        "sla": None,
     }
     assert items[scene.c2]["assignee"] == "bob@example.com"
     assert items[scene.c3]["customer"] == {"email": "erin@example.org", "name": None}
@@ -289,10 +292,12 @@ def test_detail_has_the_conversation_and_its_messages(
         "assignee": "bob@example.com",
         "claimed": True,
         "tags": ["hardware", "vip"],
+        "tags_not_kept": [],
         "customer": {"email": "carol@customer.example", "name": "Carol"},
         "message_count": 2,
         "last_message_at": "2024-05-01T09:30:00Z",
         "unread": False,
+        "sla": None,
         "version": 1,
     }
     assert [m["id"] for m in messages] == [first.id, later.id]
@@ -318,6 +323,8 @@ def test_detail_has_the_conversation_and_its_messages(
                 "inline": False,
                 "content_id": None,
                 "url": f"/api/v1/attachments/{att.id}",
+                "unpacked_from": None,
+                "unpack_error": None,
             }
         ],
         "thread_rule": "new",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from imapclient import IMAPClient
-from imapclient.exceptions import LoginError
+from imapclient.exceptions import IMAPClientError, LoginError
 from typer.testing import CliRunner
 
 from imapdesk.cli.mailserver import mailserver_app
@@ -148,7 +148,7 @@ def test_capabilities(mail_account: MailAccount) -> None:
         assert cap in caps, cap
 
 
-def test_trimmed_server_hides_condstore_and_qresync(
+def test_trimmed_server_hides_condstore_qresync_and_move(
     mail_account_nocondstore: MailAccount,
 ) -> None:
     account = mail_account_nocondstore
@@ -159,9 +159,29 @@ def test_trimmed_server_hides_condstore_and_qresync(
         caps = set(before_login.capabilities())
     finally:
         before_login.logout()
-    assert not caps & {b"CONDSTORE", b"QRESYNC"}
-    for cap in (b"IDLE", b"MOVE", b"UIDPLUS", b"MULTIAPPEND", b"SPECIAL-USE", b"LITERAL+"):
+    assert not caps & {b"CONDSTORE", b"QRESYNC", b"MOVE"}
+    for cap in (b"IDLE", b"UIDPLUS", b"MULTIAPPEND", b"SPECIAL-USE", b"LITERAL+"):
         assert cap in caps, cap
+
+
+def test_prefixed_server_keeps_every_folder_under_inbox(
+    mail_account_prefixed: MailAccount,
+) -> None:
+    """As hosting providers configure Dovecot: NAMESPACE says `INBOX.` and `.`, the usual
+    folders are there by name without special-use attributes, and a folder outside the
+    prefix is refused."""
+    client = imap_client(mail_account_prefixed)
+    try:
+        assert client.namespace().personal == (("INBOX.", "."),)
+        listed = {name: flags for flags, _delim, name in client.list_folders()}
+        with pytest.raises(IMAPClientError, match="namespace"):
+            client.create_folder("Pending")
+        client.create_folder("INBOX.Pending")
+    finally:
+        client.logout()
+    assert {"INBOX", "INBOX.Sent", "INBOX.Trash", "INBOX.Junk", "INBOX.Archive"} <= set(listed)
+    assert not any(f in flags for flags in listed.values() for f in (b"\\Sent", b"\\Trash"))
+    assert mail_account_prefixed.server.folder("Sent") == "INBOX.Sent"
 
 
 def test_permanentflags_allow_keywords(mail_account: MailAccount) -> None:

@@ -20,6 +20,7 @@ from imapdesk.domain.mailstate import (
     desired_flags,
     handle_from_keyword,
     keyword_limit,
+    keyword_limit_known,
     keyword_to_tag,
     keywords_for_tag,
     keywords_kept,
@@ -188,6 +189,8 @@ def test_keywords_kept() -> None:
     assert not keywords_kept({"keywords": False})
     assert not keywords_kept({})
     assert not keywords_kept(None)
+    # a folder at its limit (Cyrus at 128 user flags) lists the keywords it keeps, without \*
+    assert keywords_kept({"permanent_flags": ["\\Seen", "\\Flagged", "$label1", "urgent"]})
 
 
 def test_keyword_limit() -> None:
@@ -195,6 +198,11 @@ def test_keyword_limit() -> None:
     assert keyword_limit({"keyword_limit": None}) is None
     assert keyword_limit({"keyword_limit": True}) is None
     assert keyword_limit({}) is None
+    assert keyword_limit({"keyword_limit": "unlimited"}) is None
+    assert keyword_limit_known({"keyword_limit": "unlimited"})
+    assert keyword_limit_known({"keyword_limit": 128})
+    assert not keyword_limit_known({"keyword_limit": None})
+    assert not keyword_limit_known({})
 
 
 # --- flags to write ---------------------------------------------------------------------------

@@ -35,11 +35,20 @@ def snapshot_mailbox(client: IMAPClient) -> dict[str, dict[bytes, tuple[bytes, .
         )
         per: dict[bytes, tuple[bytes, ...]] = {}
         for uid, item in data.items():
-            key = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"").strip() or str(uid).encode()
+            key = _message_id_item(item).strip() or str(uid).encode()
             flags = tuple(sorted(f for f in item[b"FLAGS"] if f != b"\\Recent"))
             per[key + b"#" + str(uid).encode()] = flags
         result[name] = per
     return result
+
+
+def _message_id_item(data: dict[bytes, object]) -> bytes:
+    """The fetched Message-ID header, under whatever name the server gives the item: Courier
+    quotes the field name (`BODY[HEADER.FIELDS ("MESSAGE-ID")]`)."""
+    for key, value in data.items():
+        if key.upper().startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
+            return value
+    return b""
 
 
 def where_on_server(client: IMAPClient) -> Found:
@@ -53,7 +62,7 @@ def where_on_server(client: IMAPClient) -> Found:
         for uid, data in client.fetch(
             uids, ["FLAGS", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
         ).items():
-            header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().split(":", 1)[-1]
+            header = _message_id_item(data).decode().split(":", 1)[-1]
             msgid = normalize_msgid(header) or f"uid-{uid}"
             flags = frozenset(
                 f.decode() if isinstance(f, bytes) else str(f)

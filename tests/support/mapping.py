@@ -18,21 +18,23 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-import imapdesk.worker.writeback.loop as writeback_loop
 from imapdesk.api.app import create_app
 from imapdesk.devtools.mailserver import MailAccount
 from imapdesk.domain.accounts.agents import create_agent, create_api_token
 from imapdesk.domain.conversations import operations
+from imapdesk.domain.sync.rebuild import forget_mail
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import (
     ActivitySource,
     Agent,
     ImapActionState,
+    Mailbox,
     Message,
     PendingImapAction,
 )
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.imap import ImapReply, ImapSession
+from imapdesk.worker.supervisor import Worker, sync_until_caught_up
 from tests.support.imap import Found, where_on_server
 from tests.support.worker import (
     add_test_mailbox,
@@ -42,6 +44,7 @@ from tests.support.worker import (
     seed_conversation,
     wait_for,
 )
+from tests.support.writeback_commands import dress_writeback_sessions, replace_on
 
 BASE = "/api/v1/conversations"
 # one conversation: m1 and m3 from the customer in INBOX, our reply m2 in Sent; m9 another one
@@ -49,10 +52,46 @@ INBOUND = ("m1@example.com", "m3@example.com")
 REPLY = "m2@example.com"
 CONVERSATION = (INBOUND[0], REPLY, INBOUND[1])
 OTHER = "m9@example.com"
-# what the worker follows: the watched INBOX and Sent, and the folders of the mapping
+# what the worker follows: the watched INBOX and Sent, and the folders of the mapping (named
+# as on a server without a namespace prefix: `Scene.folder` gives a server's own name)
 FOLLOWED = ("INBOX", "Sent", "Archive", "Junk", "Trash", "Pending", "Notes")
 TIMEOUT = 15.0
 MAIL_CLIENT_HOLDER = "someone via mail client"
+
+# The servers the mapping suite runs on: test id -> the fixture that gives a fresh MailAccount
+# on it. The account's `server` offers `folder(name)` (the full name of `Sent` or `Archive` in
+# its namespace), `seed`, `deliver`, `create_account` and `trim_capabilities`. Add a server
+# here (its fixtures in tests/conftest.py) to run the suite on it.
+MAPPING_SERVERS = {
+    "dovecot": "mail_account",
+    "nocondstore-nomove": "mail_account_nocondstore",
+    "prefixed": "mail_account_prefixed",
+    # from Debian's packages (tests/support/other_servers.py): `INBOX.` and `.`, IDLE that
+    # polls every 60 s; Cyrus with special-use folders, Courier without MOVE or CONDSTORE
+    "cyrus": "cyrus_account",
+    "courier": "courier_account",
+}
+
+
+def mapping_account(request: pytest.FixtureRequest) -> MailAccount:
+    """The account of the server `request.param` names (a key of MAPPING_SERVERS)."""
+    account: MailAccount = request.getfixturevalue(MAPPING_SERVERS[request.param])
+    return account
+
+
+def has_move(account: MailAccount) -> bool:
+    return "MOVE" not in account.server.trim_capabilities
+
+
+def move_as_client(client: IMAPClient, uids: list[int], folder: str) -> None:
+    """What a plain client does to move mail: MOVE where the server has it, else COPY, then
+    \\Deleted and an expunge of those UIDs (UIDPLUS), as Thunderbird does."""
+    if client.has_capability("MOVE"):
+        client.move(uids, folder)
+        return
+    client.copy(uids, folder)
+    client.delete_messages(uids)
+    client.uid_expunge(uids)
 
 
 # -- mail ------------------------------------------------------------------------------------------
@@ -134,6 +173,13 @@ class Writes:
     def counts(self, since: float = 0.0) -> dict[str, int]:
         return {name: len(self.uid(name, since=since)) for name in WRITE_COMMANDS}
 
+    def moves(self, since: float = 0.0) -> int:
+        """How many moves were sent: UID MOVE, or UID COPY where the server has no MOVE
+        (each followed by exactly one UID EXPUNGE of the moved UIDs)."""
+        copies = self.uid("COPY", since=since)
+        assert len(self.uid("EXPUNGE", since=since)) == len(copies), self.writes(since)
+        return len(self.uid("MOVE", since=since)) + len(copies)
+
 
 def only_tidy_ups(writes: list[tuple[str, ...]], keyword: str) -> bool:
     """Whether every write is the removal of `keyword` (at least one write)."""
@@ -150,20 +196,23 @@ def _uid_pairs(names: tuple[str, ...]) -> set[tuple[str, ...]]:
 def writes(monkeypatch: pytest.MonkeyPatch) -> Writes:
     rec = Writes()
 
-    class CountingSession(ImapSession):
+    def counting(session: ImapSession) -> Callable[[], None]:
         """Every raw command of the session layer passes `command`."""
+        send = session.command
 
-        def command(self, *words: str, collect: Iterable[str] = ()) -> ImapReply:
+        def command(*words: str, collect: Iterable[str] = ()) -> ImapReply:
             if rec.before is not None:
                 rec.before(words)
             with rec.lock:
                 rec.commands.append((time.monotonic(), words))
-            answer = super().command(*words, collect=collect)
+            answer = send(*words, collect=collect)
             if rec.after is not None:
                 rec.after(words)
             return answer
 
-    monkeypatch.setattr(writeback_loop, "ImapSession", CountingSession)
+        return replace_on(session, command=command)
+
+    dress_writeback_sessions(monkeypatch, counting)
     return rec
 
 
@@ -184,12 +233,33 @@ class Scene:
     cid: int  # the conversation of m1, m2, m3
     other_cid: int  # m9's
     writes: Writes
+    worker: Worker
+
+    # -- folder names -------------------------------------------------------------------------
+    def folder(self, name: str) -> str:
+        """The server's own name of `Sent`, `Archive`... (`INBOX.Sent` under `INBOX.`)."""
+        return self.account.server.folder(name)
+
+    def logical(self, name: str) -> str:
+        """The name as the tests say it (`Sent`) of a folder as the server names it."""
+        prefix = self.account.server.namespace_prefix
+        if prefix and name.startswith(prefix):
+            return name[len(prefix) :].replace(self.account.server.separator, "/")
+        return name
+
+    @property
+    def has_move(self) -> bool:
+        return has_move(self.account)
 
     # -- the API ------------------------------------------------------------------------------
     def conv(self, cid: int | None = None) -> dict[str, Any]:
+        """The conversation as the API shows it, its folders named as the tests say them."""
         r = self.alice.get(f"{BASE}/{cid or self.cid}")
         assert r.status_code == 200, r.text
         body: dict[str, Any] = r.json()
+        for message in body["messages"]:
+            for location in message["locations"]:
+                location["folder"] = self.logical(location["folder"])
         return body
 
     def activity(self, cid: int | None = None) -> list[dict[str, Any]]:
@@ -235,7 +305,11 @@ class Scene:
 
     # -- the mailbox, as the colleague sees it ------------------------------------------------
     def on_server(self) -> Found:
-        return where_on_server(self.colleague)
+        """Where every message is, its folders named as the tests say them."""
+        return {
+            msgid: [(self.logical(folder), uid, flags) for folder, uid, flags in entries]
+            for msgid, entries in where_on_server(self.colleague).items()
+        }
 
     def wait_server(self, predicate: Callable[[Found], bool], what: str) -> Found:
         def probe() -> Found | None:
@@ -246,13 +320,21 @@ class Scene:
 
     def select(self, folder: str, *msgids: str) -> list[int]:
         """Select the folder read-write as the colleague; the UIDs of these messages there."""
-        self.colleague.select_folder(folder)
+        self.colleague.select_folder(self.folder(folder))
         uids: list[int] = []
         for msgid in msgids:
             found = self.colleague.search(["HEADER", "Message-ID", f"<{msgid}>"])
             assert len(found) == 1, f"{msgid} in {folder}: {found}"
             uids.append(int(found[0]))
         return uids
+
+    def move(self, uids: list[int], folder: str) -> None:
+        """The colleague moves these messages of the selected folder (see `move_as_client`)."""
+        move_as_client(self.colleague, uids, self.folder(folder))
+
+    def append(self, folder: str, raw: bytes, flags: Iterable[bytes] = (b"\\Seen",)) -> None:
+        """The colleague puts a message into a folder."""
+        self.colleague.append(self.folder(folder), raw, flags=list(flags))
 
     # -- the outbox and the write-back --------------------------------------------------------
     def outbox(self) -> list[tuple[str, str, str | None]]:
@@ -283,6 +365,21 @@ class Scene:
                 db, cid or self.cid, True, source=ActivitySource.api, agent=self.agent(db, agent_id)
             )
 
+    def rebuild(self) -> None:
+        """`imapdesk rebuild` as an admin runs it: the worker stopped, everything read from
+        mail forgotten, every followed folder read again."""
+        self.worker.ctx.stop.set()
+        wait_for(
+            lambda: all(
+                r.thread is None or not r.thread.is_alive() for r in self.worker.runners.values()
+            ),
+            timeout=TIMEOUT,
+            what="the worker stopped",
+        )
+        with unit_of_work(self.engine) as db:
+            forget_mail(db, None)
+        assert sync_until_caught_up(self.settings, self.engine, timeout=60), "the rebuild"
+
     def quiet(self, seconds: float = 1.5) -> None:
         """Nothing is written during `seconds` (reading our own writes back is no news)."""
         start = time.monotonic()
@@ -312,9 +409,12 @@ def open_scene(
     account: MailAccount,
     imap_client: Callable[[MailAccount], IMAPClient],
     writes: Writes,
+    *,
+    mailbox: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Iterator[Scene]:
-    """The seeded box taken in by a running worker, the API on the same database."""
+    """The seeded box taken in by a running worker, the API on the same database; `mailbox`
+    sets more of the mailbox row (SMTP, folder names) before the worker starts."""
     values: dict[str, Any] = {
         "writeback_poll_seconds": 0.05,
         "writeback_retry_initial_seconds": 0.2,
@@ -326,16 +426,23 @@ def open_scene(
     settings = make_settings(db_url, tmp_path / "data", **values)
     seed_conversation(account)
     mailbox_id = add_test_mailbox(engine, settings, account)
+    if mailbox:
+        with unit_of_work(engine) as db:
+            row = db.get(Mailbox, mailbox_id)
+            assert row is not None
+            for key, value in mailbox.items():
+                setattr(row, key, value)
     alice_id, alice_token, bob_id, bob_token = _tokens(engine)
     app = create_app(settings=settings, engine=engine)
     colleague = imap_client(account)
+    followed = [account.server.folder(name) for name in FOLLOWED]
     with (
-        running_worker(settings, engine),
+        running_worker(settings, engine) as worker,
         _client(app, alice_token) as alice,
         _client(app, bob_token) as bob,
     ):
         wait_for(
-            lambda: all(caught_up(engine, mailbox_id, name) for name in FOLLOWED),
+            lambda: all(caught_up(engine, mailbox_id, name) for name in followed),
             timeout=TIMEOUT,
             what="every followed folder caught up",
         )
@@ -361,4 +468,5 @@ def open_scene(
             cid=cid,
             other_cid=conversation_of(engine, OTHER),
             writes=writes,
+            worker=worker,
         )

@@ -153,7 +153,8 @@ def caught_up(engine: Engine, mailbox_id: int, name: str = "INBOX") -> bool:
 
 
 def seed_conversation(account: MailAccount) -> None:
-    """m1 and m3 from the customer in INBOX, our reply m2 in Sent, and m9 (another one)."""
+    """m1 and m3 from the customer in INBOX, our reply m2 in Sent (by the server's own name
+    for it), and m9 (another one)."""
     server = account.server
     server.seed(
         account.user,
@@ -172,7 +173,7 @@ def seed_conversation(account: MailAccount) -> None:
     server.seed(
         account.user,
         account.password,
-        "Sent",
+        server.folder("Sent"),
         [
             message_with_id(
                 "m2@example.com",

@@ -13,9 +13,11 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 from sqlalchemy import Engine
+from sqlmodel import select
 
+from imapdesk.domain.customers.directory import keep_in_step as keep_customers_in_step
 from imapdesk.kernel.db import unit_of_work
-from imapdesk.kernel.models import FolderState
+from imapdesk.kernel.models import Customer, FolderState
 from imapdesk.kernel.settings import Settings
 from tests.support import factories as f
 from tests.support.browser import LiveServer, sign_in_page, signed_in_context
@@ -83,7 +85,15 @@ def test_the_main_pages_pass_wcag_aa(
     with unit_of_work(engine) as s:
         box = f.mailbox(s, "support", last_error="authentication failed: check the password")
         f.folder(s, box, "INBOX", state=FolderState.error, last_error="mailbox went away")
-        fire = f.conversation(s, box, "Printer on fire", minutes=2, tags=("urgent",))
+        fire = f.conversation(
+            s,
+            box,
+            "Printer on fire",
+            minutes=2,
+            tags=("urgent",),
+            customer_email="carol@customer.example",
+            customer_name="Carol",
+        )
         f.message(
             s,
             fire,
@@ -93,6 +103,9 @@ def test_the_main_pages_pass_wcag_aa(
         )
         f.conversation(s, box, "Invoice", minutes=3, assignee_id=agents["alice"])
         f.conversation(s, box, "Waiting", minutes=4, status="pending")
+        f.conversation(s, box, "Toner", minutes=1, customer_email="carol@customer.example")
+        keep_customers_in_step(s.connection(), [fire.id or 0])
+        carol = s.exec(select(Customer.id)).one()
     seen: dict[str, list[str]] = {}
 
     anonymous = new_context(**kwargs).new_page()
@@ -128,6 +141,8 @@ def test_the_main_pages_pass_wcag_aa(
 
     for path in (
         "/saved-replies",
+        "/customers",
+        f"/customers/{carol}",
         "/admin/agents",
         f"/admin/agents/{agents['bob']}",
         "/admin/mailboxes",
@@ -155,11 +170,14 @@ def test_the_keyboard_way_through_the_queue(
             page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()")
         )
 
-    # reading order: the skip link, then the header (brand, navigation, search, sign-out),
+    # reading order: the skip link, then the header (brand, navigation, search, the
+    # notifications bell, sign-out),
     # then the content, starting with the queues
-    order = [tab() for _ in range(9)]
-    assert order[:8] == ["Skip to content", "imapdesk", "Mine", "Unassigned", "Conversations",
-                         "Admin", "top-q", "Sign out"]  # fmt: skip
+    header = ["Skip to content", "imapdesk", "Mine", "Unassigned", "Conversations", "Customers",
+              "New conversation", "Admin", "top-q", "notif-bell", "Alice Agent", "Availability",
+              "Sign out"]  # fmt: skip
+    order = [tab() for _ in range(len(header) + 1)]
+    assert order[: len(header)] == header
     assert page.evaluate("document.activeElement.closest('main') !== null")
     # the skip link shows while it has the focus, the focus ring is drawn, and it leads past
     # the header straight into the content

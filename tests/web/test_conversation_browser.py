@@ -76,7 +76,7 @@ def test_sign_in_claim_reply_note_close(
     expect(page.locator(".why").nth(1)).to_contain_text("replies to Carol")
 
     page.click("#conv-state form[data-action=claim] button")
-    expect(page.locator("#conv-holder")).to_have_text("assigned to alice@example.com")
+    expect(page.locator("#conv-holder")).to_have_text("assigned to Alice Agent")
 
     page.keyboard.press("r")
     expect(page.locator("#composer-form")).to_be_visible()
@@ -163,7 +163,7 @@ def test_shortcuts_help_and_phone_screen(
     # nothing wider than the phone's screen
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.keyboard.press("c")
-    expect(page.locator("#conv-holder")).to_have_text("assigned to bob@example.com")
+    expect(page.locator("#conv-holder")).to_have_text("assigned to Bob Builder")
     # tags from the keyboard; the focus stays in the field when the part is replaced
     page.fill("#conv-state input[name=tags]", "printer, urgent")
     page.press("#conv-state input[name=tags]", "Enter")

@@ -65,14 +65,12 @@ def test_two_agents_see_each_other_live(
     expect(alice.locator("#conv-presence")).to_have_text("Bob Builder is replying")
 
     alice.click("#conv-state form[data-action=claim] button")
-    expect(bob.locator("#conv-holder")).to_have_text("assigned to alice@example.com")
+    expect(bob.locator("#conv-holder")).to_have_text("assigned to Alice Agent")
     expect(bob.locator("#conv-activity")).to_contain_text("claimed it")
 
     bob.click("#conv-state button[name=status][value=closed]")
     expect(alice.locator("#conv-status")).to_have_text("closed")
-    expect(alice.locator("#conv-activity")).to_contain_text(
-        "bob@example.com set the status to closed"
-    )
+    expect(alice.locator("#conv-activity")).to_contain_text("Bob Builder set the status to closed")
     # Bob's half-written reply survived the live updates
     expect(bob.locator("#composer-form")).to_be_visible()
 

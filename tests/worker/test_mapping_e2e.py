@@ -6,8 +6,12 @@ conversation; an independent IMAP session (the colleague on a plain client) sees
 mailbox -> helpdesk: the colleague changes folders and flags; the REST API shows the new state
 and the activity log says it came from `imap`.
 
-Every test runs on SQLite and PostgreSQL; the mapping tests also on a Dovecot without
-CONDSTORE/QRESYNC (as Exchange Online), where flag changes are found by rescans.
+Every test runs on SQLite and PostgreSQL. The scene's tests (both directions, notes, replies,
+rebuild) run on every server of `MAPPING_SERVERS`: Dovecot as packaged; one without CONDSTORE,
+QRESYNC and MOVE (flag changes found by rescans, moves by COPY and UID EXPUNGE); and one
+configured as hosting providers do, every folder under `INBOX.` with `.` between levels and no
+special-use attributes (its `INBOX.Sent` is Sent by its name). The tests name folders as on a
+server without a prefix (`Archive`); `Scene.folder` and `Scene.logical` translate.
 
 The write-back's IMAP commands are counted (`Writes`), so "one change, one write, no echo" is
 checked along the way: changes read back from the mailbox are never written again, and a quiet
@@ -34,24 +38,32 @@ from fastapi.testclient import TestClient
 from imapclient import IMAPClient
 from sqlalchemy import Engine
 
-from imapdesk.devtools.mailserver import MailAccount
+from imapdesk.devtools.mailserver import LocalMailServer, MailAccount
+from imapdesk.devtools.smtp_relay import LocalSmtpRelay
+from imapdesk.kernel.models import SmtpSecurity
 from imapdesk.mail.imap import ImapSession
 from imapdesk.worker.folder_sync import FolderSync
+from imapdesk.worker.mailbox_sync import PushListener
+from tests.support.imap import folder_messages
 from tests.support.mail import message_with_id as make_mail
 from tests.support.mapping import (
     BASE,
     CONVERSATION,
     INBOUND,
     MAIL_CLIENT_HOLDER,
+    MAPPING_SERVERS,
     OTHER,
     REPLY,
     TIMEOUT,
     Scene,
     Writes,
     api_shows,
+    conversation_of,
     field_is,
     flags_of,
+    has_move,
     inbound_in,
+    mapping_account,
     only_tidy_ups,
     open_scene,
     places,
@@ -61,12 +73,16 @@ from tests.support.worker import (
 )
 
 
-@pytest.fixture(params=["condstore", "nocondstore"])
+@pytest.fixture(params=list(MAPPING_SERVERS))
 def account(request: pytest.FixtureRequest) -> MailAccount:
-    """Dovecot with CONDSTORE/QRESYNC, and one without (as Exchange Online)."""
-    name = "mail_account" if request.param == "condstore" else "mail_account_nocondstore"
-    found: MailAccount = request.getfixturevalue(name)
-    return found
+    """A fresh account on each server of the mapping suite."""
+    return mapping_account(request)
+
+
+@pytest.fixture(params=["dovecot", "nocondstore-nomove"])
+def race_account(request: pytest.FixtureRequest) -> MailAccount:
+    """Dovecot with CONDSTORE and MOVE, and one without either (the races of a write)."""
+    return mapping_account(request)
 
 
 @pytest.fixture
@@ -147,7 +163,7 @@ def test_helpdesk_changes_reach_the_mailbox(scene: Scene) -> None:
         ("deleted", "Trash"),
         ("open", "INBOX"),
     ):
-        moves_before = len(s.writes.uid("MOVE"))
+        moves_before = s.writes.moves()
         r = s.alice.patch(f"{BASE}/{s.cid}", json={"status": status})
         assert r.status_code == 200, r.text
         assert r.json()["status"] == status
@@ -156,9 +172,10 @@ def test_helpdesk_changes_reach_the_mailbox(scene: Scene) -> None:
             assert expected <= flags_of(found, m), (status, m, found[m])
         assert places(found, REPLY) == ["Sent"]
         assert places(found, OTHER) == ["INBOX"]
-        # one UID MOVE per status change, out of the one folder the messages were in
+        # one move per status change (UID MOVE, else UID COPY and UID EXPUNGE), out of the one
+        # folder the messages were in
         wait_for(s.outbox_done, timeout=TIMEOUT, what=f"the move to {folder} recorded")
-        assert len(s.writes.uid("MOVE")) == moves_before + 1
+        assert s.writes.moves() == moves_before + 1
         # helpdesk and mailbox agree, message by message
         s.wait_api(
             api_shows(found),
@@ -270,7 +287,7 @@ def test_flags_from_a_plain_client_reach_the_helpdesk(scene: Scene) -> None:
         sender=s.account.user,
     )
     s.colleague.add_flags([m3], [b"\\Answered"])
-    s.colleague.append("Sent", reply, flags=[b"\\Seen"])
+    s.append("Sent", reply)
     body = s.wait_api(lambda c: c["message_count"] == 4, "the colleague's reply joined")
     joined = {m["message_id"]: m for m in body["messages"]}["r1@example.test"]
     assert joined["direction"] == "outbound"
@@ -290,8 +307,11 @@ def test_flags_from_a_plain_client_reach_the_helpdesk(scene: Scene) -> None:
     actions = s.outbox()
     assert all(state == "done" for _, state, _ in actions), actions
     assert [kind for kind, _, _ in actions].count("move") == 1
-    assert len(s.writes.uid("MOVE")) == 1
-    stores = [w for w in s.writes.writes() if w[:2] == ("UID", "STORE")]
+    assert s.writes.moves() == 1
+    # (without MOVE, the move's own \\Deleted on the copied UIDs is part of the move)
+    stores = [
+        w for w in s.writes.writes() if w[:2] == ("UID", "STORE") and "\\Deleted" not in w[-1]
+    ]
     assert only_tidy_ups(stores[:1], "$Assigned_zed")
     # \\Answered may still have to be written when the colleague's own flag was not read yet
     assert all(w[-1].endswith("+FLAGS.SILENT (\\Answered)") for w in stores[1:]), stores
@@ -307,7 +327,7 @@ def test_moves_and_deletions_from_a_plain_client_reach_the_helpdesk(scene: Scene
     s = scene
     # one message to Archive: the other still sits in INBOX, so the conversation stays open
     (m1,) = s.select("INBOX", INBOUND[0])
-    s.colleague.move([m1], "Archive")
+    s.move([m1], "Archive")
     s.wait_api(
         lambda c: (
             [
@@ -325,7 +345,7 @@ def test_moves_and_deletions_from_a_plain_client_reach_the_helpdesk(scene: Scene
 
     # all of its messages out of the watched folders into Archive: closed
     (m3,) = s.select("INBOX", INBOUND[1])
-    s.colleague.move([m3], "Archive")
+    s.move([m3], "Archive")
     s.wait_api(lambda c: c["status"] == "closed", "closed from the mail client")
 
     def only_in(folder: str, status: str) -> Callable[[dict[str, Any]], bool]:
@@ -349,7 +369,7 @@ def test_moves_and_deletions_from_a_plain_client_reach_the_helpdesk(scene: Scene
         ("Trash", "INBOX", "open"),
     ):
         uids = s.select(source, *INBOUND)
-        s.colleague.move(uids, target)
+        s.move(uids, target)
         s.wait_api(only_in(target, status), f"{status} from a move to {target}")
 
     # \Deleted + expunge: deleted; the messages stay in the helpdesk
@@ -374,6 +394,133 @@ def test_moves_and_deletions_from_a_plain_client_reach_the_helpdesk(scene: Scene
     assert s.outbox() == []
     assert s.writes.writes() == []
     assert s.conv(s.other_cid)["status"] == "open"
+
+
+# == replies, notes and a rebuild, in the mailbox's own folders ==================================
+
+
+@pytest.fixture
+def customer(mailserver: LocalMailServer) -> MailAccount:
+    return mailserver.create_account(prefix="customer")
+
+
+@pytest.fixture
+def relay_to_customer(
+    mailserver: LocalMailServer, customer: MailAccount
+) -> Iterator[LocalSmtpRelay]:
+    """A relay without AUTH on loopback that hands every reply to the customer's box."""
+    relay = LocalSmtpRelay(mailserver, security="none", auth="none", catch_all=customer.user)
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+def test_replies_and_notes_are_filed_in_the_mailboxs_own_folders(
+    engine: Engine,
+    db_url: str,
+    tmp_path: Path,
+    account: MailAccount,
+    imap_client: Callable[[MailAccount], IMAPClient],
+    writes: Writes,
+    customer: MailAccount,
+    relay_to_customer: LocalSmtpRelay,
+) -> None:
+    """A reply goes out by SMTP and its copy into the mailbox's Sent (`INBOX.Sent` under a
+    prefix, found by its name where no special-use attribute says), \\Answered goes on the
+    answered message and the conversation waits in Pending (created under the prefix); a
+    note goes into Notes. Nothing lands at the top level of a prefixed server."""
+    smtp = {
+        "smtp_host": "localhost",
+        "smtp_port": relay_to_customer.port,
+        "smtp_security": SmtpSecurity.none,
+    }
+    with open_scene(
+        engine,
+        db_url,
+        tmp_path,
+        account,
+        imap_client,
+        writes,
+        mailbox=smtp,
+        sender_poll_seconds=0.1,
+    ) as s:
+        r = s.alice.post(f"{BASE}/{s.cid}/replies", json={"body": "We are on it."})
+        assert r.status_code in (200, 201, 202), r.text
+        reply = r.json()["message_id"]
+        r = s.alice.post(f"{BASE}/{s.cid}/notes", json={"body": "Called them, all good."})
+        assert r.status_code in (200, 201, 202), r.text
+        note = r.json()["message_id"]
+
+        received = wait_for(
+            lambda: [
+                m for m in folder_messages(customer) if m.message["Message-ID"] == f"<{reply}>"
+            ],
+            timeout=TIMEOUT,
+            what="the reply at the customer's",
+        )
+        text = received[0].message.get_body(("plain",))
+        assert text is not None and "We are on it." in text.get_content()
+        found = s.wait_server(
+            lambda f: (
+                places(f, reply) == ["Sent"]
+                and places(f, note) == ["Notes"]
+                and inbound_in("Pending")(f)
+            ),
+            "the copy in Sent, the note in Notes, the conversation in Pending",
+        )
+        assert "\\Seen" in flags_of(found, reply) and "\\Seen" in flags_of(found, note)
+        assert "\\Answered" in flags_of(found, INBOUND[1])
+        body = s.wait_api(
+            lambda c: (
+                c["status"] == "pending"
+                and {m["message_id"] for m in c["messages"]} >= {reply, note}
+            ),
+            "the reply and the note in the conversation",
+        )
+        kinds = {m["message_id"]: m["direction"] for m in body["messages"]}
+        assert (kinds[reply], kinds[note]) == ("outbound", "note")
+        s.wait_api(api_shows(s.on_server()), "the API to show what the mailbox has")
+        top_level = {name for _f, _d, name in s.colleague.list_folders()}
+        prefix = account.server.namespace_prefix
+        assert all(n == "INBOX" or n.startswith(prefix) for n in top_level), top_level
+
+
+def test_rebuild_reads_every_conversation_back_from_the_mailbox(scene: Scene) -> None:
+    """The database forgets everything read from mail and reads the box again: status,
+    claim, assignee, tags and notes come back from the folders and flags, on every server."""
+    s = scene
+    assert s.alice.post(f"{BASE}/{s.cid}/claim").status_code == 200
+    r = s.alice.patch(f"{BASE}/{s.cid}", json={"tags": ["billing"], "status": "pending"})
+    assert r.status_code == 200, r.text
+    r = s.alice.patch(f"{BASE}/{s.other_cid}", json={"status": "closed"})
+    assert r.status_code == 200, r.text
+    note = make_mail(
+        "n2@example.test",
+        subject="Re: Printer on fire",
+        refs="<m1@example.com> <m3@example.com>",
+        sender="colleague@example.test",
+    ).replace(b"Subject:", b"X-Imapdesk-Note: 1\r\nSubject:", 1)
+    s.append("Notes", note)
+    s.wait_api(lambda c: c["message_count"] == 3 and len(c["messages"]) == 4, "the note in")
+    wait_for(s.outbox_done, timeout=TIMEOUT, what="the outbox drained")
+    s.wait_server(inbound_in("Pending"), "the conversation in Pending")
+    s.wait_server(lambda f: places(f, OTHER) == ["Archive"], "the other one in Archive")
+
+    def state(cid: int) -> tuple[Any, ...]:
+        c = s.conv(cid)
+        return (
+            c["status"],
+            c["claimed"],
+            c["assignee"],
+            c["tags"],
+            sorted((m["message_id"], m["direction"]) for m in c["messages"]),
+        )
+
+    before = state(s.cid), state(s.other_cid)
+    s.rebuild()
+    cid = conversation_of(s.engine, INBOUND[0])
+    other = conversation_of(s.engine, OTHER)
+    assert (state(cid), state(other)) == before
 
 
 # == questions for the contract: stale flags and keywords imapdesk wrote =========================
@@ -414,15 +561,15 @@ def test_flagging_again_after_a_mail_client_release_claims_for_someone_via_mail_
     assert body["assignee"] is None, body["assignee"]
 
 
-def test_a_message_put_into_notes_by_hand_becomes_a_note(condstore_scene: Scene) -> None:
-    s = condstore_scene
+def test_a_message_put_into_notes_by_hand_becomes_a_note(scene: Scene) -> None:
+    s = scene
     note = make_mail(
         "n1@example.test",
         subject="Re: Printer on fire",
         refs="<m1@example.com> <m3@example.com>",
         sender="colleague@example.test",
     ).replace(b"Subject:", b"X-Imapdesk-Note: 1\r\nSubject:", 1)
-    s.colleague.append("Notes", note, flags=[b"\\Seen"])
+    s.append("Notes", note)
     body = s.wait_api(
         lambda c: "n1@example.test" in {m["message_id"] for m in c["messages"]},
         "the note joined the conversation",
@@ -511,7 +658,7 @@ def test_a_helpdesk_change_and_a_colleagues_flag_at_the_same_moment(
     engine: Engine,
     db_url: str,
     tmp_path: Path,
-    account: MailAccount,
+    race_account: MailAccount,
     imap_client: Callable[[MailAccount], IMAPClient],
     writes: Writes,
 ) -> None:
@@ -521,16 +668,24 @@ def test_a_helpdesk_change_and_a_colleagues_flag_at_the_same_moment(
     defined end state keeps both changes: closed (the messages in Archive) or tagged `billing`,
     AND claimed by "someone via mail client" (`\\Flagged` on m1 only), in the helpdesk and
     the mailbox alike; the log has the change from `api` and the claim from `imap`; the
-    write-back writes only the agent's change (close: one UID MOVE; tag: one UID STORE per
-    folder, INBOX and Sent), never the colleague's flag, and nothing after a quiet second.
+    write-back writes only the agent's change (close: one UID MOVE, or without MOVE one UID
+    COPY, one STORE of \\Deleted and one UID EXPUNGE; tag: one UID STORE per folder, INBOX and
+    Sent), never the colleague's flag, and nothing after a quiet second.
 
     Both start at the same moment (a barrier); the write-back is held so the order is known:
     `flag_first`: the colleague's STORE reaches the server before the write-back reads (tag)
     or moves (close); `write_first`: the colleague flags right after the write-back's STORE or
-    MOVE answered (on the moved copy in Archive for close), before it reads the result back.
+    move answered (MOVE, else the EXPUNGE that ends it; on the moved copy in Archive for
+    close), before it reads the result back.
     """
-    hold = ("UID", "MOVE") if change == "close" else ("UID", "FETCH")
-    written = ("UID", "MOVE") if change == "close" else ("UID", "STORE")
+    account = race_account
+    moving = has_move(account)
+    if change == "tag":
+        hold, written = ("UID", "FETCH"), ("UID", "STORE")
+    elif moving:
+        hold = written = ("UID", "MOVE")
+    else:
+        hold, written = ("UID", "COPY"), ("UID", "EXPUNGE")
     with open_scene(engine, db_url, tmp_path, account, imap_client, writes) as s:
         # a second session for the colleague's concurrent STORE (the first one checks)
         flagger = imap_client(account)
@@ -554,7 +709,7 @@ def test_a_helpdesk_change_and_a_colleagues_flag_at_the_same_moment(
 
         def flag_after_the_write(command: tuple[str, ...]) -> None:
             if command[:2] == written and not flagged.is_set():
-                folder = "Archive" if change == "close" else "INBOX"
+                folder = s.folder("Archive") if change == "close" else "INBOX"
                 (uid,) = _uids(flagger, folder, INBOUND[0])
                 flagger.add_flags([uid], [b"\\Flagged"])
                 flagged.set()
@@ -603,8 +758,10 @@ def test_a_helpdesk_change_and_a_colleagues_flag_at_the_same_moment(
         # no ping-pong: only the agent's change was written, once
         counts = s.writes.counts(since=before)
         print(f"conflict ({change}, {order}) writes:", counts)
-        if change == "close":
+        if change == "close" and moving:
             assert counts == {"STORE": 0, "MOVE": 1, "COPY": 0, "EXPUNGE": 0}, s.writes.writes()
+        elif change == "close":
+            assert counts == {"STORE": 1, "MOVE": 0, "COPY": 1, "EXPUNGE": 1}, s.writes.writes()
         else:
             assert counts == {"STORE": 2, "MOVE": 0, "COPY": 0, "EXPUNGE": 0}, s.writes.writes()
             assert not [c for c in s.writes.writes() if "Flagged" in c[-1]], s.writes.writes()
@@ -614,6 +771,7 @@ def test_a_helpdesk_change_and_a_colleagues_flag_at_the_same_moment(
 # == news that comes while IDLE is broken off ==========================================
 
 
+@pytest.mark.parametrize("connections", ["shared", "per_folder"])
 def test_a_change_just_before_idle_is_broken_off_is_not_lost(
     engine: Engine,
     db_url: str,
@@ -622,40 +780,65 @@ def test_a_change_just_before_idle_is_broken_off_is_not_lost(
     imap_client: Callable[[MailAccount], IMAPClient],
     writes: Writes,
     monkeypatch: pytest.MonkeyPatch,
+    connections: str,
 ) -> None:
     """Dovecot reports during an IDLE only what changed after the IDLE began: a change made
     between a DONE and the next IDLE is told only with the next DONE (DOVECOT.md's 500 ms
-    delay makes the window wide). `_idle` ends IDLE every `folder_check_seconds` and whenever a
-    vanished message's grace period is up, so it asks with a NOOP before each IDLE.
+    delay makes the window wide).
 
-    Here: the colleague flags m9 0.75 s after a re-select of INBOX, with a 1 s period.
+    Shared connections (the default): the push listener re-issues its IDLE every
+    `idle_reissue_seconds` (1 s here) and has INBOX looked at once each new IDLE is on; the
+    colleague flags m9 right before an IDLE begins. One connection per folder: `_idle` ends
+    IDLE every `folder_check_seconds` and selects INBOX again, so it asks with a NOOP before
+    each IDLE; the colleague flags m9 0.75 s after such a re-select. Both without NOTIFY, which
+    tells of every change whenever it comes (tests/worker/test_push.py).
     test_moves_and_deletions_from_a_plain_client_reach_the_helpdesk shows the other trigger:
     moving a conversation back into INBOX within ~2 s of a move out of INBOX."""
-    reselected = threading.Event()
-    original = FolderSync._folder_changed
+    moment = threading.Event()
+    if connections == "shared":
+        before_idle = PushListener.before_idle
 
-    def spy(self: FolderSync, imap: ImapSession) -> bool:
-        changed = original(self, imap)
-        if self.folder_name == "INBOX":
-            reselected.set()
-        return changed
+        def spy_idle(self: PushListener) -> None:
+            before_idle(self)
+            moment.set()
 
-    monkeypatch.setattr(FolderSync, "_folder_changed", spy)
+        monkeypatch.setattr(PushListener, "before_idle", spy_idle)
+        pause = 0.05
+    else:
+        original = FolderSync._folder_changed
+
+        def spy(self: FolderSync, imap: ImapSession) -> bool:
+            changed = original(self, imap)
+            if self.folder_name == "INBOX":
+                moment.set()
+            return changed
+
+        monkeypatch.setattr(FolderSync, "_folder_changed", spy)
+        pause = 0.75
     with open_scene(
-        engine, db_url, tmp_path, mail_account, imap_client, writes, folder_check_seconds=1.0
+        engine,
+        db_url,
+        tmp_path,
+        mail_account,
+        imap_client,
+        writes,
+        folder_check_seconds=1.0,
+        idle_reissue_seconds=1.0,
+        imap_push="idle",
+        imap_connection_mode=connections,
     ) as s:
         (m9,) = s.select("INBOX", OTHER)
         for want in (True, False, True):
-            reselected.clear()
-            assert reselected.wait(10), "INBOX was not selected again"
-            time.sleep(0.75)
+            moment.clear()
+            assert moment.wait(10), "no new IDLE (or re-select of INBOX) came"
+            time.sleep(pause)
             if want:
                 s.colleague.add_flags([m9], [b"\\Flagged"])
             else:
                 s.colleague.remove_flags([m9], [b"\\Flagged"])
             s.wait_api(
                 field_is("claimed", want),
-                f"claimed={want} from the mail client (the IDLE news came after a re-select)",
+                f"claimed={want} from the mail client (the change came as an IDLE began)",
                 cid=s.other_cid,
             )
 

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from imapdesk.kernel.models import Folder, Message, MessageLocation
 from tests.support.mail import make_mail
+from tests.support.mapping import move_as_client
 from tests.support.worker import (
     add_test_mailbox,
     caught_up,
@@ -74,7 +75,7 @@ def test_flags_moves_and_expunges_by_another_client_are_taken_in(
             what="\\Seen",
         )
         # move one to Archive: one message, its location now in Archive
-        colleague.move([uids[b"m3@example.com"]], "Archive")
+        move_as_client(colleague, [uids[b"m3@example.com"]], "Archive")
         wait_for(
             lambda: _locations(engine, "m3@example.com") == [("Archive", [])],
             timeout=10,

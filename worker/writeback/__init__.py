@@ -20,12 +20,16 @@ Decisions (and the module that keeps each):
   meanwhile: they are read again, stored on their locations and re-decided (written again only
   where still needed), never blindly retried. A change made between the database's view and
   the first read is seen by comparing MODSEQs, and taken in the same way.
-- **Keywords** (`flags`) are sent only where the mailbox keeps them (`\\*` in PERMANENTFLAGS).
-  A folder's distinct keywords are counted from the FLAGS of its SELECT; where the probe
-  recorded a `keyword_limit` (Dovecot: 26, its Maildir limit), a new keyword beyond it is not
-  sent. After a STORE the flags are read back and every added keyword verified. Whatever could
-  not be kept is recorded in `Mailbox.capabilities["keywords_dropped"]` (folder, keyword,
-  reason; `recording`); the state itself stays in the database, never silently lost.
+- **Keywords** (`flags`) are sent only where the mailbox keeps them (`\\*` in PERMANENTFLAGS,
+  or keywords listed there). A refusal is a decision, not a retry: a keyword is not sent to a
+  folder that refused it before, that takes no new keywords, or that is at the server's known
+  `keyword_limit` (Dovecot on Maildir 26, Cyrus 100; counted from the FLAGS of its SELECT). A
+  STORE answered with NO naming flags or keywords is sent again without them, then each keyword
+  alone: the claim reaches the mailbox at once, the refused keywords do not. After a STORE the
+  flags are read back and every added keyword verified. Whatever was not kept is recorded per
+  folder (`UnkeptKeyword`, `recording`), never sent there again, and the action is done, so it
+  holds back nothing of its conversation; the state stays in the database and the
+  conversation's tag is marked "not kept in the mailbox".
 - **Moves** (`moves`) take the conversation's messages out of the conversation folders (roles
   inbox, pending, archive, junk, trash, and watched folders) into the folder of the target role
   (special-use wins, else by name, created and subscribed when missing). Sent and Notes are

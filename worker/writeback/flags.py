@@ -4,7 +4,17 @@ For a `flags` action each folder's messages are read first (`UID FETCH FLAGS MOD
 those that still need the change are written, in one `UID STORE` per folder and direction, and
 a replayed action that already reached the server writes nothing. With CONDSTORE the STORE
 carries `UNCHANGEDSINCE`; messages reported `MODIFIED` are read again and decided again, never
-blindly retried. Keywords the folder would not keep are not sent and are recorded instead.
+blindly retried.
+
+A keyword the folder does not keep is a decision, not a retry. It is not sent when the folder
+was recorded refusing it before, when the folder takes no new keywords (PERMANENTFLAGS without
+`\\*` and without it), or when the folder is at the server's known limit of distinct keywords
+(`keyword_limit`: Dovecot on Maildir 26, Cyrus 100; on Maildir a keyword listed 27th or later
+is not kept either). A STORE the server answers with NO naming flags or keywords is sent again
+without the keywords, then each keyword alone: the system flags (the claim) reach the mailbox
+at once, and the keywords it refuses are recorded with its words. Every added keyword is read
+back after the STORE. Whatever was not kept is in `Outcome.refused` (`recording` keeps it);
+the action itself is done, so nothing of its conversation waits behind it.
 """
 
 from __future__ import annotations
@@ -14,8 +24,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from imapdesk.domain.mailstate import keywords_kept
-from imapdesk.mail.imap import ImapSession, MessageFlags
+from imapdesk.domain.mailboxes.keywords import Refusal
+from imapdesk.domain.mailstate import is_atom, keyword_limit, keywords_kept
+from imapdesk.kernel.models import KeywordRefusal
+from imapdesk.mail.imap import ImapReply, ImapSession, MessageFlags
 from imapdesk.worker.writeback.failures import WriteBackError
 from imapdesk.worker.writeback.plan import (
     FolderView,
@@ -32,8 +44,23 @@ MAX_REDECIDE_ROUNDS = 3
 # system flags the write-back may store (\Deleted never: imapdesk does not delete mail)
 STORABLE_SYSTEM_FLAGS = frozenset({"\\seen", "\\flagged", "\\answered", "\\draft"})
 
-_ATOM = re.compile(r"^[\x21-\x7e]+$")
-_ATOM_SPECIALS = frozenset('(){%*"\\]')
+# a NO that refuses flags or keywords (Cyrus: "Too many user flags in mailbox"; Dovecot:
+# "[CANNOT] Keyword length too long"), unless its code says the trouble is passing
+_NAMES_KEYWORDS = re.compile(r"flag|keyword|\[LIMIT\]|\[CANNOT\]", re.I)
+_PASSING = re.compile(r"\[(UNAVAILABLE|INUSE|SERVERBUG|EXPUNGEISSUED|CORRUPTION)\]", re.I)
+
+
+class StoreRefused(WriteBackError):
+    """The server answered a STORE with NO."""
+
+    def __init__(self, view: FolderView, reply: ImapReply) -> None:
+        super().__init__(f"{view.name}: {reply.command} refused: {reply.said}")
+        self.reply = reply
+
+    @property
+    def names_keywords(self) -> bool:
+        said = self.reply.said
+        return bool(_NAMES_KEYWORDS.search(said)) and not _PASSING.search(said)
 
 
 class FlagStores:
@@ -50,8 +77,7 @@ class FlagStores:
                 raise WriteBackError(f"the flag {flag} is not written back", permanent=True)
         remove = [f for f in remove if not f.startswith("\\") or f.lower() in STORABLE_SYSTEM_FLAGS]
         keywords = keywords_kept(plan.capabilities)
-        limit = plan.capabilities.get("keyword_limit")
-        limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
+        limit = keyword_limit(plan.capabilities)
         add_system = [f for f in add if f.startswith("\\")]
         add_keywords = [f for f in add if not f.startswith("\\")] if keywords else []
         remove_list = [f for f in remove if f.startswith("\\") or keywords]
@@ -63,13 +89,11 @@ class FlagStores:
             view = select_read_write(imap, first.folder, first.folder_uidvalidity)
             add_here = list(add_system)
             for keyword in add_keywords:
-                reason = keyword_refused(view, keyword, limit)
-                if reason:
-                    outcome.dropped.append(
-                        {"folder": view.name, "keyword": keyword, "reason": reason}
-                    )
+                refusal = plan.not_kept(view.name, keyword) or keyword_refused(view, keyword, limit)
+                if refusal is not None:
+                    outcome.refused.append(refusal)
                     continue
-                view.keywords.add(keyword.lower())
+                view.admit(keyword)
                 add_here.append(keyword)
             gone += self._store_folder(imap, view, targets, add_here, remove_list, outcome)
         if gone:
@@ -107,11 +131,13 @@ class FlagStores:
                     seen.modseq,
                 )
         written: set[int] = set()
-        written |= self._store(imap, view, "+", add, current, outcome)
+        refused_before = len(outcome.refused)
+        written |= self._add(imap, view, add, current, outcome)
         written |= self._store(imap, view, "-", remove, current, outcome)
         if written:
             current.update(imap.fetch_flags(sorted(written)))
-        added_keywords = [k for k in add if not k.startswith("\\")]
+        refused_now = {r.keyword.lower() for r in outcome.refused[refused_before:]}
+        added_keywords = [k for k in add if not k.startswith("\\") and k.lower() not in refused_now]
         for keyword in added_keywords:
             lost = [uid for uid, s in current.items() if keyword.lower() not in _lower(s.flags)]
             if lost:
@@ -121,8 +147,14 @@ class FlagStores:
                     keyword,
                     ",".join(map(str, lost)),
                 )
-                outcome.dropped.append(
-                    {"folder": view.name, "keyword": keyword, "reason": "not kept by the server"}
+                view.refuse(keyword)
+                outcome.refused.append(
+                    Refusal(
+                        view.name,
+                        keyword,
+                        KeywordRefusal.not_kept,
+                        f"read back without it on UID {','.join(map(str, lost[:20]))}",
+                    )
                 )
         for uid, seen in current.items():
             outcome.updates.append(
@@ -133,6 +165,48 @@ class FlagStores:
                 )
             )
         return len(gone)
+
+    def _add(
+        self,
+        imap: ImapSession,
+        view: FolderView,
+        add: Sequence[str],
+        current: dict[int, MessageFlags],
+        outcome: Outcome,
+    ) -> set[int]:
+        """`+FLAGS`; a NO naming flags or keywords is taken apart: the system flags again
+        without the keywords, then each keyword alone, and the keywords still refused are
+        recorded, not retried. Any other NO fails the attempt (retried with back-off)."""
+        system = [f for f in add if f.startswith("\\")]
+        keywords = [f for f in add if not f.startswith("\\")]
+        try:
+            return self._store(imap, view, "+", add, current, outcome)
+        except StoreRefused as refused:
+            if not keywords or not refused.names_keywords:
+                raise
+            self.log.info(
+                "%s: STORE refused (%s): storing the system flags, then each keyword alone",
+                view.name,
+                refused.reply.said,
+            )
+        written = self._store(imap, view, "+", system, current, outcome)
+        for keyword in keywords:
+            try:
+                written |= self._store(imap, view, "+", [keyword], current, outcome)
+            except StoreRefused as alone:
+                if not alone.names_keywords:
+                    raise
+                self.log.warning(
+                    "%s: the server refused the keyword %s (%s): kept in the database only",
+                    view.name,
+                    keyword,
+                    alone.reply.said,
+                )
+                view.refuse(keyword)
+                outcome.refused.append(
+                    Refusal(view.name, keyword, KeywordRefusal.refused, alone.reply.said)
+                )
+        return written
 
     def _store(
         self,
@@ -160,7 +234,7 @@ class FlagStores:
             reply = imap.store_flags(need, op, flags, unchanged_since=unchanged_since)
             outcome.stores += 1
             if not reply.ok:
-                raise WriteBackError(f"{view.name}: {reply.command} refused: {reply.said}")
+                raise StoreRefused(view, reply)
             modified = set(reply.modified) & set(need)
             for uid in need:
                 if uid not in modified:
@@ -179,18 +253,32 @@ class FlagStores:
         )
 
 
-def keyword_refused(view: FolderView, keyword: str, limit: int | None) -> str | None:
+def keyword_refused(view: FolderView, keyword: str, limit: int | None) -> Refusal | None:
     """Why this keyword is not sent to the folder (None: it is). A folder's distinct keywords
-    are counted from the FLAGS of its SELECT; where the probe recorded a `keyword_limit`
-    (Dovecot: 26, its Maildir limit), a new keyword beyond it is not sent."""
-    if not _ATOM.match(keyword) or _ATOM_SPECIALS.intersection(keyword):
-        return "not an IMAP keyword"
-    if keyword.lower() in view.keywords:
+    are counted from the FLAGS of its SELECT; where the probe knows a `keyword_limit`, a new
+    keyword beyond it is not sent, nor one the folder lists beyond it (Dovecot on Maildir
+    accepts a 27th keyword and loses it when its index is rebuilt)."""
+
+    def refusal(reason: KeywordRefusal, detail: str) -> Refusal:
+        return Refusal(view.name, keyword, reason, detail)
+
+    if not is_atom(keyword):
+        return refusal(KeywordRefusal.invalid, "not an IMAP atom")
+    position = view.position(keyword)
+    if position is not None:
+        if limit is not None and position >= limit:
+            return refusal(
+                KeywordRefusal.limit,
+                f"the folder's keyword number {position + 1}; the server keeps {limit}",
+            )
         return None
-    if not view.creates_keywords and keyword.lower() not in {p.lower() for p in view.permanent}:
-        return "the folder keeps no new keywords"
+    if not view.creates_keywords and keyword.lower() not in _lower(view.permanent):
+        return refusal(KeywordRefusal.folder_full, "PERMANENTFLAGS has no \\* and not this keyword")
     if limit is not None and len(view.keywords) >= limit:
-        return f"the folder has {len(view.keywords)} keywords, the server keeps {limit}"
+        return refusal(
+            KeywordRefusal.limit,
+            f"the folder has {len(view.keywords)} distinct keywords; the server keeps {limit}",
+        )
     return None
 
 

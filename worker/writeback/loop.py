@@ -9,12 +9,15 @@ from __future__ import annotations
 import imaplib
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from imapdesk.kernel import wakeups
 from imapdesk.kernel.models import utcnow
 from imapdesk.kernel.wakeups import Loop
 from imapdesk.mail.imap import ImapAccount, ImapSession
 from imapdesk.worker.backoff import Backoff
+from imapdesk.worker.connections import MailboxConnections, Role
 from imapdesk.worker.folder_sync import FolderLog, SyncContext
 from imapdesk.worker.writeback.failures import (
     CANNOT_CONNECT,
@@ -38,7 +41,14 @@ NOOP_AFTER_SECONDS = 60.0
 class WriteBack:
     """Applies one mailbox's outbox. `run()` returns only when asked to stop."""
 
-    def __init__(self, ctx: SyncContext, mailbox_id: int, name: str, account: ImapAccount) -> None:
+    def __init__(
+        self,
+        ctx: SyncContext,
+        mailbox_id: int,
+        name: str,
+        account: ImapAccount,
+        connections: MailboxConnections | None = None,
+    ) -> None:
         self.ctx = ctx
         self.mailbox_id = mailbox_id
         self.name = name
@@ -49,7 +59,12 @@ class WriteBack:
         self.flags = FlagStores(self.log)
         self.moves = Moves(ctx.engine, mailbox_id, self.log)
         self.recorder = OutcomeRecorder(ctx, mailbox_id, self.log)
+        # the mailbox's shared connections (worker/connections.py); None: one of its own
+        self.connections = connections
         self._connection: ImapSession | None = None
+        # how often the outbox is looked at beside the wake-ups (longer where the worker's one
+        # outbox watch wakes it: worker/outbox_watch.py)
+        self.poll_seconds = settings.writeback_poll_seconds
         self._last_used = 0.0
 
     # -- outer loop ---------------------------------------------------------------------------
@@ -76,7 +91,7 @@ class WriteBack:
                         break
                     continue
                 if not busy:
-                    wake.wait(self.ctx.settings.writeback_poll_seconds)
+                    wake.wait(self.poll_seconds)
         finally:
             wakeups.unregister(Loop.WRITEBACK, self.mailbox_id, wake)
             self._discard()
@@ -101,21 +116,22 @@ class WriteBack:
         plan = load_plan(self.ctx.engine, self.mailbox_id, action_id)
         if plan is None:
             return True
-        imap = self._session()  # cannot connect: the loop backs off, no attempt is counted
-        outcome = Outcome()
-        try:
-            self._apply(imap, plan, outcome)
-        except CONNECTION_LOST:
-            if outcome.updates:
-                self.recorder.partial(plan, outcome)
-            raise
-        except Exception as exc:
-            if not expected(exc):
-                self.log.exception("action %d: unexpected error", plan.action_id)
-            self.recorder.failed(plan, outcome, exc)
-            return False
-        self.recorder.done(plan, outcome)
-        return True
+        # cannot connect: the loop backs off, no attempt is counted
+        with self._turn() as imap:
+            outcome = Outcome()
+            try:
+                self._apply(imap, plan, outcome)
+            except CONNECTION_LOST:
+                if outcome.updates:
+                    self.recorder.partial(plan, outcome)
+                raise
+            except Exception as exc:
+                if not expected(exc):
+                    self.log.exception("action %d: unexpected error", plan.action_id)
+                self.recorder.failed(plan, outcome, exc)
+                return False
+            self.recorder.done(plan, outcome)
+            return True
 
     def _apply(self, imap: ImapSession, plan: Plan, outcome: Outcome) -> None:
         if plan.kind == "flags":
@@ -126,6 +142,16 @@ class WriteBack:
             raise WriteBackError(f"unknown action kind {plan.kind!r}", permanent=True)
 
     # -- the connection -----------------------------------------------------------------------
+    @contextmanager
+    def _turn(self) -> Iterator[ImapSession]:
+        """The connection for one action: the mailbox's write connection, in turn with the
+        other parts that share it, or one of its own."""
+        if self.connections is None:
+            yield self._session()
+            return
+        with self.connections.hold(Role.WRITE) as imap:
+            yield imap
+
     def _session(self) -> ImapSession:
         if self._connection is not None and time.monotonic() - self._last_used > NOOP_AFTER_SECONDS:
             try:

@@ -1,8 +1,9 @@
 """Moves: a conversation's messages into the folder of its new role.
 
 The messages are taken out of the conversation folders (roles inbox, pending, archive, junk,
-trash, and watched folders) into the folder of the target role (special-use wins, else by
-name, created and subscribed when missing). Sent and Notes are never moved. `UID MOVE` where
+trash, and watched folders) into the folder of the target role (the mailbox's setting, else
+special-use, else by name; created and subscribed under the namespace's prefix when missing:
+`imapdesk.worker.mailbox_folders`). Sent and Notes are never moved. `UID MOVE` where
 the server has MOVE, else `UID COPY` + `UID STORE +FLAGS.SILENT (\\Deleted)` + `UID EXPUNGE`
 of exactly those UIDs (UIDPLUS); without either the action fails at once. New UIDs come from
 COPYUID, or, on a replay, from a Message-ID search in the target.
@@ -17,9 +18,11 @@ from collections.abc import Iterable
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from imapdesk.domain.mailboxes.config import ensure_folder
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Folder, FolderRole, MessageLocation
 from imapdesk.mail.imap import ImapReply, ImapSession
+from imapdesk.worker.mailbox_folders import FolderUnavailable, folder_for_role
 from imapdesk.worker.writeback.failures import WriteBackError
 from imapdesk.worker.writeback.plan import (
     LocationUpdate,
@@ -36,14 +39,8 @@ CONVERSATION_ROLES = frozenset(
 )
 # never moved: our replies stay in Sent, internal notes in Notes
 NEVER_MOVED_ROLES = frozenset({FolderRole.sent, FolderRole.notes})
-# the folder of a role when no special-use attribute names one
-DEFAULT_FOLDER_NAMES = {
-    FolderRole.inbox: "INBOX",
-    FolderRole.pending: "Pending",
-    FolderRole.archive: "Archive",
-    FolderRole.junk: "Junk",
-    FolderRole.trash: "Trash",
-}
+# the roles a conversation's messages are moved into, one per status
+TARGET_ROLES = CONVERSATION_ROLES
 
 
 class Moves:
@@ -61,7 +58,7 @@ class Moves:
             role = FolderRole(str(plan.payload.get("role", "")))
         except ValueError:
             role = FolderRole.other
-        if role not in DEFAULT_FOLDER_NAMES:
+        if role not in TARGET_ROLES:
             raise WriteBackError(
                 f"cannot move to role {plan.payload.get('role')!r}", permanent=True
             )
@@ -229,33 +226,22 @@ class Moves:
         return found
 
     def _target_folder(self, imap: ImapSession, role: FolderRole) -> tuple[int, str]:
-        """The mailbox's folder of this role: special-use (as the probe stored it), else by
-        name, created and subscribed when missing; a Folder row with that role."""
-        default = DEFAULT_FOLDER_NAMES[role]
-        with Session(self.engine) as db:
-            folders = list(db.exec(select(Folder).where(Folder.mailbox_id == self.mailbox_id)))
-        chosen = next((f for f in folders if f.role == role), None)
-        if chosen is None:
-            chosen = next((f for f in folders if f.name.lower() == default.lower()), None)
-        name = chosen.name if chosen is not None else default
-        if chosen is None or chosen.role != role:
-            on_server = {n.lower(): n for n, _role in imap.list_folders()}
-            if name.lower() in on_server:
-                name = on_server[name.lower()]
-            else:
-                self._create(imap, name)
-        with unit_of_work(self.engine) as db:
-            folder = db.exec(
-                select(Folder).where(Folder.mailbox_id == self.mailbox_id, Folder.name == name)
-            ).first()
-            if folder is None:
-                folder = Folder(mailbox_id=self.mailbox_id, name=name, role=role, watched=False)
-                db.add(folder)
-                db.flush()
-            elif folder.role != role and folder.role == FolderRole.other:
-                folder.role = role
-            assert folder.id is not None
-            return folder.id, name
+        """The mailbox's folder of this role (`imapdesk.worker.mailbox_folders`: the one rule
+        of the whole worker), set up when it has none yet; a folder the server will not
+        create fails the action at once, naming the folder and what to set."""
+        if role == FolderRole.inbox:
+            with unit_of_work(self.engine) as db:
+                inbox = db.exec(
+                    select(Folder).where(
+                        Folder.mailbox_id == self.mailbox_id, Folder.role == FolderRole.inbox
+                    )
+                ).first() or ensure_folder(db, self.mailbox_id, "INBOX", role, watched=False)
+                assert inbox.id is not None
+                return inbox.id, inbox.name
+        try:
+            return folder_for_role(self.engine, self.mailbox_id, role, lambda: imap)
+        except FolderUnavailable as exc:
+            raise WriteBackError(exc.message, permanent=True) from exc
 
     def _create(self, imap: ImapSession, name: str) -> None:
         try:

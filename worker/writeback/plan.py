@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from imapdesk.domain.mailboxes.keywords import Refusal, unkept_by_folder
 from imapdesk.kernel.models import (
     Folder,
     FolderRole,
@@ -53,6 +54,12 @@ class Plan:
     conversation_id: int | None
     capabilities: dict[str, Any]
     targets: list[Target]
+    # folder -> lowercased keyword -> why that folder does not keep it (never sent again)
+    unkept: dict[str, dict[str, Refusal]] = field(default_factory=dict)
+
+    def not_kept(self, folder: str, keyword: str) -> Refusal | None:
+        """The recorded refusal of this keyword in this folder, if any."""
+        return self.unkept.get(folder, {}).get(keyword.lower())
 
 
 @dataclass
@@ -71,7 +78,8 @@ class Outcome:
     when the action fails half-way: what did happen is recorded all the same)."""
 
     updates: list[LocationUpdate] = field(default_factory=list)
-    dropped: list[dict[str, str]] = field(default_factory=list)
+    # keywords not written to a folder: refused now, or recorded before (never sent again)
+    refused: list[Refusal] = field(default_factory=list)
     stores: int = 0
     moved: int = 0
 
@@ -82,12 +90,30 @@ class FolderView:
 
     name: str
     uidvalidity: int
-    keywords: set[str]  # lowercased
+    # lowercased, in the order of the SELECT's FLAGS (Dovecot lists them in the order its
+    # index numbered them: on Maildir, those from the 27th on are not kept)
+    keywords: list[str]
     permanent: tuple[str, ...]
 
     @property
     def creates_keywords(self) -> bool:
         return "\\*" in self.permanent
+
+    def position(self, keyword: str) -> int | None:
+        """The keyword's place among the folder's distinct keywords (0-based), if it has it."""
+        key = keyword.lower()
+        return self.keywords.index(key) if key in self.keywords else None
+
+    def admit(self, keyword: str) -> None:
+        """The keyword is sent to the folder: it counts among its keywords from now on."""
+        if keyword.lower() not in self.keywords:
+            self.keywords.append(keyword.lower())
+
+    def refuse(self, keyword: str) -> None:
+        """The folder refused it after all: it does not count."""
+        key = keyword.lower()
+        if key in self.keywords:
+            self.keywords.remove(key)
 
 
 def load_plan(engine: Engine, mailbox_id: int, action_id: int) -> Plan | None:
@@ -132,6 +158,15 @@ def load_plan(engine: Engine, mailbox_id: int, action_id: int) -> Plan | None:
             if loc.id is not None and folder.id is not None and msg.id is not None
         ]
         assert action.id is not None
+        unkept: dict[str, dict[str, Refusal]] = {}
+        if action.kind == "flags":
+            unkept = {
+                folder: {
+                    keyword: Refusal(folder, row.keyword, row.reason, row.detail)
+                    for keyword, row in rows.items()
+                }
+                for folder, rows in unkept_by_folder(db, mailbox_id).items()
+            }
         return Plan(
             action_id=action.id,
             kind=action.kind,
@@ -139,16 +174,21 @@ def load_plan(engine: Engine, mailbox_id: int, action_id: int) -> Plan | None:
             conversation_id=action.conversation_id,
             capabilities=dict(mailbox.capabilities or {}),
             targets=targets,
+            unkept=unkept,
         )
 
 
 def select_read_write(imap: ImapSession, folder: str, uidvalidity: int | None) -> FolderView:
     """SELECT the folder to write in it; its stored UIDs must still mean the same messages."""
     status = imap.select(folder, readonly=False)
+    keywords: list[str] = []
+    for flag in status.flags:
+        if not flag.startswith("\\") and flag.lower() not in keywords:
+            keywords.append(flag.lower())
     view = FolderView(
         name=folder,
         uidvalidity=status.uidvalidity,
-        keywords={f.lower() for f in status.flags if not f.startswith("\\")},
+        keywords=keywords,
         permanent=status.permanent_flags,
     )
     if uidvalidity is not None and view.uidvalidity != uidvalidity:

@@ -4,6 +4,11 @@ The IMAP work and the recording of its result are two steps; the action is marke
 same transaction that records the new locations, flags and MODSEQs. A crash between them
 replays the action, which then finds nothing left to do (see `moves` and `flags`). What an
 action did before it failed is recorded all the same.
+
+Keywords a folder refused or cannot keep are recorded per folder (`UnkeptKeyword`, through
+`imapdesk.domain.mailboxes.keywords`), whatever became of the action, so no attempt sends them
+again. When the action is done, its conversation is told: an Activity naming each keyword (the
+tag or assignee it stands for, the folder, why), and a version bump that refreshes open pages.
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from sqlmodel import Session, select
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
+from imapdesk.domain.mailboxes.keywords import Refusal, record_refusal
 from imapdesk.domain.sync.ingest import INGEST_LOCK, lock_for_ingest
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import (
+    Activity,
+    ActivitySource,
+    Conversation,
     Folder,
     ImapActionState,
-    Mailbox,
     Message,
     MessageLocation,
     PendingImapAction,
@@ -28,8 +37,8 @@ from imapdesk.worker.folder_sync import SyncContext, wrote
 from imapdesk.worker.writeback.failures import count_failed_attempt, error_message
 from imapdesk.worker.writeback.plan import LocationUpdate, Outcome, Plan, Target
 
-# at most this many entries in capabilities["keywords_dropped"]
-MAX_DROPPED_RECORDS = 200
+# the actor of what the write-back tells a conversation
+WRITE_BACK = "write-back"
 
 
 class OutcomeRecorder:
@@ -52,6 +61,8 @@ class OutcomeRecorder:
                 action.state = ImapActionState.done
                 action.done_at = utcnow()
                 action.next_attempt_at = None
+            if outcome.refused and plan.conversation_id is not None:
+                _tell_conversation(db, plan, outcome.refused)
             if flagged and self.ctx.on_mail_change is not None:
                 # the flags just read may hold another client's change made meanwhile: it is
                 # recorded here, so the read side will see no difference; judge it now
@@ -63,7 +74,7 @@ class OutcomeRecorder:
             plan.kind,
             outcome.stores,
             outcome.moved,
-            len(outcome.dropped),
+            len(outcome.refused),
         )
 
     def partial(self, plan: Plan, outcome: Outcome) -> None:
@@ -138,27 +149,43 @@ class OutcomeRecorder:
             folder = db.get(Folder, folder_id)
             if folder is not None and delta:
                 folder.message_count = max(0, folder.message_count + delta)
-        if outcome.dropped:
-            mailbox = db.get(Mailbox, self.mailbox_id)
-            if mailbox is not None:
-                caps = dict(mailbox.capabilities or {})
-                records = list(caps.get("keywords_dropped") or [])
-                for entry in outcome.dropped:
-                    known = next(
-                        (
-                            r
-                            for r in records
-                            if r.get("folder") == entry["folder"]
-                            and r.get("keyword") == entry["keyword"]
-                        ),
-                        None,
-                    )
-                    if known is not None:
-                        records.remove(known)
-                    records.append({**entry, "at": utcnow().isoformat(timespec="seconds")})
-                caps["keywords_dropped"] = records[-MAX_DROPPED_RECORDS:]
-                mailbox.capabilities = caps
+        for refusal in outcome.refused:
+            if record_refusal(db, self.mailbox_id, refusal):
+                self.log.warning(
+                    "%s does not keep the keyword %s (%s%s): it stays in the database only and "
+                    "is not sent there again",
+                    refusal.folder,
+                    refusal.keyword,
+                    refusal.reason.value,
+                    f": {refusal.detail}" if refusal.detail else "",
+                )
         return flagged
+
+
+def _tell_conversation(db: Session, plan: Plan, refused: list[Refusal]) -> None:
+    """An Activity on the action's conversation naming what its mailbox did not keep, and a
+    version bump (one UPDATE: no lost bump beside a concurrent change) so open pages show the
+    mark."""
+    assert plan.conversation_id is not None
+    unique = {(r.folder, r.keyword.lower()): r for r in refused}
+    db.add(
+        Activity(
+            conversation_id=plan.conversation_id,
+            created_at=utcnow(),
+            source=ActivitySource.system,
+            actor=WRITE_BACK,
+            action="keyword_not_kept",
+            details={
+                "action_id": plan.action_id,
+                "keywords": [r.details() for r in unique.values()],
+            },
+        )
+    )
+    db.exec(
+        sa.update(Conversation)
+        .where(col(Conversation.id) == plan.conversation_id)
+        .values(version=col(Conversation.version) + 1, updated_at=utcnow())
+    )
 
 
 def _location_at(db: Session, folder_id: int, uid: int) -> MessageLocation | None:

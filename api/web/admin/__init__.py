@@ -8,7 +8,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from imapdesk.api.web.admin import agents, mailboxes, tokens
+from imapdesk.api.web.admin import (
+    agents,
+    mailboxes,
+    oauth2,
+    rules,
+    slas,
+    teams,
+    tokens,
+    webhooks,
+)
 from imapdesk.api.web.admin.page import redirect
 from imapdesk.api.web.auth import WebAdmin
 
@@ -22,4 +31,9 @@ def admin_home(request: Request, admin: WebAdmin) -> Response:
 
 router.include_router(agents.router)
 router.include_router(mailboxes.router)
+router.include_router(oauth2.router)
 router.include_router(tokens.router)
+router.include_router(teams.router)
+router.include_router(rules.router)
+router.include_router(webhooks.router)
+router.include_router(slas.router)

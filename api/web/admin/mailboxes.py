@@ -13,12 +13,21 @@ from imapdesk.api.web.admin.mailbox_form import MailboxForm, MailboxPost, Mailbo
 from imapdesk.api.web.admin.page import all_mailboxes, found, redirect, render
 from imapdesk.api.web.auth import WebAdmin, check_csrf
 from imapdesk.api.web.flash import flash
-from imapdesk.domain.mailboxes import server_settings
+from imapdesk.domain.mailboxes import oauth2, server_settings
 from imapdesk.domain.mailboxes.capabilities import plain_client_notes
 from imapdesk.domain.mailboxes.connection_check import ConnectionCheck, check_imap, check_smtp
+from imapdesk.domain.mailboxes.folders import folder_fields, problem_notes
+from imapdesk.domain.mailboxes.keywords import REASON_WORDS, unkept_keywords
 from imapdesk.domain.mailboxes.server_settings import SmtpSettings
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput
-from imapdesk.kernel.models import Agent, Folder, ImapSecurity, Mailbox, SmtpSecurity
+from imapdesk.kernel.models import (
+    Agent,
+    Folder,
+    ImapSecurity,
+    Mailbox,
+    OAuth2Provider,
+    SmtpSecurity,
+)
 from imapdesk.kernel.settings import Settings
 from imapdesk.mail.smtp import DEFAULT_PORTS
 
@@ -41,6 +50,9 @@ def _mailbox_page(
     status_code: int = 200,
 ) -> Response:
     folders: list[Folder] = []
+    unkept = []
+    if mailbox is not None and mailbox.id is not None:
+        unkept = unkept_keywords(session, [mailbox.id]).get(mailbox.id, [])
     if mailbox is not None:
         folders = list(
             session.exec(
@@ -56,6 +68,7 @@ def _mailbox_page(
             .order_by(col(Agent.name))
         )
     )
+    grant = oauth2.grant_of(session, mailbox.id) if mailbox is not None else None
     return render(
         request,
         "admin/mailbox.html",
@@ -63,8 +76,15 @@ def _mailbox_page(
         section="mailboxes",
         mailbox=mailbox,
         form=form,
+        grant=grant,
+        grant_state=oauth2.describe(grant) if grant is not None else "",
+        oauth2_providers=[p.value for p in OAuth2Provider],
+        oauth2_alerts=oauth2.alerts(session),
         folders=folders,
-        notes=plain_client_notes(mailbox.capabilities) if mailbox is not None else [],
+        folder_fields=folder_fields(mailbox),
+        notes=plain_client_notes(mailbox.capabilities, unkept) if mailbox is not None else [],
+        unkept=unkept,
+        reason_words=REASON_WORDS,
         securities=[s.value for s in ImapSecurity],
         smtp_securities=[s.value for s in SmtpSecurity],
         smtp_ports=DEFAULT_PORTS,
@@ -89,13 +109,17 @@ def _read_form(
         form = data.form(name=data.name, enabled=True)
     else:
         form = data.form(name=box.name, enabled=data.enabled)
+    form.mark_read_on_open = data.reads_on_open(box.mark_read_on_open if box else True)
     try:
+        data.outbound(form, box)  # display name, signature, From, status after a reply
         smtp = data.smtp()
     except InvalidInput as exc:
         return _mailbox_page(
             request, session, admin, form, mailbox=box, error=exc.message, status_code=400
         )
     form.show_smtp(smtp, password_stored=bool(box is not None and box.smtp_password_encrypted))
+    grant = oauth2.grant_of(session, box.id) if box is not None else None
+    data.show_oauth2(form, secret_stored=bool(grant and grant.client_secret_encrypted))
     return form, smtp
 
 
@@ -117,7 +141,7 @@ def _connection_test(
             settings, box, imap, password, label=form.name
         )
         release(session)
-        return check_imap(imap_login)
+        return check_imap(imap_login, imap.folder_names)
     smtp_login = server_settings.smtp_test_account(
         settings, box, name=form.name, imap=imap, typed=password, smtp=smtp
     )
@@ -149,15 +173,24 @@ def mailboxes_page(request: Request, session: SessionDep, admin: WebAdmin) -> Re
     folders: dict[int, list[Folder]] = {}
     for folder in session.exec(select(Folder).order_by(col(Folder.name))):
         folders.setdefault(folder.mailbox_id, []).append(folder)
+    boxes = all_mailboxes(session)
+    unkept = unkept_keywords(session, (box.id for box in boxes if box.id is not None))
     return render(
         request,
         "admin/mailboxes.html",
         admin,
         section="mailboxes",
         rows=[
-            (box, folders.get(box.id or 0, []), plain_client_notes(box.capabilities))
-            for box in all_mailboxes(session)
+            (
+                box,
+                folders.get(box.id or 0, []),
+                plain_client_notes(box.capabilities, unkept.get(box.id or 0, [])),
+            )
+            for box in boxes
         ],
+        oauth2_alerts=oauth2.alerts(session),
+        grant_states={i: oauth2.describe(g) for i, g in oauth2.states(session).items()},
+        folder_problems={box.id: problem_notes(box) for box in boxes},
     )
 
 
@@ -188,11 +221,17 @@ def mailbox_create(
                 password=data.password,
                 smtp=smtp,
                 agent_ids=data.agents,
+                oauth2=data.oauth2(),
             )
+            box.mark_read_on_open = form.mark_read_on_open
+            form.apply_outbound(box)
     except ImapdeskError as exc:
         return _mailbox_page(
             request, session, admin, form, mailbox=None, error=exc.message, status_code=400
         )
+    if form.auth == "oauth2":
+        flash(request, f"Added mailbox {box.name}; connect it below to start syncing.")
+        return redirect(request, "admin_mailbox", mailbox_id=box.id)
     flash(request, f"Added mailbox {box.name}; the worker picks it up within seconds.")
     return redirect(request, "admin_mailbox", mailbox_id=box.id)
 
@@ -206,7 +245,8 @@ def mailbox_page(
     request: Request, session: SessionDep, admin: WebAdmin, mailbox_id: RowId
 ) -> Response:
     box = _mailbox(session, mailbox_id)
-    return _mailbox_page(request, session, admin, MailboxForm.of(box), mailbox=box)
+    form = MailboxForm.of(box, oauth2.grant_of(session, box.id))
+    return _mailbox_page(request, session, admin, form, mailbox=box)
 
 
 @router.post("/mailboxes/{mailbox_id}", name="admin_mailbox_save")
@@ -237,6 +277,9 @@ def mailbox_save(
             smtp=smtp,
             enabled=form.enabled,
         )
+        box.mark_read_on_open = form.mark_read_on_open
+        form.apply_outbound(box)
+        oauth2.apply_auth(session, box, settings, data.oauth2(), data.password)
     except ImapdeskError as exc:
         return _mailbox_page(
             request, session, admin, form, mailbox=box, error=exc.message, status_code=400

@@ -22,6 +22,7 @@ from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col
 
+from imapdesk.domain.conversations.search_index import mark_stale
 from imapdesk.kernel.models import (
     Conversation,
     ConversationStatus,
@@ -29,6 +30,7 @@ from imapdesk.kernel.models import (
     Direction,
     Mailbox,
     Message,
+    OutboundMail,
     ThreadNode,
     as_utc,
     utcnow,
@@ -204,6 +206,7 @@ def new_conversation(
     sa_inspect(conversation).dict.update(values, id=inserted[0])
     make_transient_to_detached(conversation)  # all of it counts as loaded
     session.add(conversation)
+    mark_stale(session, conversation.id)  # its search document
     if like is not None and like.id is not None:
         session.execute(
             insert(_TAG).from_select(
@@ -237,6 +240,7 @@ def add_message_to_conversation(
     first recipient not ours of the first outbound one.
     """
     _touch(session, conversation)
+    mark_stale(session, conversation.id)  # its search document
     conversation.updated_at = utcnow()
     conversation.version += 1
     # collision detection (imapdesk/domain/outbound/collisions.py): what joined after the version an
@@ -341,6 +345,7 @@ def recompute_conversation(
         key=lambda m: (m.when, m.id),
     )
     _touch(session, conversation)
+    mark_stale(session, conversation.id)  # its search document
     conversation.message_count = len(messages)
     conversation.updated_at = utcnow()
     conversation.version += 1
@@ -458,7 +463,7 @@ def merge_conversations(
     *,
     our_addresses: frozenset[str] = frozenset(),
 ) -> Conversation:
-    """Move the messages, tags and thread nodes of `others` into `keep`.
+    """Move the messages, tags, thread nodes and outgoing mail of `others` into `keep`.
 
     The others stay as rows with `merged_into_id` set and no messages, so links to them can be
     redirected. The caller picks `keep` (the threading keeps the oldest, the lowest id).
@@ -479,6 +484,13 @@ def merge_conversations(
             update(_THREADNODE)
             .where(_THREADNODE.c.conversation_id == other.id)
             .values(conversation_id=keep.id)
+        )
+        # its outgoing mail too: the delivery state shows where its messages are
+        session.execute(
+            update(OutboundMail)
+            .where(col(OutboundMail.conversation_id) == other.id)
+            .values(conversation_id=keep.id)
+            .execution_options(synchronize_session="evaluate")
         )
         kept_tags = select(_TAG.c.tag).where(_TAG.c.conversation_id == keep.id)
         session.execute(
@@ -505,6 +517,7 @@ def merge_conversations(
             keep.assignee_id = other.assignee_id
             keep.claimed = other.claimed
         _touch(session, other)
+        mark_stale(session, other.id)  # no messages left: no search document
         other.merged_into_id = keep.id
         other.message_count = 0
         other.unread = False

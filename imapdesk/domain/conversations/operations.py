@@ -19,7 +19,8 @@ With source `imap` each operation changes exactly what the mailbox changed, neve
   conversation claimed with no assignee and the handle in the activity's details;
 - `assign(..., None)` is that keyword gone: the assignee is cleared, the claim (the flag) stays;
 - `release(...)` is the flag gone: neither claimed nor assigned;
-- `set_tags(...)` gets the tags the keywords say; tags that cannot be keywords stay.
+- `set_tags(...)` gets the tags the keywords say; tags that cannot be keywords, or whose
+  keyword the mailbox refused or cannot keep, stay.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ from typing import Any
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
+import imapdesk.domain.events  # noqa: F401  (every Activity row gets its event)
 from imapdesk.domain.accounts import access
 from imapdesk.domain.conversations.aggregates import conversation_by_id, resolve_merged
+from imapdesk.domain.mailboxes.keywords import unkept_keyword_names
 from imapdesk.domain.mailstate import (
     TAG_MAX,
     FlagChange,
@@ -711,14 +714,20 @@ def set_tags(
     actor: str = "",
 ) -> Conversation:
     """The conversation's tags become `tags`. From the mailbox, tags that cannot be keywords
-    (so the mailbox cannot show them) are kept."""
+    and tags whose keyword a folder of the mailbox refused or cannot keep (so the mailbox
+    cannot show them) are kept."""
     source = ActivitySource(source)
     wanted = {normalize_tag(t) for t in tags}
     current = _load(session, conversation, lock=True, agent=agent, source=source)
     have = tags_of(session, current)
     remove = have - wanted
-    if source == ActivitySource.imap:
-        remove = {t for t in remove if tag_to_keyword(t) is not None}
+    if source == ActivitySource.imap and remove:
+        unkept = unkept_keyword_names(session, current.mailbox_id)
+        remove = {
+            t
+            for t in remove
+            if (keyword := tag_to_keyword(t)) is not None and keyword.lower() not in unkept
+        }
     return _change_tags(
         session, current, wanted - have, remove, source=source, agent=agent, actor=actor
     )

@@ -28,6 +28,8 @@ from sqlmodel import Session, col, select
 
 from imapdesk.domain.conversations import reads
 from imapdesk.domain.live.changes import LOOKBACK
+from imapdesk.domain.outbound import drafts
+from imapdesk.domain.sla import queues as sla_queues
 from imapdesk.kernel.models import (
     Agent,
     Conversation,
@@ -53,12 +55,19 @@ class Queue:
     label: str
     statuses: tuple[ConversationStatus, ...] | None
     assignee: str | None = None
+    # the conversations the agent has a draft on (imapdesk/domain/outbound/drafts.py)
+    drafts: bool = False
+    # an SLA queue (imapdesk/domain/sla/queues.py): `due_soon` or `breached`, by due time
+    sla: str | None = None
 
 
 QUEUES: tuple[Queue, ...] = (
     Queue("mine", "Mine", (OPEN, PENDING), reads.ASSIGNEE_ME),
+    Queue("drafts", "Drafts", None, drafts=True),
     Queue("unassigned", "Unassigned", (OPEN,), reads.ASSIGNEE_NONE),
     Queue("open", "All open", (OPEN,)),
+    Queue("due_soon", "Due soon", (OPEN, PENDING), sla="due_soon"),
+    Queue("breached", "Breached", (OPEN, PENDING), sla="breached"),
     Queue("pending", "Pending", (PENDING,)),
     Queue("closed", "Closed", (CLOSED,)),
     Queue("all", "Everything", None),
@@ -88,7 +97,12 @@ def queue_filters(
     chosen = QUEUE_BY_NAME.get(queue, QUEUE_BY_NAME[DEFAULT_QUEUE])
     statuses: Sequence[ConversationStatus] | None = [status] if status else chosen.statuses
     return reads.ConversationFilters(
-        mailbox=mailbox, statuses=statuses, assignee=chosen.assignee, tag=tag, q=q
+        mailbox=mailbox,
+        statuses=statuses,
+        assignee=chosen.assignee,
+        tag=tag,
+        q=q,
+        my_drafts=chosen.drafts,
     )
 
 
@@ -220,8 +234,13 @@ def queue_counts(session: Session, agent: Agent, cache: ChangeCache | None = Non
         stamp = change_stamp(session)
         numbers = cache.get(("queues", tuple(ids)), stamp, lambda: _count(session, ids))
         mine = cache.get(("mine", me, tuple(ids)), stamp, lambda: _count_mine(session, me, ids))
+    # the agent's drafts come and go without a conversation changing: counted every time (a
+    # few rows off an index of the agent's own)
+    drafted = _capped(drafts.count(session, me, ids))
+    # the SLA queues change with the clock, not only with the conversations: counted every time
+    due = {k: _capped(n) for k, n in sla_queues.count_due(session, ids).items()}
     return QueueCounts(
-        queues={"mine": mine, **numbers.queues},
+        queues={"mine": mine, "drafts": drafted, **numbers.queues, **due},
         mailboxes=sorted((name, numbers.mailboxes[mid]) for mid, name in names.items()),
         tags=numbers.tags,
     )
@@ -242,7 +261,8 @@ def _count(session: Session, ids: list[int]) -> _Numbers:
     # the status values are our enum's names, never input
     visible = "mailbox_id IN :mailboxes"
     columns = {
-        "unassigned": f"{visible} AND status = 'open' AND assignee_id IS NULL",
+        # held by nobody: no assignee, and not claimed from a mail client either
+        "unassigned": f"{visible} AND status = 'open' AND assignee_id IS NULL AND NOT claimed",
         **{s.value: f"{visible} AND status = '{s.value}'" for s in (OPEN, PENDING, CLOSED)},
         "spam": f"{visible} AND status = 'spam'",
         **{f"mailbox_{i}": f"status = 'open' AND mailbox_id = {mid}" for i, mid in enumerate(ids)},

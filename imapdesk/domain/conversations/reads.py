@@ -12,7 +12,7 @@ import binascii
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -24,6 +24,7 @@ from imapdesk.domain.accounts import access
 from imapdesk.domain.accounts.agents import agent_by_email
 from imapdesk.domain.conversations import search
 from imapdesk.domain.conversations.aggregates import resolve_merged
+from imapdesk.domain.mailboxes.keywords import TagNotKept, tags_not_kept, unkept_keywords
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput, NotFound
 from imapdesk.kernel.models import (
     Activity,
@@ -32,11 +33,13 @@ from imapdesk.kernel.models import (
     Conversation,
     ConversationStatus,
     ConversationTag,
+    Draft,
     Folder,
     Mailbox,
     Message,
     MessageLocation,
     RawMessage,
+    UnkeptKeyword,
     as_utc,
 )
 
@@ -83,6 +86,8 @@ class ConversationFilters:
     assignee: str | None = None
     tag: str | None = None
     q: str | None = None
+    # only those the agent asking has a draft on (the Drafts queue)
+    my_drafts: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,10 @@ class ConversationRow:
     mailbox: str
     assignee: str | None
     tags: list[str]
+    # in a search: where it matched (imapdesk.domain.conversations.search.snippets)
+    snippet: search.Snippet | None = None
+    # the tags its mailbox does not hold, and why (imapdesk/domain/mailboxes/keywords.py)
+    tags_not_kept: dict[str, TagNotKept] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,24 +170,42 @@ def _tags(session: Session, conversation_ids: Iterable[int]) -> dict[int, list[s
 def _rows(
     session: Session, conversations: Sequence[Conversation], names: dict[int, str]
 ) -> list[ConversationRow]:
-    """Conversations with their mailbox name, assignee email and tags: two queries in all."""
+    """Conversations with their mailbox name, assignee email and tags (and which of those
+    their mailbox does not keep): two queries in all, three when some have tags."""
     emails = _agent_emails(session, (c.assignee_id for c in conversations))
     tags = _tags(session, (c.id for c in conversations if c.id is not None))
+    unkept = tags_not_kept(
+        session, [(c.id, c.mailbox_id, tags[c.id]) for c in conversations if c.id in tags]
+    )
     return [
         ConversationRow(
             conversation=c,
             mailbox=names.get(c.mailbox_id, ""),
             assignee=emails.get(c.assignee_id) if c.assignee_id is not None else None,
             tags=tags.get(c.id, []) if c.id is not None else [],
+            tags_not_kept=unkept.get(c.id, {}) if c.id is not None else {},
         )
         for c in conversations
     ]
 
 
+def conversation_rows(
+    session: Session, conversations: Sequence[Conversation]
+) -> list[ConversationRow]:
+    """What a list shows of each of these conversations (found, and checked visible, by the
+    caller: a customer's conversations)."""
+    names = _mailbox_names(session, {c.mailbox_id for c in conversations})
+    return _rows(session, conversations, names)
+
+
 def _filter_conditions(
-    session: Session, agent: Agent, filters: ConversationFilters
+    session: Session,
+    agent: Agent,
+    filters: ConversationFilters,
+    query: search.SearchQuery | None = None,
 ) -> tuple[list[ColumnElement[bool]], dict[int, str]] | None:
-    """The WHERE conditions and the visible mailbox names; None when nothing can match."""
+    """The WHERE conditions and the visible mailbox names; None when nothing can match.
+    `query`: `filters.q` as read already."""
     if "\x00" in (filters.tag or ""):
         return None  # no tag holds a NUL character, and PostgreSQL refuses one in a query
     names = _mailbox_names(session, visible_mailbox_ids(session, agent))
@@ -208,7 +235,9 @@ def _filter_conditions(
         )
     if filters.assignee is not None:
         if filters.assignee.lower() == ASSIGNEE_NONE:
+            # held by nobody: what a mail client claimed (no assignee named) is held
             conds.append(col(Conversation.assignee_id).is_(None))
+            conds.append(col(Conversation.claimed).is_(False))
         else:
             if filters.assignee.lower() == ASSIGNEE_ME:
                 assignee_id = agent.id
@@ -224,10 +253,14 @@ def _filter_conditions(
                 select(ConversationTag.conversation_id).where(ConversationTag.tag == filters.tag)
             )
         )
+    if filters.my_drafts:
+        conds.append(
+            col(Conversation.id).in_(
+                select(Draft.conversation_id).where(col(Draft.agent_id) == agent.id)
+            )
+        )
     if filters.q:
-        matches = search.matching_conversations(session, filters.q)
-        if matches is not None:
-            conds.append(matches)
+        conds.extend(search.matching_conditions(session, query or search.parse_query(filters.q)))
     return conds, names
 
 
@@ -269,7 +302,9 @@ def list_conversations(
         choices = ", ".join(s.value for s in SortOrder)
         raise InvalidInput(f"sort must be one of {choices}", field="sort") from exc
     position = decode_cursor(cursor) if cursor else None
-    found = _filter_conditions(session, agent, filters or ConversationFilters())
+    filters = filters or ConversationFilters()
+    query = search.parse_query(filters.q) if filters.q else None
+    found = _filter_conditions(session, agent, filters, query)
     if found is None:
         return ConversationPage(items=[], next_cursor=None)
     conds, names = found
@@ -311,7 +346,11 @@ def list_conversations(
         assert last.id is not None
         value = last.updated_at if order == SortOrder.activity else last.last_message_at
         next_cursor = _encode_position(as_utc(value), last.id)
-    return ConversationPage(items=_rows(session, conversations, names), next_cursor=next_cursor)
+    items = _rows(session, conversations, names)
+    if query is not None and query.clauses:
+        found_in = search.snippets(session, query, [c.id for c in conversations if c.id])
+        items = [replace(r, snippet=found_in.get(r.conversation.id or 0)) for r in items]
+    return ConversationPage(items=items, next_cursor=next_cursor)
 
 
 # --- one conversation -------------------------------------------------------------------------
@@ -496,6 +535,8 @@ def get_attachment(session: Session, agent: Agent, attachment_id: int) -> Attach
 class MailboxView:
     mailbox: Mailbox
     folders: list[Folder]
+    # keywords its folders refused or cannot keep (imapdesk/domain/mailboxes/keywords.py)
+    unkept: list[UnkeptKeyword] = field(default_factory=list)
 
 
 def _mailbox_views(session: Session, ids: list[int] | None) -> list[MailboxView]:
@@ -509,9 +550,15 @@ def _mailbox_views(session: Session, ids: list[int] | None) -> list[MailboxView]
     folders: dict[int, list[Folder]] = defaultdict(list)
     for folder in session.exec(folder_stmt):
         folders[folder.mailbox_id].append(folder)
+    mailboxes = list(session.exec(stmt))
+    unkept = unkept_keywords(session, (m.id for m in mailboxes if m.id is not None))
     return [
-        MailboxView(mailbox=m, folders=folders.get(m.id, []) if m.id is not None else [])
-        for m in session.exec(stmt)
+        MailboxView(
+            mailbox=m,
+            folders=folders.get(m.id, []) if m.id is not None else [],
+            unkept=unkept.get(m.id, []) if m.id is not None else [],
+        )
+        for m in mailboxes
     ]
 
 

@@ -4,8 +4,9 @@ The worker and the API are separate processes that share only the database, so c
 found there: every change to a conversation (new mail, a note, a status, a claim, a merge, ...)
 bumps `Conversation.version` and `updated_at`, which is indexed. A `ChangeFeed` polls the rows
 changed lately and reports each (id, version) it has not reported yet, and diffs the presence
-table (imapdesk/domain/live/presence.py). One feed per API process serves every open page
-(api/web/live.py).
+table (imapdesk/domain/live/presence.py), with who has a draft where someone is looking
+(imapdesk/domain/outbound/drafts.py: saving a draft changes no conversation). One feed per
+API process serves every open page (api/web/live.py).
 
 `updated_at` is set before the writer commits, so a row can become visible a moment after a
 poll has passed its timestamp; each poll looks `LOOKBACK` back and drops what it has reported
@@ -21,6 +22,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from imapdesk.domain.live.presence import present
+from imapdesk.domain.outbound import drafts
 from imapdesk.kernel.models import Conversation, utcnow
 
 LOOKBACK = timedelta(seconds=10)
@@ -28,13 +30,15 @@ LOOKBACK = timedelta(seconds=10)
 
 @dataclass(frozen=True)
 class Change:
-    """`kind` "conversation": it changed (now at `version`); "presence": who is on it now."""
+    """`kind` "conversation": it changed (now at `version`); "presence": who is on it now, and
+    who has a draft on it (`drafts`)."""
 
     kind: str
     conversation_id: int
     mailbox_id: int
     version: int = 0
     agents: tuple[dict[str, Any], ...] = ()
+    drafts: tuple[dict[str, Any], ...] = ()
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.conversation_id, "mailbox_id": self.mailbox_id}
@@ -42,6 +46,7 @@ class Change:
             out["version"] = self.version
         else:
             out["agents"] = list(self.agents)
+            out["drafts"] = list(self.drafts)
         return out
 
 
@@ -77,8 +82,12 @@ class ChangeFeed:
             del self._versions[cid]
 
         details = present(session, now=moment)
+        # who has a draft, where someone is looking (a draft is news only to those there)
+        drafting = drafts.holders(session, details)
         now_present = {
-            cid: tuple((p.agent_id, p.state.value) for p in views) for cid, views in details.items()
+            cid: tuple((p.agent_id, p.state.value) for p in views)
+            + tuple((h.agent_id, "draft") for h in drafting.get(cid, ()))
+            for cid, views in details.items()
         }
         missing = [cid for cid in now_present if cid not in self._mailboxes]
         if missing:
@@ -97,7 +106,13 @@ class ChangeFeed:
                     {"id": p.agent_id, "name": p.name, "email": p.email, "state": p.state.value}
                     for p in details.get(cid, [])
                 )
-                changes.append(Change("presence", cid, self._mailboxes.get(cid, 0), 0, agents))
+                holders = tuple(
+                    {"id": h.agent_id, "name": h.name, "email": h.email}
+                    for h in drafting.get(cid, [])
+                )
+                changes.append(
+                    Change("presence", cid, self._mailboxes.get(cid, 0), 0, agents, holders)
+                )
         self._presence = now_present
         if len(self._mailboxes) > 4 * (len(self._versions) + len(now_present)) + 1000:
             keep = set(self._versions) | set(now_present)

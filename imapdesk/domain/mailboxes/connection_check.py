@@ -4,12 +4,15 @@ code (imapdesk.mail), so a test fails exactly when the worker would. Nothing is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from imapdesk.domain.mailboxes.capabilities import plain_client_notes
+from imapdesk.domain.mailboxes.folders import choices_note
 from imapdesk.kernel.errors import ImapdeskError
 from imapdesk.mail import smtp
 from imapdesk.mail.imap import ImapAccount, ImapSession
+from imapdesk.mail.imap.folders import choose_folders, list_folders, read_namespace
 from imapdesk.mail.imap.probe import probe
 
 
@@ -22,14 +25,20 @@ class ConnectionCheck:
     notes: list[str] = field(default_factory=list)
 
 
-def check_imap(account: ImapAccount) -> ConnectionCheck:
-    """Log in to the server as the worker would, and probe what it can keep."""
+def check_imap(
+    account: ImapAccount, folder_names: Mapping[str, str] | None = None
+) -> ConnectionCheck:
+    """Log in to the server as the worker would, probe what it can keep, and say which folder
+    each role would get (with the folder names typed; nothing is created)."""
     try:
         imap = ImapSession(account)
     except ImapdeskError as exc:
         return ConnectionCheck(False, exc.message)
     try:
         caps = probe(imap)
+        on_server = list_folders(imap)
+        namespace = read_namespace(imap, on_server)
+        folders = choices_note(namespace, choose_folders(on_server, namespace, folder_names))
     except ImapdeskError as exc:
         return ConnectionCheck(False, f"logged in, but {exc.message}")
     except Exception as exc:  # a protocol surprise is a report here, not a crash
@@ -41,7 +50,7 @@ def check_imap(account: ImapAccount) -> ConnectionCheck:
     return ConnectionCheck(
         True,
         f"Connected and logged in as {account.username}. Server capabilities: {listed}",
-        plain_client_notes(caps),
+        [*plain_client_notes(caps), folders],
     )
 
 

@@ -12,8 +12,8 @@ server it was not saved for."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlmodel import Session
@@ -21,6 +21,8 @@ from sqlmodel import Session
 from imapdesk.domain.accounts import access
 from imapdesk.domain.mailboxes import servers
 from imapdesk.domain.mailboxes.config import add_mailbox, mailbox_password
+from imapdesk.domain.mailboxes.folders import set_folder_names
+from imapdesk.domain.mailboxes.oauth2 import OAuth2Settings, configure
 from imapdesk.domain.mailboxes.servers import smtp_account
 from imapdesk.kernel.crypto import encrypt_secret
 from imapdesk.kernel.errors import ImapdeskError, InvalidInput
@@ -33,6 +35,10 @@ T = TypeVar("T")
 STORED_PASSWORD_ELSEWHERE = (
     "type the password to test another server: with the password field empty, the stored "
     "password is only sent to the server and user it was saved for"
+)
+TOKEN_ELSEWHERE = (
+    "this mailbox logs in with OAuth2, and its token is only sent to the server and user it was "
+    "saved for: save the settings first, then test"
 )
 
 
@@ -47,6 +53,8 @@ class ImapSettings:
     username: str
     ca_file: str | None
     folders: list[str]  # the watched folders; empty: INBOX and the Sent folder
+    # the folder of each role the admin set (role -> name; "": found on the server)
+    folder_names: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,10 +91,12 @@ def create_mailbox(
     password: str,
     smtp: SmtpSettings,
     agent_ids: Iterable[int] = (),
+    oauth2: OAuth2Settings | None = None,
 ) -> Mailbox:
     """A new mailbox for the worker to pick up, also granted to these agents (those restricted
-    to some mailboxes; the others work in every mailbox anyway)."""
-    if not (imap.host and imap.username and password):
+    to some mailboxes; the others work in every mailbox anyway). With `oauth2` it logs in with
+    OAuth2, once an admin has connected it."""
+    if not (imap.host and imap.username and (password or oauth2 is not None)):
         raise InvalidInput("the IMAP host, user name and password are needed")
     box = add_mailbox(
         session,
@@ -101,7 +111,10 @@ def create_mailbox(
         ca_file=imap.ca_file,
         folders=imap.folders,
     )
+    set_folder_names(box, imap.folder_names)
     apply_smtp(box, smtp, settings)
+    if oauth2 is not None:
+        configure(session, box, settings, oauth2)
     agents = [a for a in (session.get(Agent, i) for i in agent_ids) if a is not None]
     access.grant_mailbox(session, box, agents)
     return box
@@ -127,6 +140,7 @@ def update_mailbox(
     box.username = imap.username
     box.ca_file = imap.ca_file
     box.watched_folders = list(imap.folders)
+    set_folder_names(box, imap.folder_names)
     box.enabled = enabled
     if password:
         box.password_encrypted = encrypt_secret(password, settings.secret_key)
@@ -181,6 +195,24 @@ def _where_saved(draft: ImapAccount | SmtpAccount, saved: ImapAccount | SmtpAcco
     )
 
 
+A = TypeVar("A", ImapAccount, SmtpAccount)
+
+
+def _oauth2_test_account(draft: A, saved: A | None) -> A | None:
+    """The saved OAuth2 login, when the settings tested are the saved ones (InvalidInput when
+    they name another server or user: a token goes nowhere else); None: no OAuth2 login."""
+    if saved is None or saved.oauth2 is None:
+        return None
+    if (
+        draft.host.strip().lower() != saved.host.strip().lower()
+        or draft.port != saved.port
+        or draft.username != saved.username
+        or draft.security != saved.security
+    ):
+        raise InvalidInput(TOKEN_ELSEWHERE)
+    return saved
+
+
 def _saved(make: Callable[[], T]) -> T | None:
     # a stored secret that cannot be read (the secret key changed) goes nowhere
     try:
@@ -196,6 +228,12 @@ def imap_test_account(
     saved mailbox's stored one, but only to its saved server and user (InvalidInput
     otherwise)."""
     account = imap_account(imap, login_password(box, typed, settings), label=label)
+    if not typed and box is not None:
+        oauth2_login = _oauth2_test_account(
+            account, _saved(lambda: servers.imap_account(box, settings))
+        )
+        if oauth2_login is not None:
+            return oauth2_login
     if typed or box is None or not account.password:
         return account
     if not _where_saved(account, _saved(lambda: servers.imap_account(box, settings))):
@@ -223,6 +261,10 @@ def smtp_test_account(
         smtp=smtp,
         stored=box,
     )
+    if account is not None and box is not None and not typed and not smtp.password:
+        oauth2_login = _oauth2_test_account(account, _saved(lambda: smtp_account(box, settings)))
+        if oauth2_login is not None:
+            return oauth2_login
     if account is None or box is None or not account.password:
         return account
     if account.password in {typed, smtp.password} - {""}:

@@ -8,6 +8,7 @@ the fall-backs applied.
 from __future__ import annotations
 
 from imapdesk.domain.mailboxes.config import mailbox_password
+from imapdesk.domain.mailboxes.oauth2 import tokens_for
 from imapdesk.kernel.crypto import decrypt_secret
 from imapdesk.kernel.models import Mailbox, SmtpSecurity
 from imapdesk.kernel.settings import Settings
@@ -16,7 +17,9 @@ from imapdesk.mail.smtp import DEFAULT_PORTS, SmtpAccount
 
 
 def imap_account(mailbox: Mailbox, settings: Settings) -> ImapAccount:
-    """The mailbox's IMAP server, as the worker logs in to it."""
+    """The mailbox's IMAP server, as the worker logs in to it. An OAuth2 mailbox's account
+    carries its token keeper (imapdesk.domain.mailboxes.oauth2): every login of the mailbox,
+    whichever connection makes it, asks it for a token that is valid now."""
     return ImapAccount(
         host=mailbox.imap_host,
         port=mailbox.imap_port,
@@ -25,6 +28,7 @@ def imap_account(mailbox: Mailbox, settings: Settings) -> ImapAccount:
         password=mailbox_password(mailbox, settings),
         ca_file=mailbox.ca_file,
         label=mailbox.name,
+        oauth2=tokens_for(mailbox, settings),
     )
 
 
@@ -36,6 +40,19 @@ def smtp_account(mailbox: Mailbox, settings: Settings) -> SmtpAccount | None:
     if not mailbox.smtp_host:
         return None
     security = SmtpSecurity(mailbox.smtp_security or SmtpSecurity.starttls).value
+    tokens = tokens_for(mailbox, settings)
+    if tokens is not None and mailbox.smtp_username != "":
+        # the IMAP login's token, for the SMTP user (by default the same)
+        return SmtpAccount(
+            host=mailbox.smtp_host,
+            port=mailbox.smtp_port or DEFAULT_PORTS[security],
+            security=security,
+            username=mailbox.smtp_username or mailbox.username,
+            password=None,
+            ca_file=mailbox.ca_file,
+            timeout=settings.smtp_timeout_seconds,
+            oauth2=tokens,
+        )
     username: str | None
     password: str | None
     if mailbox.smtp_password_encrypted:

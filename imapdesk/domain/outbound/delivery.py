@@ -1,4 +1,9 @@
-"""What follows a delivery: a reply sent by the sender, one sent from a mail client, a bounce.
+"""What follows a delivery: a reply sent by the sender, one sent from a mail client, a bounce;
+and the delivery state as agents see it.
+
+Every change of an outgoing message's state (`delivery_changed`) moves its conversation's
+version, which the live feed watches (`imapdesk.domain.live.changes`): open pages and lists
+show scheduled, queued, sending, sent or failed as it happens.
 
 Once the SMTP server took a reply (`after_sent`, called by the sender in `worker/sender.py` in
 the transaction that records it as sent), the answered message gets `\\Answered` (written back)
@@ -14,13 +19,17 @@ words.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from imapdesk.domain.conversations import operations
+from imapdesk.domain.events import EventKind, record_event
 from imapdesk.domain.mailstate import FlagChange
+from imapdesk.kernel.errors import NotFound
 from imapdesk.kernel.models import (
     ActivitySource,
     Agent,
@@ -44,6 +53,59 @@ from imapdesk.kernel.settings import Settings
 from imapdesk.mail.dsn import DsnReport, dsn_report
 
 MAIL_CLIENT_REPLY = "replied from a mail client"
+# how the sender begins `last_error` (worker/sender.py)
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: ")
+
+
+def public_state(outbound: OutboundMail, now: datetime | None = None) -> OutboundState:
+    """The state agents are shown: a scheduled message whose undo window is over is queued
+    (the sender takes it on its next round, or when the worker is back)."""
+    if outbound.state == OutboundState.scheduled:
+        due = as_utc(outbound.next_attempt_at)
+        if due is None or due <= (now or utcnow()):
+            return OutboundState.queued
+    return OutboundState(outbound.state)
+
+
+def delivery_changed(session: Session, conversation_id: int | None) -> None:
+    """An outgoing message of this conversation changed state: its version moves (row-locked,
+    as every change to it), so that open pages and lists show the new state live."""
+    if conversation_id is None:
+        return
+    try:
+        conversation = operations._load(session, conversation_id, lock=True)
+    except NotFound:
+        return  # deleted meanwhile: nobody has it open
+    conversation.version += 1
+    conversation.updated_at = utcnow()
+    session.add(conversation)
+
+
+def failure_words(outbound: OutboundMail) -> str:
+    """Why it was not sent, shortest first: the SMTP server's own words when it answered,
+    else the sender's (without the time it was recorded)."""
+    if outbound.smtp_response:
+        return outbound.smtp_response
+    return _STAMP.sub("", outbound.last_error or "") or "the server refused it"
+
+
+def failed_by_conversation(
+    session: Session, conversation_ids: Iterable[int | None]
+) -> dict[int, OutboundMail]:
+    """The newest outgoing message that failed, of each of these conversations that has one
+    (the list's mark)."""
+    ids = [i for i in conversation_ids if i is not None]
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(OutboundMail)
+        .where(
+            col(OutboundMail.conversation_id).in_(ids),
+            col(OutboundMail.state) == OutboundState.failed,
+        )
+        .order_by(col(OutboundMail.id))
+    ).all()
+    return {o.conversation_id: o for o in rows if o.conversation_id is not None}
 
 
 def _answered_flag(session: Session, conversation: Conversation, answered_id: int) -> None:
@@ -85,12 +147,33 @@ def after_sent(session: Session, outbound: OutboundMail) -> None:
     takes the status the mailbox names (default pending), unless the customer wrote since."""
     if outbound.kind == "note" or outbound.conversation_id is None:
         return
+    automatic = outbound.agent_id is None and outbound.source == ActivitySource.system
+    record_event(
+        session,
+        EventKind.reply_sent,
+        mailbox_id=outbound.mailbox_id,
+        conversation_id=outbound.conversation_id,
+        message_id=outbound.message_id,
+        agent_id=outbound.agent_id,
+        actor="agent" if outbound.agent_id else "system",
+        payload={
+            "outbound_id": outbound.id,
+            "kind": outbound.kind,
+            "to": outbound.recipients,
+            # a rule's automatic reply (an acknowledgement) answers nobody's question
+            "automatic": automatic,
+        },
+    )
     mailbox = session.get(Mailbox, outbound.mailbox_id)
     conversation = operations._load(session, outbound.conversation_id, lock=True)
     if mailbox is None or conversation.id is None:
         return
+    if automatic:
+        return  # a rule's automatic reply: not \Answered, the status stays (a person answers)
     if outbound.answered_message_id is not None:
         _answered_flag(session, conversation, outbound.answered_message_id)
+    if outbound.kind == "forward":
+        return  # sent to a third party: the customer still waits as before, the status stays
     status = ConversationStatus(mailbox.status_after_reply)
     if not _customer_wrote_since(session, conversation, as_utc(outbound.created_at) or utcnow()):
         agent = session.get(Agent, outbound.agent_id) if outbound.agent_id else None
@@ -166,6 +249,8 @@ def _bounce(session: Session, mailbox: Mailbox, m: Message) -> None:
     report = dsn_report(raw.data) if raw is not None else DsnReport()
     if not report.failed:
         return
+    # the conversation's row before the outgoing mail's, as the sender and the agents take them
+    delivery_changed(session, outbound.conversation_id)
     words = report.diagnostic or "the message was returned as undeliverable"
     outbound.state = OutboundState.failed
     outbound.last_error = f"returned by {m.from_email or 'the mail system'}: {words}"[:2000]

@@ -14,6 +14,11 @@ A reply or note sent against an older version of the conversation raises `Versio
 What the agent typed is checked before anything is locked or queued (`_checked_input`): a
 subject or recipient that cannot become a header is refused with the field named, and a
 recipient is taken exactly as written or not at all (`imapdesk.mail.compose.parse_recipient`).
+An international domain is written in its IDNA form; an address with a non-ASCII local part
+is refused when the mailbox's SMTP server is known not to offer SMTPUTF8 (`_check_sendable`).
+
+With `undo_seconds`, the mail is `scheduled` until then (the undo window): the sender leaves
+it alone, and `imapdesk.domain.outbound.actions.take_back` can still take it back.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 from email.headerregistry import Address
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from imapdesk.domain.conversations import operations
+from imapdesk.domain.conversations import operations, read_marks
 from imapdesk.domain.conversations.aggregates import (
     add_message_to_conversation,
     conversation_token,
@@ -35,6 +41,8 @@ from imapdesk.domain.conversations.aggregates import (
     new_conversation,
     our_addresses_for,
 )
+from imapdesk.domain.mailboxes.config import our_addresses
+from imapdesk.domain.outbound import drafts, images
 from imapdesk.domain.outbound.collisions import check_version
 from imapdesk.kernel.attachment_store import store_blob
 from imapdesk.kernel.errors import Forbidden, InvalidInput, NotFound
@@ -57,6 +65,7 @@ from imapdesk.kernel.settings import Settings, get_settings
 from imapdesk.mail.compose import (
     MAX_FILENAME,
     MAX_SUBJECT,
+    InlineImage,
     Upload,
     check_header_text,
     check_text,
@@ -64,13 +73,24 @@ from imapdesk.mail.compose import (
     header_safe,
     html_with_signature,
     mail_address,
+    needs_smtputf8,
     new_msgid,
     parse_recipient,
     with_signature,
 )
+from imapdesk.mail.compose_html import (
+    document,
+    has_content,
+    sanitize_composed,
+    text_alternative,
+    uploaded_image_ids,
+    with_cids,
+)
 from imapdesk.mail.parsing import parse_message
 
 REPLY_KINDS = ("reply", "reply_all", "forward")
+# the longest undo window: a short wait, not a way to schedule mail
+MAX_UNDO_SECONDS = 60
 _PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?|wg|tr)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 
 
@@ -304,6 +324,23 @@ def _check_attachments(settings: Settings, attachments: Sequence[Upload]) -> Non
         )
 
 
+def _check_sendable(mailbox: Mailbox, addresses: Sequence[tuple[str, Sequence[Address]]]) -> None:
+    """InvalidInput naming the field when an address has a non-ASCII local part (which has no
+    ASCII form) and the mailbox's SMTP server is known not to offer SMTPUTF8. Not known yet
+    (never connected): queued, and the sender says at once if it cannot go out."""
+    if mailbox.smtputf8 is not False:
+        return
+    for field, found in addresses:
+        for address in found:
+            if needs_smtputf8(address):
+                raise InvalidInput(
+                    f"{address.addr_spec} in {field} cannot be sent: it has non-ASCII "
+                    f"characters before the @, and the SMTP server of {mailbox.name} does not "
+                    "offer SMTPUTF8, which such an address needs; write to another address",
+                    field=field,
+                )
+
+
 def _mailbox_for_sending(session: Session, mailbox_id: int) -> Mailbox:
     mailbox = session.get(Mailbox, mailbox_id)
     assert mailbox is not None
@@ -329,7 +366,12 @@ def _outbound(
     recipients: list[str],
     answered: Message | None = None,
     idempotency_key: str | None = None,
+    undo_seconds: int = 0,
 ) -> OutboundMail:
+    """The ledger row; `scheduled` until the undo window ends when there is one."""
+    now = utcnow()
+    undo_seconds = min(undo_seconds, MAX_UNDO_SECONDS)
+    held = kind != "note" and undo_seconds > 0
     outbound = OutboundMail(
         mailbox_id=mailbox.id,  # type: ignore[arg-type]
         conversation_id=conversation.id,
@@ -340,12 +382,13 @@ def _outbound(
         kind=kind,
         msgid=message.message_id,
         idempotency_key=idempotency_key or None,
-        envelope_from=mailbox.address,
+        envelope_from=mail_address(mailbox.address, field="mailbox").addr_spec,
         recipients=recipients,
         raw=raw,
-        state=OutboundState.queued,
-        created_at=utcnow(),
-        updated_at=utcnow(),
+        state=OutboundState.scheduled if held else OutboundState.queued,
+        next_attempt_at=now + timedelta(seconds=undo_seconds) if held else None,
+        created_at=now,
+        updated_at=now,
     )
     session.add(outbound)
     session.flush()
@@ -373,6 +416,47 @@ def _record_by_agent(
     )
 
 
+def _written(
+    session: Session, agent: Agent, conversation: Conversation, source: ActivitySource
+) -> None:
+    """What follows a reply or note the agent wrote: their draft of it ends
+    (`imapdesk.domain.outbound.drafts`), and the conversation is read (whatever the mailbox's
+    `mark_read_on_open`: an answered conversation is a read one), for the agent too."""
+    assert agent.id is not None and conversation.id is not None
+    drafts.forget(session, agent.id, conversation.id)
+    # their own words are nothing new to them (a colleague's marks stay)
+    read_marks.mark_read_for(session, agent.id, conversation.id)
+    if conversation.unread:
+        operations.mark_read(session, conversation, True, source=source, agent=agent)
+
+
+def _composed(
+    session: Session,
+    settings: Settings,
+    agent: Agent,
+    mailbox: Mailbox,
+    composed_html: str,
+    attachments: Sequence[Upload],
+    *,
+    note: bool = False,
+) -> tuple[str, str, list[InlineImage]]:
+    """What the rich-text composer wrote, as it goes out: the HTML sanitised (the agent's
+    signature is in it already, the composer put it there; the mailbox's follows), the text
+    alternative rendered from it, and the pasted images as inline `cid:` parts."""
+    check_text(composed_html, field="body")
+    clean = sanitize_composed(composed_html)
+    if not has_content(clean):
+        raise InvalidInput("the message has no text", field="body")
+    cids, inline = images.inline_parts(
+        session, settings, agent, uploaded_image_ids(clean), domain_of=mailbox.address
+    )
+    _check_attachments(settings, [*attachments, *(Upload("", "", i.data) for i in inline)])
+    signature = None if note else mailbox.signature
+    html = html_with_signature(document(with_cids(clean, cids)), signature)
+    text = with_signature(text_alternative(clean), signature)
+    return text, html, inline
+
+
 def queue_reply(
     session: Session,
     agent: Agent,
@@ -381,6 +465,7 @@ def queue_reply(
     kind: str = "reply",
     body: str,
     html: str | None = None,
+    composed_html: str | None = None,
     to: list[str] | None = None,
     cc: list[str] | None = None,
     attachments: Sequence[Upload] = (),
@@ -389,15 +474,16 @@ def queue_reply(
     idempotency_key: str | None = None,
     source: ActivitySource,
     settings: Settings | None = None,
+    undo_seconds: int = 0,
 ) -> OutboundMail:
-    """Queue a reply, reply-all or forward; the worker sends it. Same `idempotency_key`: the
-    mail queued the first time, nothing new."""
+    """Queue a reply, reply-all or forward; the worker sends it (after `undo_seconds`: the
+    undo window). Same `idempotency_key`: the mail queued the first time, nothing new."""
     settings = settings or get_settings()
     source = ActivitySource(source)
     _check_agent(agent)
     if kind not in REPLY_KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(REPLY_KINDS)}", field="kind")
-    if not body.strip() and not (html or "").strip():
+    if not body.strip() and not (html or "").strip() and not (composed_html or "").strip():
         raise InvalidInput("the reply has no text", field="body")
     typed_to, typed_cc = _checked_input(to=to, cc=cc, body=body, html=html, attachments=attachments)
     _check_attachments(settings, attachments)
@@ -409,7 +495,9 @@ def queue_reply(
     mailbox = _mailbox_for_sending(session, conversation.mailbox_id)
     assert conversation.id is not None
     answered = _answered(session, conversation)
-    ours = set(our_addresses_for(session, mailbox.id or 0))
+    # every shared address of ours (this mailbox's and the others'): a reply-all never
+    # copies one of them (a copy would land in our own inbox as new mail)
+    ours = set(our_addresses_for(session, mailbox.id or 0, our_addresses(session)))
     if kind == "forward":
         if typed_to is None:
             raise InvalidInput("a forward needs `to`", field="to")
@@ -437,6 +525,14 @@ def queue_reply(
             cc_addrs = []
         if not to_addrs:
             raise InvalidInput("nobody to reply to: give `to`", field="to")
+    _check_sendable(mailbox, [("to", to_addrs), ("cc", cc_addrs)])
+    text_body = with_signature(body, agent.signature, mailbox.signature)
+    html_body = html_with_signature(html, agent.signature, mailbox.signature) if html else None
+    inline: list[InlineImage] = []
+    if composed_html is not None:
+        text_body, html_body, inline = _composed(
+            session, settings, agent, mailbox, composed_html, attachments
+        )
     msgid = new_msgid(mailbox.address)
     base_subject = (answered.subject if answered is not None else "") or conversation.subject
     chain: list[str] = []
@@ -450,11 +546,12 @@ def queue_reply(
         cc=cc_addrs,
         subject=reply_subject(base_subject, conversation.id, forward=kind == "forward"),
         msgid=msgid,
-        text=with_signature(body, agent.signature, mailbox.signature),
-        html=html_with_signature(html, agent.signature, mailbox.signature) if html else None,
+        text=text_body,
+        html=html_body,
         in_reply_to=answered.message_id if answered is not None and kind != "forward" else None,
         references=chain,
         attachments=attachments,
+        inline_images=inline,
         forwarded=_raw_of(session, answered) if kind == "forward" else None,
     )
     message = _store_message(
@@ -478,6 +575,7 @@ def queue_reply(
         raw=raw,
         recipients=recipients,
         idempotency_key=idempotency_key,
+        undo_seconds=undo_seconds,
     )
     _record_by_agent(
         session,
@@ -487,6 +585,7 @@ def queue_reply(
         "forwarded" if kind == "forward" else "replied",
         {"outbound_id": outbound.id, "message_id": message.id, "kind": kind, "to": recipients},
     )
+    _written(session, agent, conversation, source)
     return outbound
 
 
@@ -506,13 +605,15 @@ def start_conversation(
     subject: str,
     body: str,
     html: str | None = None,
+    composed_html: str | None = None,
     cc: list[str] | None = None,
     attachments: Sequence[Upload] = (),
     idempotency_key: str | None = None,
     source: ActivitySource,
     settings: Settings | None = None,
+    undo_seconds: int = 0,
 ) -> OutboundMail:
-    """A new conversation that starts with our message to `to`."""
+    """A new conversation that starts with our message to `to` (sent after `undo_seconds`)."""
     settings = settings or get_settings()
     source = ActivitySource(source)
     _check_agent(agent)
@@ -533,6 +634,14 @@ def start_conversation(
     _mailbox_for_sending(session, mailbox.id)
     to_addrs = _dedupe(typed_to or [], set())
     cc_addrs = _dedupe(typed_cc or [], {a.addr_spec.lower() for a in to_addrs})
+    _check_sendable(mailbox, [("to", to_addrs), ("cc", cc_addrs)])
+    text_body = with_signature(body, agent.signature, mailbox.signature)
+    html_body = html_with_signature(html, agent.signature, mailbox.signature) if html else None
+    inline: list[InlineImage] = []
+    if composed_html is not None:
+        text_body, html_body, inline = _composed(
+            session, settings, agent, mailbox, composed_html, attachments
+        )
     msgid = new_msgid(mailbox.address)
     # the conversation first, for the token in the subject
     placeholder = Message(
@@ -558,9 +667,10 @@ def start_conversation(
         cc=cc_addrs,
         subject=full_subject,
         msgid=msgid,
-        text=with_signature(body, agent.signature, mailbox.signature),
-        html=html_with_signature(html, agent.signature, mailbox.signature) if html else None,
+        text=text_body,
+        html=html_body,
         attachments=attachments,
+        inline_images=inline,
     )
     message = _store_message(
         session,
@@ -582,6 +692,7 @@ def start_conversation(
         raw=raw,
         recipients=[a.addr_spec for a in (*to_addrs, *cc_addrs)],
         idempotency_key=idempotency_key,
+        undo_seconds=undo_seconds,
     )
     _record_by_agent(
         session,
@@ -601,6 +712,7 @@ def add_note(
     *,
     body: str,
     html: str | None = None,
+    composed_html: str | None = None,
     attachments: Sequence[Upload] = (),
     expected_version: int | None = None,
     force: bool = False,
@@ -613,7 +725,7 @@ def add_note(
     settings = settings or get_settings()
     source = ActivitySource(source)
     _check_agent(agent)
-    if not body.strip() and not (html or "").strip():
+    if not body.strip() and not (html or "").strip() and not (composed_html or "").strip():
         raise InvalidInput("the note has no text", field="body")
     _checked_input(body=body, html=html, attachments=attachments)
     _check_attachments(settings, attachments)
@@ -626,16 +738,23 @@ def add_note(
     if newest is not None:
         chain = [*(newest.references or []), newest.message_id]
     sender = mail_address(mailbox.address, agent.name, field="mailbox")
+    text_body, html_body = body, html
+    inline: list[InlineImage] = []
+    if composed_html is not None:
+        text_body, html_body, inline = _composed(
+            session, settings, agent, mailbox, composed_html, attachments, note=True
+        )
     raw = compose(
         sender=sender,
         to=[mail_address(mailbox.address, mailbox.display_name, field="mailbox")],
         subject=f"Note: {reply_subject(conversation.subject, conversation.id)[4:]}",
         msgid=new_msgid(mailbox.address),
-        text=body,
-        html=html,
+        text=text_body,
+        html=html_body,
         in_reply_to=newest.message_id if newest is not None else None,
         references=chain,
         attachments=attachments,
+        inline_images=inline,
         note=True,
     )
     message = _store_message(
@@ -665,6 +784,7 @@ def add_note(
         "note",
         {"message_id": message.id, "outbound_id": outbound.id},
     )
+    _written(session, agent, conversation, source)
     return message
 
 

@@ -21,7 +21,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
 from sqlmodel import Session, SQLModel, col, select
 
-from imapdesk.domain.threads import ThreadBatch, thread_message
+from imapdesk.domain.customers.directory import keep_in_step as keep_customers_in_step
+from imapdesk.domain.events import EventKind, record_event
+from imapdesk.domain.threads import RULE_NEW, ThreadBatch, thread_message
 from imapdesk.kernel.attachment_store import store_blob
 from imapdesk.kernel.models import (
     Attachment,
@@ -174,6 +176,8 @@ def ingest_batch(
                 result.conversation_ids.add(message.conversation_id)
         deferred.write_all()
         batch.flush()
+        if folder.state == FolderState.poll:
+            _record_arrivals(session, mailbox.id, deferred.messages)
     finally:
         deferred.close()
     raw_rows: list[dict[str, Any]] = []
@@ -181,7 +185,7 @@ def ingest_batch(
     for row in rows:
         item, p = new_parts[row["message_id"]]
         raw_rows.append({"message_id": row["id"], "data": item.raw})
-        attachment_rows.extend(_attachment_row(settings, row["id"], a) for a in p.attachments)
+        attachment_rows.extend(_attachment_rows(settings, row["id"], p.attachments))
     # plain executemany (no ORM bulk insert: no objects come of them)
     connection = session.connection()
     if raw_rows:
@@ -207,6 +211,8 @@ def ingest_batch(
     result.new_locations = len(placements)
     result.new_messages = len(rows)
     session.flush()
+    # the people these conversations are with (imapdesk/domain/customers/directory.py)
+    keep_customers_in_step(connection, result.conversation_ids)
     # replies sent from mail clients (new in a followed Sent), bounces of our replies
     live_sent = folder.role == FolderRole.sent and folder.state == FolderState.poll
     candidates = [
@@ -220,6 +226,36 @@ def ingest_batch(
 
         after_ingest(session, settings, mailbox, folder, candidates)
     return result
+
+
+def _record_arrivals(session: Session, mailbox_id: int, messages: Sequence[Message]) -> None:
+    """The events of mail taken in live (imapdesk/domain/events.py): never for a first sync
+    or a rebuild, so that no rule acts on old mail."""
+    for message in messages:
+        if message.conversation_id is None:
+            continue
+        inbound = message.direction == Direction.inbound
+        payload = {
+            "direction": str(message.direction.value),
+            "from": message.from_email,
+            "subject": message.subject[:300],
+            "auto_submitted": message.auto_submitted,
+        }
+        kinds = [EventKind.message_received]
+        if message.thread_rule == RULE_NEW:
+            kinds.insert(0, EventKind.conversation_created)
+        elif inbound:
+            kinds.insert(0, EventKind.customer_replied)
+        for kind in kinds:
+            record_event(
+                session,
+                kind,
+                mailbox_id=mailbox_id,
+                conversation_id=message.conversation_id,
+                message_id=message.id,
+                actor=message.from_email or ("customer" if inbound else "imap"),
+                payload=payload,
+            )
 
 
 _NOTE_HEADER = re.compile(r"(?im)^x-imapdesk-note:[ \t]*1\b")
@@ -380,6 +416,17 @@ def _message_row(
     }
 
 
+def _attachment_rows(
+    settings: Settings, message_pk: int, attachments: Sequence[ParsedAttachment]
+) -> list[dict[str, Any]]:
+    rows = [_attachment_row(settings, message_pk, att) for att in attachments]
+    for row, att in zip(rows, attachments, strict=True):
+        # a file unpacked from a winmail.dat names the original by its content address
+        if att.unpacked_from is not None and 0 <= att.unpacked_from < len(rows):
+            row["unpacked_from"] = rows[att.unpacked_from]["sha256"]
+    return rows
+
+
 def _attachment_row(settings: Settings, message_pk: int, att: ParsedAttachment) -> dict[str, Any]:
     return {
         "message_id": message_pk,
@@ -389,4 +436,6 @@ def _attachment_row(settings: Settings, message_pk: int, att: ParsedAttachment) 
         "sha256": store_blob(settings.attachments_dir, att.data),
         "content_id": att.content_id[:500] if att.content_id else None,
         "inline": att.inline,
+        "unpacked_from": None,
+        "unpack_error": att.unpack_error,
     }

@@ -40,6 +40,7 @@ from imapdesk.kernel.models import (
     Message,
     MessageLocation,
     PendingImapAction,
+    utcnow,
 )
 
 log = logging.getLogger(__name__)
@@ -196,16 +197,26 @@ def _assignee_handle(session: Session, conversation: Conversation) -> str | None
 
 
 def _apply_seen(session: Session, conversation: Conversation, derived: DerivedState) -> None:
-    """Read state per message, as `\\Seen` shows it (shared by everyone on the box)."""
+    """Read state per message, as `\\Seen` shows it (shared by everyone on the box).
+
+    A change moves the conversation's version and `updated_at`, as every change does: the live
+    updates and the lists' caches watch `updated_at` (imapdesk/domain/live/changes.py), so a
+    message read or unread in a mail client shows on open pages at once. Read marks from mail
+    clients change no assignment: no activity entry for each."""
     if not derived.seen:
         return
     messages = session.exec(select(Message).where(col(Message.id).in_(list(derived.seen)))).all()
+    changed = False
     for message in messages:
         assert message.id is not None
         seen = derived.seen[message.id]
         if message.seen != seen:
             message.seen = seen
+            changed = True
     if conversation.unread != derived.unread:
-        # read marks from mail clients change no assignment: no activity entry for each
         conversation.unread = derived.unread
+        changed = True
+    if changed:
         conversation.version += 1
+        conversation.updated_at = utcnow()
+        session.add(conversation)

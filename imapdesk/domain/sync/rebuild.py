@@ -3,7 +3,8 @@
 Configuration (agents, tokens, mailboxes) stays; conversations, messages, their places, the
 thread index, the activity log and the outbox go, and the worker then reads every followed
 folder again, deriving status, claim, assignee and tags from folders, flags and keywords
-(`imapdesk.domain.sync.readback`).
+(`imapdesk.domain.sync.readback`). Customers and their notes stay too (they live only in the
+database and span mailboxes): the ingest finds their conversations again by address.
 """
 
 from __future__ import annotations

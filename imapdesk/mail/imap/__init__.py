@@ -8,6 +8,8 @@
   names, parsing FETCH items, SEARCH hits, COPYUID and MODIFIED.
 - `probe`: what a server can do, asked once at connect (the worker stores it, the admin's
   connection test shows it).
+- `folders`: the personal namespace, and which folder plays which role of the mapping (the
+  admin's setting, special-use, usual names, the default under the namespace's prefix).
 
 Knows nothing of the database: the worker decides, this layer speaks.
 """

@@ -31,6 +31,7 @@ from imapdesk.mail.imap.protocol import (
     search_hits,
     uid_set,
 )
+from imapdesk.mail.oauth2 import TokenSource, sasl_mechanism
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,8 @@ _NEWS = ("EXISTS", "EXPUNGE", "FETCH", "VANISHED")
 
 @dataclass(frozen=True)
 class ImapAccount:
-    """What it takes to log in. The password never appears in repr or logs."""
+    """What it takes to log in. The password never appears in repr or logs. With `oauth2`, the
+    login is SASL XOAUTH2 or OAUTHBEARER with the token it gives (the password is unused)."""
 
     host: str
     port: int
@@ -57,6 +59,7 @@ class ImapAccount:
     password: str = field(repr=False)
     ca_file: str | None = None
     label: str = ""
+    oauth2: TokenSource | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         return f"{self.username} at {self.host}:{self.port} ({self.security})"
@@ -81,6 +84,24 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise MailServerError(f"cannot read the CA file {ca_file!r}: {exc}") from exc
     return ctx
+
+
+class TooManyConnections(MailServerError):
+    """The server refused a connection because the user (or its address) has too many open:
+    the caller shares those it has (worker/connections.py) rather than retrying."""
+
+    code = "too_many_connections"
+
+
+def too_many_connections(said: str) -> bool:
+    """Whether a refusal says there are too many connections: RFC 5530's `[LIMIT]` (Dovecot's
+    mail_max_userip_connections), `[UNAVAILABLE]`, or words to that effect (Gmail, Exchange)."""
+    text = said.lower()
+    if "[limit]" in text or "[unavailable]" in text:
+        return True
+    return ("connection" in text or "session" in text) and any(
+        word in text for word in ("limit", "too many", "maximum number")
+    )
 
 
 class ImapSession:
@@ -136,25 +157,33 @@ class ImapSession:
                 "the port and that the server is running"
             ) from exc
         except IMAPClientError as exc:
+            if too_many_connections(str(exc)):  # some servers refuse at the greeting
+                raise TooManyConnections(
+                    f"the IMAP server {acc.host}:{acc.port} refused another connection: {exc}"
+                ) from exc
             raise MailServerError(f"IMAP server {acc.host}:{acc.port} refused: {exc}") from exc
         try:
-            client.login(acc.username, acc.password)
+            _log_in(client, acc)
         except LoginError as exc:
             _close_quietly(client)
             detail = str(exc)
-            if "connection" in detail.lower() and "limit" in detail.lower():
-                raise MailServerError(
+            if too_many_connections(detail):
+                raise TooManyConnections(
                     f"the IMAP server refused {acc.username}: too many connections from this "
                     f"address ({detail}); raise the server's per-user connection limit "
                     "(Dovecot: mail_max_userip_connections) or close other clients"
                 ) from exc
+            credentials = "OAuth2 token" if acc.oauth2 is not None else "user name or password"
             raise MailServerError(
-                f"IMAP login failed for {acc.describe()}: wrong user name or password "
+                f"IMAP login failed for {acc.describe()}: wrong {credentials} "
                 f"(the server said: {detail})"
             ) from exc
         except (IMAPClientError, OSError) as exc:
             _close_quietly(client)
             raise MailServerError(f"IMAP login for {acc.describe()} failed: {exc}") from exc
+        except MailServerError:  # no OAuth2 token to log in with
+            _close_quietly(client)
+            raise
         return client
 
     def close(self) -> None:
@@ -405,6 +434,32 @@ class ImapSession:
 
 def _flag_names(values: Iterable[object]) -> tuple[str, ...]:
     return tuple(f.decode() if isinstance(f, bytes) else str(f) for f in values)
+
+
+def _log_in(client: IMAPClient, account: ImapAccount) -> None:
+    """LOGIN with the password, or AUTHENTICATE with an OAuth2 token: XOAUTH2 or OAUTHBEARER,
+    whichever the server offers (see `sasl_mechanism`). A token the server refuses is given
+    back and a fresh one tried once: it may have been revoked or have expired early."""
+    if account.oauth2 is None:
+        client.login(account.username, account.password)
+        return
+    mechanism = sasl_mechanism(c.decode() for c in client.capabilities())
+    token = account.oauth2.access_token()
+    try:
+        _authenticate(client, mechanism, account.username, token)
+    except LoginError:
+        account.oauth2.refused(token)
+        fresh = account.oauth2.access_token()
+        if fresh == token:
+            raise
+        _authenticate(client, mechanism, account.username, fresh)
+
+
+def _authenticate(client: IMAPClient, mechanism: str, user: str, token: str) -> None:
+    if mechanism == "OAUTHBEARER":
+        client.oauthbearer_login(user, token)
+    else:
+        client.oauth2_login(user, token)
 
 
 def _close_quietly(client: IMAPClient) -> None:
