@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from sqlalchemy import Engine
 
 from imapdesk.api.app import SESSION_COOKIE
-from imapdesk.api.web.conversation import MESSAGE_BODY_CSP
+from imapdesk.api.web.conversation import MESSAGE_BODY_CSP, MESSAGE_FIT_STYLE
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import Conversation
 from imapdesk.kernel.settings import Settings
@@ -135,12 +135,15 @@ def test_the_served_wrapper_carries_nothing_from_the_mail(
         classes = re.findall(r'class="([^"]*)"', text)
         assert classes.count("quoted") == 1
         assert set(classes) <= {"quoted", "gmail_quote", "gmail_attr"}
-        assert text.startswith("<style>") and text.count("<style>") == 1
+        # the frame's fitting style first (phones), then the quote's own
+        assert text.startswith(MESSAGE_FIT_STYLE) and text.count("<style>") == 2
+        text = text.removeprefix(MESSAGE_FIT_STYLE)
+        assert text.startswith("<style>")
         assert '<details class="quoted"><summary>Show quoted text</summary>' in text
-    # a body without a quote is served exactly as stored, without the frame's style
+    # a body without a quote is served as stored, after the fitting style only
     with unit_of_work(engine) as s:
         conv = s.get(Conversation, conversation["id"])
         assert conv is not None
         plain = f.message(s, conv, minutes=2, text="", html="<p>No quote here</p>")
     body = client.get(f"{base}/{plain.id}/body")
-    assert body.text == "<p>No quote here</p>"
+    assert body.text == MESSAGE_FIT_STYLE + "<p>No quote here</p>"
