@@ -112,6 +112,11 @@ class SlaPublic(BaseModel):
     resolved_at: UtcDatetime | None
     resolution_met: bool | None = Field(description="Null until closed.")
     breached: bool = Field(description="Whether any target of this conversation was missed.")
+    paused_at: UtcDatetime | None = Field(
+        default=None,
+        description="Pending, the policy pausing: since when the next-response and resolution "
+        "clocks stand still (their due times move later by the business time paused).",
+    )
 
 
 class ConversationPublic(BaseModel):
@@ -502,6 +507,7 @@ def sla_public(view: SlaView) -> SlaPublic:
         resolved_at=view.resolved_at,
         resolution_met=view.resolution_met,
         breached=view.breached,
+        paused_at=view.paused_at,
     )
 
 

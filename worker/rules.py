@@ -3,7 +3,8 @@ fires the time-based rules (imapdesk/domain/rules/engine.py), each step one unit
 
 Every `rules_poll_seconds` it takes the pending events (a batch per transaction, the events'
 receipts written with what the rules did; a read first, so that an idle log takes no write
-lock) and, every `TIME_RULES_POLLS` polls, the time-based rules (if there are any); now and
+lock) and, every `TIME_RULES_POLLS` polls, the time-based rules (if there are any; each fires
+once per conversation and episode of waiting, its firing committed with its actions); now and
 then it moves the consumer's floor on (imapdesk/domain/events.py).
 """
 

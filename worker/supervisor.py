@@ -37,6 +37,7 @@ from imapdesk.mail.imap.probe import probe
 from imapdesk.worker.backoff import Backoff
 from imapdesk.worker.connections import MailboxConnections
 from imapdesk.worker.folder_sync import CONNECTION_ERRORS, FolderSync, ProgressCallback, SyncContext
+from imapdesk.worker.housekeeping import Housekeeping
 from imapdesk.worker.mailbox_folders import folder_roles
 from imapdesk.worker.mailbox_sync import (
     FolderWatch,
@@ -415,12 +416,14 @@ class Worker:
         # SLA due times, warnings and breaches (worker/sla_clock.py)
         sla = SlaClock(self.ctx.engine, self.ctx.settings, self.ctx.stop)
         threading.Thread(target=sla.run, name="sla-clock", daemon=True).start()
+        housekeeping = Housekeeping(self.ctx.engine, self.ctx.settings)
         while not self.ctx.stop.is_set():
             try:
                 self.refresh()
             except Exception:
                 log.exception("cannot read the mailbox list; retrying")
             wake_snoozed(self.ctx.engine)  # snoozed conversations whose time has come reopen
+            housekeeping.maybe_run()  # pasted images never sent (worker/housekeeping.py)
             self.ctx.stop.wait(self.ctx.settings.mailbox_refresh_seconds)
         for runner in self.runners.values():
             runner.halt()

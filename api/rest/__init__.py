@@ -14,6 +14,7 @@ from imapdesk.api.rest import (
     notifications,
     outbound,
     replies,
+    reports,
     rules,
     sla,
     teams,
@@ -42,3 +43,4 @@ router.include_router(teams.router)
 router.include_router(webhooks.router)
 router.include_router(notifications.router)
 router.include_router(sla.router)
+router.include_router(reports.router)

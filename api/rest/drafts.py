@@ -15,7 +15,8 @@ from imapdesk.api.deps import CurrentAgent, SessionDep, WriteSessionDep
 from imapdesk.api.rest.conversations import MERGED_DESCRIPTION, ConversationId, _merged
 from imapdesk.api.schemas import ErrorPublic
 from imapdesk.domain.conversations import reads
-from imapdesk.domain.outbound import drafts
+from imapdesk.domain.outbound import drafts, images
+from imapdesk.mail.compose_html import text_alternative
 
 router = APIRouter(tags=["drafts"])
 
@@ -39,6 +40,14 @@ class DraftIn(BaseModel):
         description="Recipients as typed so far (checked only when it is sent); none for a note.",
     )
     cc: list[str] = Field(default_factory=list, max_length=drafts.RECIPIENTS_MAX)
+    html: str | None = Field(
+        default=None,
+        max_length=drafts.BODY_MAX,
+        description="What the rich-text composer holds, as HTML: sanitised as the web UI's "
+        "(no script, style or remote image) and kept so; the web composer opens with it. "
+        "Images only as your pasted uploads (`/compose/images/<id>`); a `cid:` is refused "
+        "(422, field `html`: a draft holds no files). `body` empty: the text rendered from it.",
+    )
 
 
 class DraftPublic(BaseModel):
@@ -49,6 +58,7 @@ class DraftPublic(BaseModel):
     body: str
     to: list[str]
     cc: list[str]
+    html: str | None = Field(description="The rich-text composer's HTML; null: plain text.")
     updated_at: datetime
 
 
@@ -59,6 +69,7 @@ def _public(view: drafts.DraftView) -> DraftPublic:
         body=view.body,
         to=view.to,
         cc=view.cc,
+        html=view.html,
         updated_at=view.updated_at,
     )
 
@@ -105,8 +116,19 @@ def put_draft(
         reads.visible_conversation(session, agent, conversation_id)
     except reads.ConversationMerged as exc:
         return _merged(request, "put_draft", exc)
+    text, html = body.body, None
+    if body.html is not None and body.html.strip():
+        html = images.checked_draft_html(session, agent, body.html, field="html")
+        text = text if text.strip() else text_alternative(html).rstrip("\n")
     saved = drafts.save(
-        session, agent, conversation_id, kind=body.kind, body=body.body, to=body.to, cc=body.cc
+        session,
+        agent,
+        conversation_id,
+        kind=body.kind,
+        body=text,
+        to=body.to,
+        cc=body.cc,
+        html=html,
     )
     if saved is None:
         return Response(status_code=204)

@@ -33,6 +33,14 @@ _RECIPIENTS = (
     "before the @ only through an SMTP server that offers SMTPUTF8 (422 when the mailbox's "
     "is known not to)."
 )
+_HTML = (
+    "Optional HTML, as the web UI's rich-text composer writes it: sanitised as the web UI's is "
+    "(no script, style, form or remote image; links http, https, mailto), sent with a "
+    "plain-text alternative rendered from it (`body` is then not sent: it may be empty). An "
+    'image is shown from an attached file (multipart) as `<img src="cid:<its file name>">`: '
+    "that file goes as an inline part rather than an attachment; a `cid:` that names none of "
+    "the attached images is refused (422, field `html`)."
+)
 _UNDO_WINDOW = (
     "Hold it for the agent's undo window (`undo_send_seconds`, as the web UI does): "
     "`delivery.state` is `scheduled` until `delivery.not_before`, and "
@@ -42,8 +50,12 @@ _UNDO_WINDOW = (
 
 class ReplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    body: str = Field(max_length=_MAX_FIELD, description="The text (a signature is added).")
-    html: str | None = Field(default=None, max_length=_MAX_FIELD)
+    body: str = Field(
+        default="",
+        max_length=_MAX_FIELD,
+        description="The text (a signature is added); may be empty when `html` is given.",
+    )
+    html: str | None = Field(default=None, max_length=_MAX_FIELD, description=_HTML)
     to: list[str] | None = Field(
         default=None,
         max_length=100,
@@ -62,8 +74,8 @@ class ReplyIn(BaseModel):
 
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    body: str = Field(max_length=_MAX_FIELD)
-    html: str | None = Field(default=None, max_length=_MAX_FIELD)
+    body: str = Field(default="", max_length=_MAX_FIELD)
+    html: str | None = Field(default=None, max_length=_MAX_FIELD, description=_HTML)
     version: int | None = None
     force: bool = False
 
@@ -78,8 +90,8 @@ class NewConversationIn(BaseModel):
         max_length=998,
         description="One line: no line break or other control character (422 otherwise).",
     )
-    body: str = Field(max_length=_MAX_FIELD)
-    html: str | None = Field(default=None, max_length=_MAX_FIELD)
+    body: str = Field(default="", max_length=_MAX_FIELD)
+    html: str | None = Field(default=None, max_length=_MAX_FIELD, description=_HTML)
     undo_window: bool = Field(default=False, description=_UNDO_WINDOW)
 
 
@@ -235,7 +247,8 @@ def create_reply(
         conversation_id,
         kind=body.kind,
         body=body.body,
-        html=body.html,
+        composed_html=body.html if body.html is not None and body.html.strip() else None,
+        composed_field="html",
         to=body.to,
         cc=body.cc,
         attachments=uploads,
@@ -279,7 +292,8 @@ def create_note(
         agent,
         conversation_id,
         body=body.body,
-        html=body.html,
+        composed_html=body.html if body.html is not None and body.html.strip() else None,
+        composed_field="html",
         attachments=uploads,
         expected_version=body.version,
         force=body.force,
@@ -325,7 +339,8 @@ def create_conversation(
         cc=body.cc,
         subject=body.subject,
         body=body.body,
-        html=body.html,
+        composed_html=body.html if body.html is not None and body.html.strip() else None,
+        composed_field="html",
         attachments=uploads,
         idempotency_key=idempotency_key,
         source=ActivitySource.api,

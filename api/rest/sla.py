@@ -71,6 +71,12 @@ class PolicyIn(BaseModel):
     warning_minutes: int = Field(
         default=30, ge=0, le=policies.MAX_MINUTES, description="`sla.warning` this long before."
     )
+    pause_when_pending: bool = Field(
+        default=True,
+        description="The next-response and resolution clocks stand still while the "
+        "conversation is pending (waiting on the customer); their due times move later by the "
+        "business time spent paused.",
+    )
     enabled: bool = True
 
 
@@ -85,6 +91,9 @@ class PolicyPatch(BaseModel):
     next_response_minutes: Minutes = None
     resolution_minutes: Minutes = None
     warning_minutes: int | None = Field(default=None, ge=0, le=policies.MAX_MINUTES)
+    pause_when_pending: bool | None = Field(
+        default=None, description="Changed: the pending conversations pause or resume now."
+    )
     enabled: bool | None = None
 
 
@@ -100,6 +109,7 @@ class PolicyPublic(BaseModel):
     next_response_minutes: int | None
     resolution_minutes: int | None
     warning_minutes: int
+    pause_when_pending: bool
     enabled: bool
     created_at: datetime
     updated_at: datetime

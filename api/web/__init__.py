@@ -16,6 +16,7 @@ from imapdesk.api.web import (
     notifications,
     profile,
     queues,
+    reports,
     session,
 )
 
@@ -32,3 +33,4 @@ router.include_router(live.router)
 router.include_router(notifications.router)
 router.include_router(availability.router)
 router.include_router(profile.router)
+router.include_router(reports.router)

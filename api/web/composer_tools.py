@@ -153,7 +153,10 @@ async def new_conversation_send(
 ) -> Response:
     """A new conversation that starts with our message; then its page."""
     check_form_csrf(request, csrf)
-    values = {"mailbox": mailbox, "to": to, "cc": cc, "subject": subject, "body": body}
+    # given back with an error: the editor opens with what was written, formatting and all
+    values = {
+        "mailbox": mailbox, "to": to, "cc": cc, "subject": subject, "body": body, "html": html,
+    }  # fmt: skip
     try:
         if mailbox not in {m.name for m in _mailboxes(session, agent)}:
             raise InvalidInput("choose one of your mailboxes", field="mailbox")

@@ -1,4 +1,5 @@
-"""`/account`: the agent's own name, signature, timezone, undo window and password
+"""`/account`: the agent's own name, signature, timezone, undo window, how the composer opens
+(rich text or plain text) and password
 (imapdesk/domain/accounts/profile.py). A new password signs out every other browser."""
 
 from __future__ import annotations
@@ -45,9 +46,16 @@ def account_save(
     signature: Annotated[str, Form(max_length=10_000)] = "",
     timezone: Annotated[str, Form(max_length=100)] = "",
     undo_send_seconds: Annotated[str, Form(max_length=12)] = "10",
+    # "rich" (the editor, the default) or "plain" (the text area)
+    composer: Annotated[str, Form(max_length=10)] = "rich",
 ) -> Response:
     check_csrf(request, csrf_token)
-    change = profile.ProfileChange(name, signature, timezone, undo_send_seconds)
+    if composer not in ("rich", "plain"):
+        flash(request, "The composer starts as rich text or plain text.", error=True)
+        return RedirectResponse(request.url_for("account").path, status_code=303)
+    change = profile.ProfileChange(
+        name, signature, timezone, undo_send_seconds, composer_plain_text=composer == "plain"
+    )
     try:
         with session.begin_nested():
             profile.update_profile(session, agent, change)

@@ -10,13 +10,15 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from jinja2.runtime import Context
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import object_session
 
 from imapdesk import frontend
 from imapdesk.api.web.auth import csrf_token
 from imapdesk.api.web.inline_images import inline_body
 from imapdesk.domain.accounts.profile import zone_named, zone_of
 from imapdesk.domain.mailboxes.capabilities import sync_notes
-from imapdesk.kernel.models import Agent
+from imapdesk.kernel.models import Agent, AgentAvailability
 
 FRONTEND_DIR = Path(frontend.__file__).parent
 TEMPLATES_DIR = FRONTEND_DIR / "templates"
@@ -57,6 +59,24 @@ def _zone_name(context: Context, _: object = None) -> str:
     return str(_zone(context))
 
 
+@pass_context
+def _header_availability(context: Context) -> bool | None:
+    """Whether the page's signed-in agent is available (the header's switch): one read by
+    primary key on the request's own session (none when the row is at hand already); None
+    without an agent, or once that session is gone or unusable."""
+    agent = context.get("agent")
+    if not isinstance(agent, Agent) or agent.id is None:
+        return None
+    session = object_session(agent)
+    if session is None:
+        return None
+    try:
+        row = session.get(AgentAvailability, agent.id)
+    except SQLAlchemyError:  # a session an error left unusable: the page without the switch
+        return None
+    return True if row is None else bool(row.available)
+
+
 def _iso(value: datetime | None) -> str:
     if value is None:
         return ""
@@ -82,6 +102,8 @@ templates.env.filters["iso"] = _iso
 templates.env.filters["local_input"] = _local_input
 templates.env.globals["zone_name"] = _zone_name
 templates.env.filters["address"] = _address
+# the header's availability switch (base.html)
+templates.env.globals["header_availability"] = _header_availability
 # a mailbox's capabilities -> how the worker keeps it in step (the admin's sync health)
 templates.env.filters["sync_notes"] = sync_notes
 # a message's text with its inline images in place (conversation/message_text.html)

@@ -1,6 +1,8 @@
 /* The composer: reply, reply all, forward, note; saved replies; the collision warning; after a
  * send, the toast with Undo while the reply waits for the agent's undo window (taken back, it
- * opens here again with what was written: `imapdeskComposer.restore`).
+ * opens here again with what was written, in the rich-text editor when it was written there:
+ * `imapdeskComposer.restore`). It opens with the rich-text editor (rich_editor.js) unless the
+ * agent chose plain text on /account.
  *
  * What is typed is a draft on the server (one per agent and conversation): saved after a
  * pause in typing, when a field loses focus, and by a beacon when the page is left; the page
@@ -333,7 +335,11 @@
     form.elements.to.value = (taken.to || []).join(", ");
     form.elements.cc.value = (taken.cc || []).join(", ");
     form.elements.body.value = taken.body || "";
-    if (richOn()) {
+    if (rich && taken.html) {
+      // written with the editor: in the editor again, formatting and pasted images with it
+      rich.setHTML(taken.html);
+      rich.focus();
+    } else if (richOn()) {
       rich.setText(taken.body || "");
       rich.focus();
     } else {

@@ -1,6 +1,7 @@
-/* "New conversation": the rich-text editor (rich_editor.js) on the page's form, which posts
- * as any form does (the server answers with the new conversation's page, or this page again
- * with the error beside the Send button, brought into view). Needs common.js. */
+/* "New conversation": the rich-text editor (rich_editor.js) on the page's form (unless the
+ * agent chose plain text on /account), which posts as any form does (the server answers with
+ * the new conversation's page, or this page again with the error beside the Send button,
+ * brought into view, and what was written). Needs common.js. */
 (function () {
   "use strict";
   var form = document.querySelector("form[data-new-conversation]");
@@ -28,7 +29,10 @@
   var rich = window.imapdeskRichEditor ? window.imapdeskRichEditor.attach(form, {
     request: request, onError: showError, onChange: function () {},
   }) : null;
-  if (rich) {
+  if (rich && form.elements.html.value) {
+    // the page again after an error: what was written with the editor, in the editor
+    rich.setHTML(form.elements.html.value);
+  } else if (rich) {
     rich.opening();
     if (rich.active() && rich.empty()) {
       rich.start(form.dataset.signature || "");

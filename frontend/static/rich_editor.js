@@ -8,9 +8,11 @@
  * - an image pasted or dropped is uploaded at once (`/compose/images`, the session's CSRF
  *   token) and shown from there; the server sends it as an inline `cid:` part;
  * - the agent's signature is put in when the composer opens empty.
- * The text area is where writing starts; "Formatting" (remembered in this browser) or an
- * image pasted or dropped into it turns the editor on, with what was typed. Without Squire
- * (the vendor file missing), `attach` returns null: the text area it is. */
+ * The editor is where writing starts, unless the agent chose plain text on /account (the
+ * form's `data-start="plain"`): then the text area is, and "Formatting" or an image pasted or
+ * dropped into it turns the editor on, with what was typed (pressed again, back to the text
+ * area: for this message). Without script, or without Squire (the vendor file missing:
+ * `attach` returns null), the text area it is. */
 (function () {
   "use strict";
 
@@ -75,18 +77,9 @@
       sync();
     }
 
-    function remember(value) {
-      try {
-        window.localStorage.setItem("imapdesk.richText", value ? "1" : "0");
-      } catch (e) { /* private mode: not remembered */ }
-    }
-
-    function remembered() {
-      try {
-        return window.localStorage.getItem("imapdesk.richText") === "1";
-      } catch (e) {
-        return false;
-      }
+    // how the agent's composer opens (their choice on /account)
+    function startsRich() {
+      return form.dataset.start !== "plain";
     }
 
     function show(value) {
@@ -99,6 +92,8 @@
       }
       if (toggle) {
         toggle.setAttribute("aria-pressed", String(value));
+        toggle.title = value ? "Turn formatting off (what is written stays, as plain text)"
+          : "Turn formatting on: bold, lists, links, pasted images";
       }
     }
 
@@ -229,10 +224,8 @@
       toggle.addEventListener("click", function () {
         if (on) {
           deactivate();
-          remember(false);
         } else {
           activate();
-          remember(true);
           editor.focus();
         }
         changed();
@@ -273,9 +266,9 @@
     return {
       root: root,
       active: function () { return on; },
-      // the composer opens: the editor when the agent last wrote with it
+      // the composer opens: the editor, unless the agent starts in plain text
       opening: function () {
-        if (!on && remembered()) {
+        if (!on && startsRich()) {
           activate();
         }
       },

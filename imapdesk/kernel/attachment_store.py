@@ -38,6 +38,10 @@ def store_blob(root: Path, data: bytes, *, fsync: bool = False) -> str:
     path = blob_path(root, digest)
     try:
         if path.stat().st_size == len(data):
+            # touched: what cleans up unused blobs leaves a file stored again lately alone
+            # (imapdesk/domain/outbound/images.py, remove_unused_blob)
+            with contextlib.suppress(OSError):
+                os.utime(path)
             return digest
     except FileNotFoundError:
         pass

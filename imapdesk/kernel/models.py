@@ -15,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     Text,
     UniqueConstraint,
+    false,
     text,
     true,
 )
@@ -116,6 +117,8 @@ class Agent(AgentBase, table=True):
     # per-agent read marks (ConversationReadMark) count from here; what last changed before
     # falls back to the mailbox's shared \Seen. None: since the agent was created
     read_marks_since: datetime | None = None
+    # the web composer opens as a plain text area rather than the rich-text editor (/account)
+    composer_plain_text: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -663,6 +666,9 @@ class OutboundMail(SQLModel, table=True):
     # where the copy went: Sent for mail, Notes for notes
     copy_folder: str | None = Field(default=None, max_length=500)
     copy_uid: int | None = Field(default=None, sa_type=BigInteger)
+    # what the rich-text composer held (sanitised, its images as `/compose/images/<id>`): what
+    # Undo puts back in the editor, and what keeps those images from being cleaned up
+    composed_html: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -718,7 +724,11 @@ class Event(SQLModel, table=True):
     (automation rules, webhooks, notifications) each read the log in id order and keep a
     receipt per event they handled, in the transaction of what they did with it."""
 
-    __table_args__ = (Index("ix_event_created", "created_at"),)
+    __table_args__ = (
+        Index("ix_event_created", "created_at"),
+        # a conversation's events in order (the reports' response and resolution times)
+        Index("ix_event_conversation_created", "conversation_id", "created_at"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     # a dotted name, e.g. `conversation.created` (imapdesk.domain.events.EventKind)
     kind: str = Field(max_length=60)
@@ -813,12 +823,15 @@ class Rule(SQLModel, table=True):
 
 
 class RuleFiring(SQLModel, table=True):
-    """A time-based rule fired for a conversation: written with its actions, so it fires once."""
+    """A time-based rule fired for a conversation in one episode of waiting: written with its
+    actions, so it fires once per episode (`episode_at`: when the wait began, e.g. the
+    customer's last message or the moment it went pending; imapdesk/domain/rules/engine.py)."""
 
     rule_id: int = Field(foreign_key="rule.id", primary_key=True, ondelete="CASCADE")
     conversation_id: int = Field(
         foreign_key="conversation.id", primary_key=True, index=True, ondelete="CASCADE"
     )
+    episode_at: datetime = Field(primary_key=True)
     fired_at: datetime = Field(default_factory=utcnow)
 
 
@@ -976,6 +989,8 @@ class SlaPolicy(SQLModel, table=True):
     resolution_minutes: int | None = None
     # `sla.warning` this many minutes (wall clock) before a due time
     warning_minutes: int = 30
+    # the next-response and resolution clocks stop while the conversation is pending
+    pause_when_pending: bool = Field(default=True, sa_column_kwargs={"server_default": true()})
     enabled: bool = True
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -1011,6 +1026,12 @@ class ConversationSla(SQLModel, table=True):
     resolution_met: bool | None = None
     resolution_warned: bool = False
     resolution_breached: bool = False
+    # while pending (the policy's `pause_when_pending`): since when the next-response and
+    # resolution clocks stand still; None: they run. Business time spent paused, per target,
+    # moves its due time later
+    paused_at: datetime | None = None
+    next_response_paused_seconds: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    resolution_paused_seconds: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # any target of this conversation missed, ever
     breached: bool = False
     # the earliest due time not attained yet (the queues sort by it); None: nothing due

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     max_outbound_attachment_bytes: int = 25 * 1024 * 1024
     # largest image pasted or dropped into the composer (sent as an inline part)
     max_compose_image_bytes: int = 5 * 1024 * 1024
+    # a pasted image that no draft and no unsent reply shows is removed (row and file) by the
+    # worker's housekeeping once it is this old (imapdesk/domain/outbound/images.py)
+    compose_image_max_age_hours: float = Field(default=24.0, gt=0)
 
     # OAuth2 mailboxes: the address of imapdesk's callback (`/admin/oauth2/callback`) as the
     # provider knows it; default: built from the request (behind a proxy that does not pass

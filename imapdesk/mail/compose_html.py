@@ -11,6 +11,7 @@ sanitised HTML (`parsing.html_to_text`). No database here.
 from __future__ import annotations
 
 import functools
+import html as html_lib
 import re
 
 import nh3
@@ -80,6 +81,25 @@ def with_cids(html: str, cids: dict[int, str]) -> str:
         return m.group(0)
 
     return re.sub(r'(<img[^>]*\ssrc=)"([^"]*)"', sub, html)
+
+
+_CID_SRC = re.compile(r'(<img[^>]*\ssrc=)"cid:([^"]*)"', re.IGNORECASE)
+
+
+def cid_references(html: str) -> list[str]:
+    """The `cid:` references the (sanitised) HTML's images make, in order, once each."""
+    refs = [html_lib.unescape(m.group(2)).strip() for m in _CID_SRC.finditer(html)]
+    return list(dict.fromkeys(refs))
+
+
+def with_content_ids(html: str, cids: dict[str, str]) -> str:
+    """The HTML with each `cid:` reference replaced by the Content-ID given for it."""
+
+    def sub(m: re.Match[str]) -> str:
+        ref = html_lib.unescape(m.group(2)).strip()
+        return f'{m.group(1)}"cid:{cids[ref]}"' if ref in cids else m.group(0)
+
+    return _CID_SRC.sub(sub, html)
 
 
 def text_alternative(html: str) -> str:

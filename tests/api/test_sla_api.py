@@ -80,6 +80,17 @@ def test_calendars_and_policies_crud_admins_only(
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     assert r.json()["warning_minutes"] == 30 and r.json()["enabled"]
+    assert r.json()["pause_when_pending"] is True  # paused while pending, unless told
+    r = admin.patch(f"/api/v1/sla-policies/{pid}", json={"pause_when_pending": False})
+    assert r.status_code == 200 and r.json()["pause_when_pending"] is False
+    bad = admin.patch(f"/api/v1/sla-policies/{pid}", json={"pause_when_pending": None})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "pause_when_pending"
+    bad = admin.patch(f"/api/v1/sla-policies/{pid}", json={"pause_when_pending": "sometimes"})
+    assert bad.status_code == 422
+    assert (
+        api.patch(f"/api/v1/sla-policies/{pid}", json={"pause_when_pending": True}).status_code
+        == 403
+    )
     assert (
         admin.post(
             "/api/v1/sla-policies",
@@ -202,3 +213,54 @@ def test_the_web_queues_list_by_due_time(app: FastAPI, admin: TestClient, engine
         ids["soon"],
         ids["later"],
     ]
+
+
+def test_a_pending_conversation_shows_its_clock_paused(
+    app: FastAPI, api: TestClient, admin: TestClient, engine: Engine
+) -> None:
+    with unit_of_work(engine) as s:
+        box = f.mailbox(s)
+        box_id = box.id
+        cid = f.conversation(s, box, "Waiting on the customer").id
+    r = admin.post(
+        "/api/v1/sla-policies",
+        json={
+            "name": "Day",
+            "scope": "mailbox",
+            "mailbox_id": box_id,
+            "first_response_minutes": 60,
+            "resolution_minutes": 1440,
+        },
+    )
+    assert r.status_code == 201
+    clock.start(engine)
+    now = utcnow()
+    with unit_of_work(engine) as s:
+        for kind, minutes, payload in (
+            (EventKind.conversation_created, 30, {}),
+            (EventKind.reply_sent, 20, {}),
+            (EventKind.status_changed, 10, {"details": {"to": "pending"}}),
+        ):
+            row = record_event(s, kind, conversation_id=cid, payload=payload)
+            row.created_at = now - timedelta(minutes=minutes)
+    assert clock.handle_events(engine) == 3
+    got = api.get(f"/api/v1/conversations/{cid}").json()["sla"]
+    assert got["paused_at"] is not None and got["resolution_due"] is not None
+    every = api.get("/api/v1/conversations", params={"sla": "with_due"}).json()["items"]
+    assert cid not in [c["id"] for c in every]  # nothing runs while paused
+    client = TestClient(app, follow_redirects=False)
+    sign_in(client)
+    page = client.get(f"/conversations/{cid}").text
+    assert 'data-sla-target="resolution" data-sla-paused' in page
+    assert "resolution paused since" in page
+
+    # open again: running, its due time later by the ten minutes paused
+    with unit_of_work(engine) as s:
+        record_event(
+            s, EventKind.status_changed, conversation_id=cid, payload={"details": {"to": "open"}}
+        )
+    assert clock.handle_events(engine) == 1
+    got = api.get(f"/api/v1/conversations/{cid}").json()["sla"]
+    assert got["paused_at"] is None
+    page = client.get(f"/conversations/{cid}").text
+    assert "data-sla-paused" not in page and 'data-sla-target="resolution"' in page

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from imapdesk.kernel.models import (
     PendingImapAction,
     RuleFiring,
     Team,
+    as_utc,
     utcnow,
 )
 from imapdesk.kernel.settings import Settings
@@ -447,6 +448,131 @@ def test_no_reply_for_n_hours_fires_once(engine: Engine, settings: Settings) -> 
     with Session(engine) as db:
         assert [f.conversation_id for f in db.exec(select(RuleFiring))] == [waiting]
         assert db.exec(select(RuleFiring)).one().rule_id == rid
+
+
+def _notified(engine: Engine, cid: int) -> int:
+    with Session(engine) as db:
+        return int(
+            db.exec(
+                select(func.count())
+                .select_from(Event)
+                .where(col(Event.conversation_id) == cid, col(Event.kind) == "rule.notify")
+            ).one()
+        )
+
+
+def _firings(engine: Engine, cid: int) -> list[tuple[int, datetime]]:
+    with Session(engine) as db:
+        return [
+            (f.rule_id, as_utc(f.episode_at))
+            for f in db.exec(
+                select(RuleFiring)
+                .where(col(RuleFiring.conversation_id) == cid)
+                .order_by(col(RuleFiring.episode_at))
+            )
+        ]
+
+
+def _time_rules(engine: Engine, settings: Settings, times: int = 3) -> None:
+    for _ in range(times):
+        with unit_of_work(engine) as db:
+            run_time_rules(db, settings)
+
+
+def test_no_reply_fires_again_once_for_a_new_wait(engine: Engine, settings: Settings) -> None:
+    box = _box(engine)
+    people = agents(engine, "alice")
+    rid = rule(
+        engine,
+        name="Nudge",
+        trigger="time.no_reply",
+        trigger_amount=4,
+        actions=[{"type": "notify", "agent_ids": [people["alice"]], "text": "waiting"}],
+    )
+    cid, _ = _conversation(engine, box, "Still waiting")
+    now = utcnow()
+    first_wait = now - timedelta(hours=9)
+    with unit_of_work(engine) as db:
+        conv = db.get(Conversation, cid)
+        assert conv is not None
+        conv.last_message_at = first_wait
+        for m in db.exec(select(Message).where(col(Message.conversation_id) == cid)):
+            m.date = first_wait
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 1
+    assert _firings(engine, cid) == [(rid, first_wait)]
+
+    # answered, then the customer writes again: a new wait, due 4 hours later
+    second_wait = now - timedelta(hours=5)
+    with unit_of_work(engine) as db:
+        conv = db.get(Conversation, cid)
+        assert conv is not None
+        factories.message(db, conv, direction=Direction.outbound, date=now - timedelta(hours=6))
+        conv.last_message_at = now - timedelta(hours=6)
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 1  # answered: nothing waits
+    with unit_of_work(engine) as db:
+        conv = db.get(Conversation, cid)
+        assert conv is not None
+        factories.message(db, conv, direction=Direction.inbound, date=second_wait)
+        conv.last_message_at = second_wait
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 2
+    assert _firings(engine, cid) == [(rid, first_wait), (rid, second_wait)]
+    # a wait not long enough yet does not fire
+    with unit_of_work(engine) as db:
+        conv = db.get(Conversation, cid)
+        assert conv is not None
+        factories.message(db, conv, direction=Direction.inbound, date=now - timedelta(hours=1))
+        conv.last_message_at = now - timedelta(hours=1)
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 2
+
+
+def test_pending_fires_again_once_after_it_went_pending_anew(
+    engine: Engine, settings: Settings
+) -> None:
+    box = _box(engine)
+    people = agents(engine, "alice")
+    rule(
+        engine,
+        name="Chase",
+        trigger="time.pending",
+        trigger_amount=2,
+        actions=[{"type": "notify", "agent_ids": [people["alice"]], "text": "chase"}],
+    )
+    cid, _ = _conversation(engine, box, "Waiting on them", status=ConversationStatus.pending)
+    now = utcnow()
+    with unit_of_work(engine) as db:
+        conv = db.get(Conversation, cid)
+        assert conv is not None
+        conv.created_at = now - timedelta(days=6)
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 1
+    # a firing from before episodes were kept (its `fired_at` as its episode) still counts
+    # for the episode it fired in
+    with unit_of_work(engine) as db:
+        firing = db.exec(select(RuleFiring)).one()
+        firing.episode_at = now - timedelta(days=5)
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 1
+
+    # open, and pending again 3 days ago: a new episode, fired once
+    with unit_of_work(engine) as db:
+        for days, to in ((4, "open"), (3, "pending")):
+            db.add(
+                Activity(
+                    conversation_id=cid,
+                    source=ActivitySource.web,
+                    action="status",
+                    details={"to": to},
+                    created_at=now - timedelta(days=days),
+                )
+            )
+    _time_rules(engine, settings)
+    assert _notified(engine, cid) == 2
+    assert len(_firings(engine, cid)) == 2
+    assert _firings(engine, cid)[-1][1] == now - timedelta(days=3)
 
 
 def test_a_team_with_a_calendar_assigns_only_within_its_hours(engine: Engine) -> None:

@@ -1,7 +1,8 @@
-"""A time-based rule fires once per conversation, however the worker dies: killed (SIGKILL)
-after the rule acted but before the commit, nothing of it is left and the next worker fires
-it; killed after the commit and started again, it does not fire again. The worker runs as a
-child process. Both databases."""
+"""A time-based rule fires once per conversation and episode of waiting, however the worker
+dies: killed (SIGKILL) after the rule acted but before the commit, nothing of it is left and
+the next worker fires it; killed after the commit and started again, it does not fire again;
+a new episode (pending anew) fires once more. The worker runs as a child process. Both
+databases."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlmodel import Session, col, select
 from imapdesk.kernel.db import unit_of_work
 from imapdesk.kernel.models import (
     Activity,
+    ActivitySource,
     ConversationStatus,
     Event,
     Mailbox,
@@ -142,3 +144,68 @@ def test_a_time_based_rule_fires_once_across_kill_9_and_restart(
             a.actor for a in db.exec(select(Activity).where(col(Activity.action) == "tagged"))
         }
         assert actors == {"rule Chase"}
+
+
+def test_a_second_episode_fires_once_across_kill_9_and_restart(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """Pending anew is a new episode: it fires once more, never twice, however the worker dies."""
+    with unit_of_work(engine) as db:
+        box = factories.mailbox(db, enabled=False)
+        assert box.id is not None
+        mailbox_id = box.id
+    people = agents(engine, "alice")
+    rule(
+        engine,
+        name="Chase",
+        trigger="time.pending",
+        trigger_amount=2,
+        actions=[
+            {"type": "tag", "tag": "chase"},
+            {"type": "notify", "agent_ids": [people["alice"]], "text": "waiting for 2 days"},
+        ],
+    )
+    start_consumer(engine)
+    cid = _pending_since(engine, mailbox_id, 9, "Waiting, again and again")
+    first = _worker(db_url, tmp_path / "data")
+    try:
+        wait_for(lambda: _fired(engine, cid) == 1, timeout=30, what="the first episode")
+    finally:
+        _stop(first)
+    assert _done(engine, cid)[1] == 1
+
+    # answered and open 5 days ago, pending again 4 days ago: a second episode
+    now = utcnow()
+    with unit_of_work(engine) as db:
+        for days, to in ((5, "open"), (4, "pending")):
+            db.add(
+                Activity(
+                    conversation_id=cid,
+                    source=ActivitySource.web,
+                    action="status",
+                    details={"to": to},
+                    created_at=now - timedelta(days=days),
+                )
+            )
+    crashing = _worker(db_url, tmp_path / "data", crash="time")
+    crashing.join(timeout=60)
+    if crashing.exitcode is None:
+        _stop(crashing)
+    assert crashing.exitcode == -signal.SIGKILL, "the worker did not die where it should"
+    assert _fired(engine, cid) == 1 and _done(engine, cid)[1] == 1
+
+    second = _worker(db_url, tmp_path / "data")
+    try:
+        wait_for(lambda: _fired(engine, cid) == 2, timeout=30, what="the second episode")
+    finally:
+        _stop(second)
+    # started again, it fires for a conversation whose time has come since (so the time
+    # rules have run), never again for this episode
+    third = _worker(db_url, tmp_path / "data")
+    try:
+        marker = _pending_since(engine, mailbox_id, 3, "Waiting since Thursday")
+        wait_for(lambda: _fired(engine, marker) == 1, timeout=30, what="the rule on the new one")
+    finally:
+        _stop(third)
+    assert _fired(engine, cid) == 2
+    assert _done(engine, cid)[1] == 2

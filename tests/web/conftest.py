@@ -75,13 +75,15 @@ def password_hash() -> str:
 
 @pytest.fixture
 def agents(engine: Engine, password_hash: str) -> dict[str, int]:
-    """Alice (an admin) and Bob, both with PASSWORD."""
+    """Alice (an admin) and Bob, both with PASSWORD. Their composer opens as the plain text
+    area (the browser tests type into it); the rich-text editor, every agent's default, is
+    tested with it turned back on (tests/web/test_composer_browser.py)."""
     with unit_of_work(engine) as s:
         rows = [
             Agent(email="alice@example.com", name="Alice Agent", handle="alice", is_admin=True,
-                  password_hash=password_hash),
+                  password_hash=password_hash, composer_plain_text=True),
             Agent(email="bob@example.com", name="Bob Builder", handle="bob",
-                  password_hash=password_hash),
+                  password_hash=password_hash, composer_plain_text=True),
         ]  # fmt: skip
         s.add_all(rows)
         s.flush()

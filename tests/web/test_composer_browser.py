@@ -412,3 +412,152 @@ def test_a_rich_draft_comes_back_formatted_after_a_reload(
     editor = page.locator("#composer-form [data-rich-root]")
     expect(editor.locator("b")).to_have_text("Important")
     expect(page.locator("#composer-form textarea[name=body]")).to_be_hidden()
+
+
+def _agent(engine: Engine, agent_id: int, **values: Any) -> None:
+    with unit_of_work(engine) as db:
+        db.execute(update(Agent).where(col(Agent.id) == agent_id).values(**values))
+
+
+def test_the_composer_opens_rich_and_bold_text_arrives_as_html_with_a_plain_alternative(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+    relay: LocalSmtpRelay,
+    desk: int,
+) -> None:
+    _agent(engine, agents["alice"], composer_plain_text=False)  # the default
+    page = _page(
+        live_server, new_context, engine, settings, agents["alice"], f"/conversations/{desk}"
+    )
+    page.click("[data-compose=reply]")
+    editor = page.locator("#composer-form [data-rich-root]")
+    expect(editor).to_be_visible()
+    expect(editor).to_contain_text("Alice Agent")  # the signature, below the cursor
+    expect(page.locator("#composer-form textarea[name=body]")).to_be_hidden()
+    expect(page.locator("#composer-form [data-rich-toolbar]")).to_be_visible()
+    page.get_by_role("button", name="Bold").click()
+    page.keyboard.type("Your parcel left today")
+    page.click("[data-send]")
+    expect(page.locator("#composer-form")).to_be_hidden()
+
+    (row,) = _sent(engine)
+    accepted = [a for a in relay.accepted if f"<{row.msgid}>".encode() in a.data]
+    assert len(accepted) == 1
+    message = email.message_from_bytes(accepted[0].data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message.get_content_type() == "multipart/alternative"
+    plain = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert plain is not None and html is not None
+    text = plain.get_content()
+    assert "Your parcel left today" in text and "<b>" not in text
+    assert text.count("Alice Agent") == 1
+    assert "<b>Your parcel left today</b>" in html.get_content()
+
+
+def test_undo_puts_the_formatted_reply_and_its_image_back_in_the_editor(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+    relay: LocalSmtpRelay,
+    desk: int,
+) -> None:
+    _agent(engine, agents["alice"], composer_plain_text=False, undo_send_seconds=60)
+    path = f"/conversations/{desk}"
+    page = _page(live_server, new_context, engine, settings, agents["alice"], path)
+    page.click("[data-compose=reply]")
+    page.get_by_role("button", name="Bold").click()
+    page.keyboard.type("Keep this")
+    _put_image(page, "#composer-form [data-rich-root]")
+    editor = page.locator("#composer-form [data-rich-root]")
+    expect(editor.locator("img[src*='/compose/images/']")).to_have_count(1)
+    page.click("[data-send]")
+    expect(page.locator("#composer-form")).to_be_hidden()
+    undo = page.locator("#send-toast [data-undo-send]")
+    expect(undo).to_be_visible()
+    undo.click()
+    expect(page.locator("#send-toast")).to_contain_text("Taken back")
+
+    expect(page.locator("#composer-form")).to_be_visible()
+    expect(editor.locator("b")).to_have_text("Keep this")
+    image = editor.locator("img[src*='/compose/images/']")
+    expect(image).to_have_count(1)
+    wait_for(
+        lambda: image.evaluate("i => i.complete && i.naturalWidth === 3"),
+        what="the pasted image shown again",
+    )
+    expect(page.locator("#composer-form textarea[name=body]")).to_be_hidden()
+    assert _outgoing(engine) == []
+    assert not [a for a in relay.accepted if b"Keep this" in a.data]
+    # and it is the draft again: a reload brings it back formatted
+    with Session(engine) as db:
+        (draft,) = db.exec(select(Draft)).all()
+        assert draft.html is not None and "<b>Keep this" in draft.html
+        assert "/compose/images/" in draft.html
+    page.reload()
+    expect(page.locator("#composer-form [data-rich-root] b")).to_have_text("Keep this")
+
+
+def test_an_agent_who_chose_plain_text_gets_the_text_area(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+    desk: int,
+) -> None:
+    _agent(engine, agents["alice"], composer_plain_text=False)
+    page = _page(live_server, new_context, engine, settings, agents["alice"], "/account")
+    form = page.locator("#account-form")
+    expect(form.get_by_role("radio", name="Rich text")).to_be_checked()
+    form.get_by_role("radio", name="Plain text").check()
+    form.get_by_role("button", name="Save").click()
+    expect(page.locator("body")).to_contain_text("Your account is saved.")
+    with Session(engine) as db:
+        alice = db.get(Agent, agents["alice"])
+        assert alice is not None and alice.composer_plain_text is True
+
+    page.goto(f"{live_server.url}/conversations/{desk}")
+    page.click("[data-compose=reply]")
+    area = page.locator("#composer-form textarea[name=body]")
+    expect(area).to_be_visible()
+    expect(area).to_be_focused()
+    expect(page.locator("#composer-form [data-rich-root]")).to_be_hidden()
+    toggle = page.get_by_role("button", name="Formatting")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    # "Formatting" still turns the editor on, for this message
+    area.fill("Typed plainly")
+    toggle.click()
+    expect(page.locator("#composer-form [data-rich-root]")).to_contain_text("Typed plainly")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+
+
+def test_a_refused_new_conversation_comes_back_formatted_in_the_editor(
+    live_server: LiveServer,
+    new_context: Callable[..., Any],
+    engine: Engine,
+    settings: Settings,
+    agents: dict[str, int],
+    desk: int,
+) -> None:
+    _agent(engine, agents["alice"], composer_plain_text=False)
+    page = _page(live_server, new_context, engine, settings, agents["alice"], "/new-conversation")
+    form = page.locator("#new-conversation-form")
+    editor = form.locator("[data-rich-root]")
+    expect(editor).to_be_visible()
+    expect(form.locator("textarea[name=body]")).to_be_hidden()
+    form.locator("input[name=to]").fill("not an address")
+    form.locator("input[name=subject]").fill("Hello")
+    editor.click()
+    page.keyboard.press("Control+Home")
+    form.get_by_role("button", name="Bold").click()
+    page.keyboard.type("Dear customer")
+    form.get_by_role("button", name="Send").click()
+    expect(page.locator("#composer-error")).to_contain_text("not an address")
+    expect(form.locator("[data-rich-root] b")).to_have_text("Dear customer")
+    assert _outgoing(engine) == []

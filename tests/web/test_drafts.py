@@ -108,7 +108,8 @@ def test_a_saved_draft_comes_with_the_page_on_any_device(
     assert r.status_code == 200, r.text
     assert r.json() | {"updated_at": None} == {
         "conversation_id": conv, "kind": "reply_all", "body": "Dear Carol,\n\nmore words",
-        "to": [], "cc": ["dan@x.example", '"Eve, E." <eve@x.example>'], "updated_at": None,
+        "to": [], "cc": ["dan@x.example", '"Eve, E." <eve@x.example>'], "html": None,
+        "updated_at": None,
     }  # fmt: skip
 
     # emptied: no draft

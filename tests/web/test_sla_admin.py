@@ -71,7 +71,20 @@ def test_sla_admin_pages(app: FastAPI, engine: Engine, people: dict[str, int]) -
             15,
             cal_id,
         )
+        assert row.pause_when_pending is False  # the box left unticked
         pid = row.id
+    # the form offers pausing while pending, ticked for a new policy; ticked, it is saved
+    assert 'name="pause_when_pending" value="true" checked' in admin.get("/admin/slas").text
+    page = admin.get(f"/admin/sla-policies/{pid}").text
+    assert 'name="pause_when_pending" value="true">' in page
+    r = admin.post(f"/admin/sla-policies/{pid}", data=policy | {"pause_when_pending": "true"})
+    assert r.status_code == 303
+    with Session(engine) as s:
+        assert s.get(SlaPolicy, pid).pause_when_pending is True  # type: ignore[union-attr]
+    assert (
+        'name="pause_when_pending" value="true" checked'
+        in admin.get(f"/admin/sla-policies/{pid}").text
+    )
     # a tag policy without a tag is refused, with the reason shown
     r = admin.post(f"/admin/sla-policies/{pid}", data=policy | {"scope": "tag"})
     assert r.status_code == 303

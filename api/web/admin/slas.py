@@ -218,6 +218,7 @@ def _policy_input(
     resolution: str,
     warning: str,
     enabled: bool,
+    pause_when_pending: bool,
 ) -> policies.PolicyInput:
     return policies.PolicyInput(
         name=name,
@@ -230,6 +231,7 @@ def _policy_input(
         next_response_minutes=_number(next_response, "next_response_minutes"),
         resolution_minutes=_number(resolution, "resolution_minutes"),
         warning_minutes=_number(warning, "warning_minutes") or 0,
+        pause_when_pending=pause_when_pending,
         enabled=enabled,
     )
 
@@ -251,6 +253,7 @@ def policy_add(
     resolution_minutes: Number = "",
     warning_minutes: Number = "30",
     enabled: Annotated[bool, Form()] = False,
+    pause_when_pending: Annotated[bool, Form()] = False,
 ) -> Response:
     check_csrf(request, csrf_token)
     try:
@@ -260,6 +263,7 @@ def policy_add(
                 _policy_input(
                     name, scope, mailbox_id, team_id, tag, calendar_id, first_response_minutes,
                     next_response_minutes, resolution_minutes, warning_minutes, enabled,
+                    pause_when_pending,
                 ),
             )  # fmt: skip
     except ImapdeskError as exc:
@@ -297,6 +301,7 @@ def policy_save(
     resolution_minutes: Number = "",
     warning_minutes: Number = "30",
     enabled: Annotated[bool, Form()] = False,
+    pause_when_pending: Annotated[bool, Form()] = False,
 ) -> Response:
     check_csrf(request, csrf_token)
     found(session, SlaPolicy, policy_id, "SLA policy")
@@ -308,6 +313,7 @@ def policy_save(
                 _policy_input(
                     name, scope, mailbox_id, team_id, tag, calendar_id, first_response_minutes,
                     next_response_minutes, resolution_minutes, warning_minutes, enabled,
+                    pause_when_pending,
                 ),
             )  # fmt: skip
     except ImapdeskError as exc:

@@ -80,10 +80,13 @@ class ProfileChange:
     signature: str
     timezone: str
     undo_send_seconds: str
+    # the composer opens as a plain text area rather than the rich-text editor
+    composer_plain_text: bool = False
 
 
 def update_profile(session: Session, agent: Agent, change: ProfileChange) -> None:
-    """Name (a blank one keeps it), signature (blank: none), timezone and undo window."""
+    """Name (a blank one keeps it), signature (blank: none), timezone, undo window and how the
+    composer opens."""
     name = change.name.strip()
     if len(name) > 200:
         raise InvalidInput("the name is longer than 200 characters", field="name")
@@ -102,6 +105,7 @@ def update_profile(session: Session, agent: Agent, change: ProfileChange) -> Non
     agent.signature = signature if signature.strip() else None
     agent.timezone = timezone
     agent.undo_send_seconds = int(undo)
+    agent.composer_plain_text = change.composer_plain_text
     session.add(agent)
 
 

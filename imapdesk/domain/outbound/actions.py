@@ -137,7 +137,9 @@ def take_back(
             author.signature if author else None,
             mailbox.signature if mailbox else None,
         ),
-        html=message.html if message else None,
+        # the rich-text composer's own HTML (its pasted images shown from the uploads, as
+        # the editor had them); else the message's
+        html=outbound.composed_html or (message.html if message else None),
         to=_addresses(message.to if message else []),
         cc=_addresses(message.cc if message else []),
         conversation_id=conversation.id,
@@ -183,6 +185,7 @@ def take_back(
             body=result.body,
             to=result.to,
             cc=result.cc,
+            html=outbound.composed_html,
         )
     session.flush()
     return result

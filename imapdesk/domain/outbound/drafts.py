@@ -233,15 +233,18 @@ def keep(
     body: str,
     to: Sequence[str] = (),
     cc: Sequence[str] = (),
+    html: str | None = None,
 ) -> None:
     """A reply taken back (Undo): what it said is the agent's draft again, so that it survives
-    a reload like anything typed. The caller has authorised it; "new" (a first message) is
-    kept as a forward, the composer's kind with recipients of its own."""
+    a reload like anything typed (`html`: what the rich-text composer held). The caller has
+    authorised it; "new" (a first message) is kept as a forward, the composer's kind with
+    recipients of its own."""
     assert agent.id is not None
     kind = kind if kind in KINDS else "forward"
     kind, text, to_list, cc_list = _checked(kind, body[:BODY_MAX], to, cc)
-    if text.strip() or to_list or cc_list:
-        _upsert(session, conversation_id, agent.id, kind, text, to_list, cc_list)
+    html = _text(html[:BODY_MAX]) or None if html else None
+    if text.strip() or to_list or cc_list or html:
+        _upsert(session, conversation_id, agent.id, kind, text, to_list, cc_list, html)
 
 
 # --- what colleagues and lists see ------------------------------------------------------------

@@ -79,12 +79,14 @@ from imapdesk.mail.compose import (
     with_signature,
 )
 from imapdesk.mail.compose_html import (
+    cid_references,
     document,
     has_content,
     sanitize_composed,
     text_alternative,
     uploaded_image_ids,
     with_cids,
+    with_content_ids,
 )
 from imapdesk.mail.parsing import parse_message
 
@@ -367,6 +369,7 @@ def _outbound(
     answered: Message | None = None,
     idempotency_key: str | None = None,
     undo_seconds: int = 0,
+    composed_html: str | None = None,
 ) -> OutboundMail:
     """The ledger row; `scheduled` until the undo window ends when there is one."""
     now = utcnow()
@@ -387,6 +390,7 @@ def _outbound(
         raw=raw,
         state=OutboundState.scheduled if held else OutboundState.queued,
         next_attempt_at=now + timedelta(seconds=undo_seconds) if held else None,
+        composed_html=composed_html,
         created_at=now,
         updated_at=now,
     )
@@ -439,22 +443,60 @@ def _composed(
     attachments: Sequence[Upload],
     *,
     note: bool = False,
-) -> tuple[str, str, list[InlineImage]]:
-    """What the rich-text composer wrote, as it goes out: the HTML sanitised (the agent's
-    signature is in it already, the composer put it there; the mailbox's follows), the text
-    alternative rendered from it, and the pasted images as inline `cid:` parts."""
-    check_text(composed_html, field="body")
+    field: str = "body",
+) -> tuple[str, str, list[InlineImage], list[Upload], str]:
+    """What the rich-text composer wrote (or a REST client's `html`, `field`), as it goes out:
+    the HTML sanitised (the agent's signature is in it already, the composer put it there; the
+    mailbox's follows), the text alternative rendered from it, the pasted images as inline
+    `cid:` parts, the attachments left (an attached image the HTML shows as `cid:<its file
+    name>` is an inline part instead), and the sanitised HTML as composed (what Undo puts back).
+    InvalidInput naming `field` for a `cid:` that is none of the attached images."""
+    check_text(composed_html, field=field)
     clean = sanitize_composed(composed_html)
     if not has_content(clean):
-        raise InvalidInput("the message has no text", field="body")
+        raise InvalidInput("the message has no text", field=field)
     cids, inline = images.inline_parts(
-        session, settings, agent, uploaded_image_ids(clean), domain_of=mailbox.address
+        session,
+        settings,
+        agent,
+        uploaded_image_ids(clean),
+        domain_of=mailbox.address,
+        field=field,
     )
-    _check_attachments(settings, [*attachments, *(Upload("", "", i.data) for i in inline)])
-    signature = None if note else mailbox.signature
-    html = html_with_signature(document(with_cids(clean, cids)), signature)
-    text = with_signature(text_alternative(clean), signature)
-    return text, html, inline
+    left = list(attachments)
+    by_ref: dict[str, str] = {}
+    for ref in cid_references(clean):
+        found = next(
+            (a for a in left if a.filename == ref and images.image_type(a.data) is not None),
+            None,
+        )
+        if found is None:
+            raise InvalidInput(
+                f"the HTML shows cid:{ref}, which is none of the attached images: attach the "
+                "image in the same request with that file name (PNG, JPEG, GIF or WebP)",
+                field=field,
+            )
+        left.remove(found)
+        by_ref[ref] = new_msgid(mailbox.address)
+        inline.append(
+            InlineImage(
+                by_ref[ref], images.image_type(found.data) or "", found.data, found.filename
+            )
+        )
+    _check_attachments(settings, [*left, *(Upload("", "", i.data) for i in inline)])
+    # the web composer put the agent's signature in the HTML; a REST client's gets it here
+    signatures = (
+        ()
+        if note
+        else (mailbox.signature,)
+        if field == "body"
+        else (agent.signature, mailbox.signature)
+    )
+    html = html_with_signature(
+        document(with_content_ids(with_cids(clean, cids), by_ref)), *signatures
+    )
+    text = with_signature(text_alternative(clean), *signatures)
+    return text, html, inline, left, clean
 
 
 def queue_reply(
@@ -466,6 +508,7 @@ def queue_reply(
     body: str,
     html: str | None = None,
     composed_html: str | None = None,
+    composed_field: str = "body",
     to: list[str] | None = None,
     cc: list[str] | None = None,
     attachments: Sequence[Upload] = (),
@@ -529,9 +572,10 @@ def queue_reply(
     text_body = with_signature(body, agent.signature, mailbox.signature)
     html_body = html_with_signature(html, agent.signature, mailbox.signature) if html else None
     inline: list[InlineImage] = []
+    composed: str | None = None
     if composed_html is not None:
-        text_body, html_body, inline = _composed(
-            session, settings, agent, mailbox, composed_html, attachments
+        text_body, html_body, inline, attachments, composed = _composed(
+            session, settings, agent, mailbox, composed_html, attachments, field=composed_field
         )
     msgid = new_msgid(mailbox.address)
     base_subject = (answered.subject if answered is not None else "") or conversation.subject
@@ -576,6 +620,7 @@ def queue_reply(
         recipients=recipients,
         idempotency_key=idempotency_key,
         undo_seconds=undo_seconds,
+        composed_html=composed,
     )
     _record_by_agent(
         session,
@@ -606,6 +651,7 @@ def start_conversation(
     body: str,
     html: str | None = None,
     composed_html: str | None = None,
+    composed_field: str = "body",
     cc: list[str] | None = None,
     attachments: Sequence[Upload] = (),
     idempotency_key: str | None = None,
@@ -638,9 +684,10 @@ def start_conversation(
     text_body = with_signature(body, agent.signature, mailbox.signature)
     html_body = html_with_signature(html, agent.signature, mailbox.signature) if html else None
     inline: list[InlineImage] = []
+    composed: str | None = None
     if composed_html is not None:
-        text_body, html_body, inline = _composed(
-            session, settings, agent, mailbox, composed_html, attachments
+        text_body, html_body, inline, attachments, composed = _composed(
+            session, settings, agent, mailbox, composed_html, attachments, field=composed_field
         )
     msgid = new_msgid(mailbox.address)
     # the conversation first, for the token in the subject
@@ -693,6 +740,7 @@ def start_conversation(
         recipients=[a.addr_spec for a in (*to_addrs, *cc_addrs)],
         idempotency_key=idempotency_key,
         undo_seconds=undo_seconds,
+        composed_html=composed,
     )
     _record_by_agent(
         session,
@@ -713,6 +761,7 @@ def add_note(
     body: str,
     html: str | None = None,
     composed_html: str | None = None,
+    composed_field: str = "body",
     attachments: Sequence[Upload] = (),
     expected_version: int | None = None,
     force: bool = False,
@@ -740,9 +789,17 @@ def add_note(
     sender = mail_address(mailbox.address, agent.name, field="mailbox")
     text_body, html_body = body, html
     inline: list[InlineImage] = []
+    composed: str | None = None
     if composed_html is not None:
-        text_body, html_body, inline = _composed(
-            session, settings, agent, mailbox, composed_html, attachments, note=True
+        text_body, html_body, inline, attachments, composed = _composed(
+            session,
+            settings,
+            agent,
+            mailbox,
+            composed_html,
+            attachments,
+            note=True,
+            field=composed_field,
         )
     raw = compose(
         sender=sender,
@@ -775,6 +832,7 @@ def add_note(
         kind="note",
         raw=raw,
         recipients=[],
+        composed_html=composed,
     )
     _record_by_agent(
         session,

@@ -1,6 +1,7 @@
 """The rules at work: each event of the log (imapdesk/domain/events.py) sets off the enabled
 rules whose trigger it is, in order, until one says "stop here"; time-based rules look at the
-conversations whose time has come. Everything a rule does is in the transaction that marks
+conversations whose time has come, and fire once per episode of waiting (see "time-based
+rules" below). Everything a rule does is in the transaction that marks
 its event handled (or writes its `RuleFiring`), so a crash before the commit leaves nothing
 done and nothing marked, and the next run does it once.
 
@@ -259,19 +260,41 @@ def run_events(session: Session, settings: Settings, *, limit: int = 200) -> int
 
 
 # --- time-based rules ---------------------------------------------------------------------------
+#
+# A time-based rule fires once per conversation and *episode* of waiting: an episode begins
+# when the wait does (no reply: the customer's newest message; pending: the last change of
+# status, else the conversation's creation), and the `RuleFiring` is keyed by that moment
+# (`episode_at`). A new wait (the customer writes again, the conversation goes pending again)
+# is a new episode that may fire again; the same episode never fires twice, whatever the
+# worker does, as its firing is committed with the rule's actions. A firing counts for every
+# episode that began at or before its `episode_at` (firings from before episodes were kept
+# carry their `fired_at` there, which is after the start of the episode they fired in).
 
 
-def _not_fired(rule: RuleSpec) -> Any:
-    return col(Conversation.id).not_in(
-        select(RuleFiring.conversation_id).where(col(RuleFiring.rule_id) == rule.id)
+@dataclass(frozen=True)
+class Due:
+    """A conversation whose wait has lasted long enough, and when that wait began."""
+
+    conversation: Conversation
+    episode_at: datetime
+
+
+def _not_fired(rule: RuleSpec, episode_start: Any) -> Any:
+    """No firing of this rule for the conversation in the episode that began at
+    `episode_start` (a column or an expression of the conversation's row)."""
+    return ~exists(
+        select(RuleFiring.rule_id).where(
+            col(RuleFiring.rule_id) == rule.id,
+            col(RuleFiring.conversation_id) == col(Conversation.id),
+            col(RuleFiring.episode_at) >= episode_start,
+        )
     )
 
 
-def _no_reply_due(
-    session: Session, rule: RuleSpec, now: datetime, limit: int
-) -> list[Conversation]:
+def _no_reply_due(session: Session, rule: RuleSpec, now: datetime, limit: int) -> list[Due]:
     """Open conversations whose newest message is the customer's and older than N business
-    hours (counted in the calendar of the mailbox's default team, if any)."""
+    hours (counted in the calendar of the mailbox's default team, if any). The episode: the
+    customer's newest message (`last_message_at`)."""
     hours = rule.trigger_amount or 0
     cutoff = now - timedelta(hours=hours)  # N business hours are at least N hours
     answered_since = exists(
@@ -288,7 +311,7 @@ def _no_reply_due(
             col(Conversation.merged_into_id).is_(None),
             col(Conversation.last_message_at) <= cutoff,
             ~answered_since,
-            _not_fired(rule),
+            _not_fired(rule, col(Conversation.last_message_at)),
         )
         .order_by(col(Conversation.last_message_at))
         .limit(limit)
@@ -297,17 +320,20 @@ def _no_reply_due(
     for conv in rows:
         team_id = default_team_id(session, conv.mailbox_id)
         team = session.get(Team, team_id) if team_id is not None else None
-        since = as_utc(conv.last_message_at) or now
+        since = as_utc(conv.last_message_at)
+        if since is None:
+            continue
         if (
             business_seconds(session, team.calendar_id if team else None, since, now)
             >= hours * 3600
         ):
-            due.append(conv)
+            due.append(Due(conv, since))
     return due
 
 
-def _pending_due(session: Session, rule: RuleSpec, now: datetime, limit: int) -> list[Conversation]:
-    """Conversations pending for N days (since their last change of status)."""
+def _pending_due(session: Session, rule: RuleSpec, now: datetime, limit: int) -> list[Due]:
+    """Conversations pending for N days (since their last change of status). The episode:
+    that change of status (none: the conversation's creation)."""
     cutoff = now - timedelta(days=rule.trigger_amount or 0)
     last_status = (
         select(func.max(Activity.created_at))
@@ -316,27 +342,30 @@ def _pending_due(session: Session, rule: RuleSpec, now: datetime, limit: int) ->
         )
         .scalar_subquery()
     )
-    return list(
-        session.exec(
-            select(Conversation)
-            .where(
-                col(Conversation.status) == ConversationStatus.pending,
-                col(Conversation.merged_into_id).is_(None),
-                or_(
-                    last_status <= cutoff,
-                    and_(last_status.is_(None), col(Conversation.created_at) <= cutoff),
-                ),
-                _not_fired(rule),
-            )
-            .order_by(col(Conversation.id))
-            .limit(limit)
-        ).all()
-    )
+    since = func.coalesce(last_status, col(Conversation.created_at))
+    rows = session.exec(
+        select(Conversation, last_status)
+        .where(
+            col(Conversation.status) == ConversationStatus.pending,
+            col(Conversation.merged_into_id).is_(None),
+            or_(
+                last_status <= cutoff,
+                and_(last_status.is_(None), col(Conversation.created_at) <= cutoff),
+            ),
+            _not_fired(rule, since),
+        )
+        .order_by(col(Conversation.id))
+        .limit(limit)
+    ).all()
+    return [
+        Due(conv, as_utc(changed) if changed is not None else as_utc(conv.created_at))
+        for conv, changed in rows
+    ]
 
 
 def due_conversations(
     session: Session, rule: RuleSpec, now: datetime, limit: int = TIME_BATCH
-) -> list[Conversation]:
+) -> list[Due]:
     if rule.trigger == "time.no_reply":
         return _no_reply_due(session, rule, now, limit)
     if rule.trigger == "time.pending":
@@ -345,8 +374,8 @@ def due_conversations(
 
 
 def run_time_rules(session: Session, settings: Settings, *, now: datetime | None = None) -> int:
-    """Fire the time-based rules whose time has come, once per conversation and rule (the
-    `RuleFiring` row is written with the actions). How many fired."""
+    """Fire the time-based rules whose time has come, once per conversation, rule and episode
+    of waiting (the `RuleFiring` row is written with the actions). How many fired."""
     if not take_turn(session):
         return 0
     now = now or utcnow()
@@ -354,9 +383,17 @@ def run_time_rules(session: Session, settings: Settings, *, now: datetime | None
     for rule in enabled_rules(session):
         if rule.trigger not in TIME_TRIGGERS:
             continue
-        for conv in due_conversations(session, rule, now):
+        for due in due_conversations(session, rule, now):
+            conv = due.conversation
             assert rule.id is not None and conv.id is not None
-            session.add(RuleFiring(rule_id=rule.id, conversation_id=conv.id, fired_at=now))
+            session.add(
+                RuleFiring(
+                    rule_id=rule.id,
+                    conversation_id=conv.id,
+                    episode_at=due.episode_at,
+                    fired_at=now,
+                )
+            )
             session.flush()
             if rule.check(Facts(session, conv, None, now=now)):
                 run_actions(session, settings, rule, Occasion(conv, None, rule.trigger))
@@ -391,7 +428,11 @@ def dry_run(session: Session, stored: Rule, *, limit: int = 100) -> list[DryRunR
     )
     due: set[int] | None = None
     if rule.trigger in TIME_TRIGGERS:
-        due = {c.id for c in due_conversations(session, rule, now, limit=10_000) if c.id}
+        due = {
+            d.conversation.id
+            for d in due_conversations(session, rule, now, limit=10_000)
+            if d.conversation.id
+        }
     rows = []
     for conv in recent:
         assert conv.id is not None

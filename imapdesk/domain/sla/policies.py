@@ -49,6 +49,7 @@ class PolicyInput:
     next_response_minutes: Any = _UNSET
     resolution_minutes: Any = _UNSET
     warning_minutes: Any = _UNSET
+    pause_when_pending: Any = _UNSET
     enabled: Any = _UNSET
 
     def given(self) -> dict[str, Any]:
@@ -118,6 +119,8 @@ def _check(session: Session, row: SlaPolicy) -> None:
 
 def _apply(session: Session, row: SlaPolicy, data: PolicyInput) -> SlaPolicy:
     for key, value in data.given().items():
+        if key in ("pause_when_pending", "enabled") and not isinstance(value, bool):
+            raise InvalidInput(f"{key} is true or false", field=key)
         if key in ("mailbox_id", "team_id", "calendar_id") and value is not None:
             try:
                 value = int(value)
@@ -141,11 +144,14 @@ def create(session: Session, data: PolicyInput) -> SlaPolicy:
 
 def update(session: Session, policy_id: int, data: PolicyInput) -> SlaPolicy:
     """Changed targets or calendar count the due times of the conversations the policy holds
-    anew; a new scope applies to a conversation at its next event (imapdesk/domain/sla/clock.py)."""
+    anew, and a changed `pause_when_pending` pauses or resumes its pending ones now; a new
+    scope applies to a conversation at its next event (imapdesk/domain/sla/clock.py)."""
     from imapdesk.domain.sla.clock import refresh_policies
 
-    row = _apply(session, get(session, policy_id), data)
-    refresh_policies(session, [policy_id])
+    row = get(session, policy_id)
+    was_pausing = row.pause_when_pending
+    row = _apply(session, row, data)
+    refresh_policies(session, [policy_id], start_pauses=row.pause_when_pending and not was_pausing)
     return row
 
 
@@ -173,6 +179,7 @@ def public(row: SlaPolicy) -> dict[str, Any]:
         "next_response_minutes": row.next_response_minutes,
         "resolution_minutes": row.resolution_minutes,
         "warning_minutes": row.warning_minutes,
+        "pause_when_pending": row.pause_when_pending,
         "enabled": row.enabled,
         "created_at": row.created_at,
         "updated_at": row.updated_at,

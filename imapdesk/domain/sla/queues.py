@@ -60,6 +60,13 @@ class SlaView:
     # the earliest due time not attained, and which target it is
     next_due: datetime | None
     next_target: str | None
+    # pending, the policy pausing: since when the next-response and resolution clocks stand
+    # still (their due times above are as they were when the pause began)
+    paused_at: datetime | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
 
     def state(self, now: datetime | None = None, window: timedelta | None = None) -> str:
         """`breached` (past a due time now), `due_soon` (within the window), `ok` or `none`."""
@@ -93,6 +100,7 @@ def _view(row: ConversationSla, policy: str | None) -> SlaView:
         breached=row.breached,
         next_due=dues[0].due if dues else None,
         next_target=dues[0].target if dues else None,
+        paused_at=as_utc(row.paused_at) if row.resolved_at is None else None,
     )
 
 
