@@ -96,6 +96,7 @@ def test_the_wheel_holds_one_package_with_its_migrations_and_templates(tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # builds and installs a wheel: minutes on a loaded machine
 def test_the_installed_wheel_runs_from_an_empty_folder(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"

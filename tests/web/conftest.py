@@ -25,6 +25,10 @@ from tests.api.conftest import (  # noqa: F401  (the API tests' fixtures, shared
 from tests.support.browser import CHROMIUM, LiveServer
 from tests.support.web import PASSWORD
 
+# how long a browser waits for a page or a state: a bound on a hang, not a measure (the
+# benchmarks measure); a machine running two suites side by side takes seconds for a page
+BROWSER_WAIT_MS = 30_000
+
 
 @pytest.fixture
 def live_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
@@ -40,9 +44,7 @@ def live_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
 def chromium() -> Iterator[Any]:
     from playwright.sync_api import expect, sync_playwright
 
-    # a loaded CI machine may take seconds where a quiet one takes milliseconds: the waits
-    # bound a hang, they measure nothing (the benchmarks do)
-    expect.set_options(timeout=10_000)
+    expect.set_options(timeout=BROWSER_WAIT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         try:
@@ -58,7 +60,7 @@ def new_context(chromium: Any) -> Iterator[Callable[..., Any]]:
 
     def make(**kwargs: Any) -> Any:
         context = chromium.new_context(**kwargs)
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(BROWSER_WAIT_MS)
         contexts.append(context)
         return context
 

@@ -173,9 +173,9 @@ def test_the_keyboard_way_through_the_queue(
     # reading order: the skip link, then the header (brand, navigation, search, the
     # notifications bell, sign-out),
     # then the content, starting with the queues
-    header = ["Skip to content", "imapdesk", "Mine", "Unassigned", "Conversations", "Customers", "Reports",
-              "New conversation", "Admin", "top-q", "notif-bell", "Alice Agent", "Available",
-              "Sign out"]  # fmt: skip
+    header = ["Skip to content", "imapdesk", "Mine", "Unassigned", "Conversations", "Customers",
+              "Reports", "New conversation", "Admin", "top-q", "notif-bell", "Alice Agent",
+              "Available", "Sign out"]  # fmt: skip
     order = [tab() for _ in range(len(header) + 1)]
     assert order[: len(header)] == header
     assert page.evaluate("document.activeElement.closest('main') !== null")

@@ -40,7 +40,7 @@ from tests.support.worker import (
     wait_for,
 )
 
-TIMEOUT = 20.0
+TIMEOUT = 45.0
 # an admin used to `/` between levels names a folder the `.` server refuses
 REFUSED = "Support/Waiting"
 
