@@ -550,34 +550,26 @@ def _timings(session: Session, clock: _Clock, facts: _Facts) -> None:
             _measure(clock, facts, conv_id, marks)
 
 
+def _decided_in(at: Any, due: Any, breached: Any, since: datetime, until: datetime) -> Any:
+    """A target decided in [since, until): attained then, or breached and still not attained
+    with its due time then."""
+    return and_(
+        col(due).is_not(None),
+        or_(
+            and_(col(at) >= since, col(at) < until),
+            and_(col(at).is_(None), col(breached).is_(True), col(due) >= since, col(due) < until),
+        ),
+    )
+
+
 def _attainment(session: Session, query: ReportQuery, clock: _Clock, facts: _Facts) -> None:
     """The SLA clock's record of the targets decided in the range."""
     s, u = clock.since, clock.until
     sla = ConversationSla
-    first = and_(
-        col(sla.first_response_due).is_not(None),
-        or_(
-            and_(col(sla.first_response_at) >= s, col(sla.first_response_at) < u),
-            and_(
-                col(sla.first_response_at).is_(None),
-                col(sla.first_response_breached).is_(True),
-                col(sla.first_response_due) >= s,
-                col(sla.first_response_due) < u,
-            ),
-        ),
+    first = _decided_in(
+        sla.first_response_at, sla.first_response_due, sla.first_response_breached, s, u
     )
-    resolution = and_(
-        col(sla.resolution_due).is_not(None),
-        or_(
-            and_(col(sla.resolved_at) >= s, col(sla.resolved_at) < u),
-            and_(
-                col(sla.resolved_at).is_(None),
-                col(sla.resolution_breached).is_(True),
-                col(sla.resolution_due) >= s,
-                col(sla.resolution_due) < u,
-            ),
-        ),
-    )
+    resolution = _decided_in(sla.resolved_at, sla.resolution_due, sla.resolution_breached, s, u)
     stmt = (
         sa_select(
             col(sla.conversation_id),
