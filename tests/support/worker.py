@@ -106,7 +106,7 @@ def _snapshot(account: Any) -> dict[str, dict[bytes, tuple[bytes, ...]]]:
 
 def wait_for(
     predicate: Callable[[], T],
-    timeout: float = 20.0,
+    timeout: float = 30.0,
     interval: float = 0.05,
     what: str = "condition",
 ) -> T:

@@ -166,7 +166,7 @@ def test_hostile_mail_runs_nothing_and_fetches_nothing_until_allowed(
     assert page.evaluate("window.name") == "" and page.title() == title
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout

@@ -101,7 +101,7 @@ def _read_events(
 ) -> None:
     try:
         with (
-            httpx.Client(cookies=cookies, timeout=10) as http,
+            httpx.Client(cookies=cookies, timeout=30) as http,
             http.stream("GET", url) as response,
         ):
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -118,7 +118,8 @@ def _read_events(
             raise
 
 
-def _wait(predicate: Any, timeout: float = 10.0) -> None:
+def _wait(predicate: Any, timeout: float = 30.0) -> None:
+    """Until `predicate` holds; the bound is for a hang (a loaded machine takes seconds)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"

@@ -83,7 +83,7 @@ def open_stream(live_server: LiveServer) -> Iterator[Callable[[str, str], Stream
         stop.set()
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+def _wait(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
