@@ -14,6 +14,15 @@ loop, holding no thread and no connection, and one that waited `db_wait_seconds`
 with `Retry-After` (`ServerBusy`). A request with a turn finds a connection, and a thread.
 
 `/healthz` takes neither a turn nor a thread; `/readyz` takes a turn with a short wait.
+
+A burst (every open tab reconnecting after a restart, hundreds of clients starting at once)
+also asks more of the event loop than of the database: each request's first step (routing, the
+middleware, its dependencies up to its turn) is a millisecond or two of the loop, and a loop
+that runs hundreds of them before it next looks at its sockets answers nothing for that long
+(issue 11: 500 streams and 200 clients at once held `/healthz` for 0.8 s). So `Admission`, the
+outermost middleware, lets at most ADMITTED_PER_ITERATION requests begin per turn of the event
+loop; the others wait for the next turns in order of arrival, holding nothing but their place.
+`/healthz` never waits.
 """
 
 from __future__ import annotations
@@ -22,12 +31,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imapdesk.kernel.db import pool_capacity
 from imapdesk.kernel.errors import ImapdeskError
@@ -40,6 +51,10 @@ POLLER_CONNECTIONS = 1
 # threads kept out of the requests' turns: for work without the database (static files)
 SPARE_THREADS = 2
 BUSY_LOG_SECONDS = 10.0
+# requests that begin per turn of the event loop (a burst's first steps take turns with the
+# sockets), and the paths that never wait for one
+ADMITTED_PER_ITERATION = 8
+UNGATED_PATHS = frozenset({"/healthz"})
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +222,72 @@ async def _client_leaves(request: Request) -> None:
 
 # scope="function": given back when the route returns, before a streamed response goes on
 DatabaseTurn = Annotated[None, Depends(database_turn, scope="function")]
+
+
+class _Gate:
+    """One event loop's admissions: how many began in its current turn, who waits."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, per_iteration: int) -> None:
+        self.loop = loop
+        self.per_iteration = per_iteration
+        self.begun = 0
+        self.waiting: deque[asyncio.Future[None]] = deque()
+        self.next_turn_due = False
+
+    async def enter(self) -> None:
+        if not self.waiting and self.begun < self.per_iteration:
+            self.begun += 1
+            self._count_from_next_turn()
+            return
+        waiter = self.loop.create_future()
+        self.waiting.append(waiter)
+        self._count_from_next_turn()
+        try:
+            await waiter
+        except BaseException:
+            # cancelled while waiting (the server stops): its place goes to nobody
+            with contextlib.suppress(ValueError):
+                self.waiting.remove(waiter)
+            raise
+
+    def _count_from_next_turn(self) -> None:
+        # a callback scheduled now runs in the loop's next turn, after it has polled the sockets
+        if not self.next_turn_due:
+            self.next_turn_due = True
+            self.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self.next_turn_due = False
+        self.begun = 0
+        while self.waiting and self.begun < self.per_iteration:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self.begun += 1
+        if self.begun:
+            self._count_from_next_turn()
+
+
+class Admission:
+    """ASGI middleware: at most `per_iteration` HTTP requests begin per turn of the event loop,
+    the others in order of arrival in the turns after (see the module's text); paths in
+    UNGATED_PATHS begin at once. Per event loop (a test may serve one app from two)."""
+
+    def __init__(self, app: ASGIApp, per_iteration: int = ADMITTED_PER_ITERATION) -> None:
+        self.app = app
+        self.per_iteration = max(1, per_iteration)
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gate] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def gate(self) -> _Gate:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = _Gate(loop, self.per_iteration)
+        return gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in UNGATED_PATHS:
+            await self.gate().enter()
+        await self.app(scope, receive, send)

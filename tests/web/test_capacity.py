@@ -6,11 +6,13 @@ SIGTERM ends the open streams. And the turns themselves (api/capacity.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -23,8 +25,8 @@ from anyio import to_thread
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from imapdesk.api.app import SESSION_COOKIE, create_app
-from imapdesk.api.capacity import Turns
+from imapdesk.api.app import GC_THRESHOLDS, SESSION_COOKIE, create_app, settle_after_start
+from imapdesk.api.capacity import Admission, Turns
 from imapdesk.devtools.mailserver import free_port
 from imapdesk.kernel.db import make_engine, pool_capacity
 from imapdesk.kernel.settings import Settings
@@ -326,3 +328,103 @@ def test_a_wait_that_runs_out_or_is_cancelled_leaves_no_turn_behind() -> None:
         assert await follower and turns.taken == 1
 
     _run(scenario())
+
+
+# --- a burst begins a few requests per turn of the event loop -------------------------------
+
+
+class _Recorder:
+    """An ASGI app noting which turn of the event loop each request began in."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.begun: list[tuple[str, int]] = []
+        self.ticking = True
+
+    def tick(self) -> None:
+        # runs once per turn of the loop: a callback scheduled now runs in the next
+        if self.ticking:
+            self.turn += 1
+            asyncio.get_running_loop().call_soon(self.tick)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.begun.append((scope["path"], self.turn))
+
+
+def _request(path: str) -> dict[str, Any]:
+    return {"type": "http", "path": path, "method": "GET"}
+
+
+async def _nothing() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+async def _ignore(_message: Any) -> None:
+    return None
+
+
+def test_a_burst_begins_a_few_requests_per_turn_of_the_event_loop_in_order_of_arrival() -> None:
+    async def scenario() -> _Recorder:
+        app = _Recorder()
+        admission = Admission(app, per_iteration=3)
+        app.tick()
+        burst = [f"/r{i}" for i in range(10)]
+        tasks = [asyncio.create_task(admission(_request(p), _nothing, _ignore)) for p in burst]
+        # asked last, while the burst waits: /healthz begins at once
+        tasks.append(asyncio.create_task(admission(_request("/healthz"), _nothing, _ignore)))
+        await asyncio.gather(*tasks)
+        app.ticking = False
+        return app
+
+    app = _run(scenario())
+    paths = [path for path, _turn in app.begun]
+    assert sorted(paths) == sorted([f"/r{i}" for i in range(10)] + ["/healthz"])
+    burst = [(path, turn) for path, turn in app.begun if path != "/healthz"]
+    assert [path for path, _turn in burst] == [f"/r{i}" for i in range(10)]  # in order
+    per_turn = Counter(turn for _path, turn in burst)
+    assert max(per_turn.values()) == 3 and len(per_turn) == 4  # 3 + 3 + 3 + 1
+    first_turn = burst[0][1]
+    healthz_turn = dict(app.begun)["/healthz"]
+    assert healthz_turn == first_turn < max(per_turn)  # not behind the burst
+
+
+def test_a_request_cancelled_while_waiting_to_begin_leaves_its_place() -> None:
+    async def scenario() -> tuple[_Recorder, Admission]:
+        app = _Recorder()
+        admission = Admission(app, per_iteration=1)
+        app.tick()
+        first, cancelled, last = (
+            asyncio.create_task(admission(_request(p), _nothing, _ignore))
+            for p in ("/a", "/b", "/c")
+        )
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.gather(first, last)
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        app.ticking = False
+        return app, admission
+
+    app, admission = _run(scenario())
+    assert [path for path, _turn in app.begun] == ["/a", "/c"]
+    turns = [turn for _path, turn in app.begun]
+    # the loop's next turn let /c begin (it began in the turn after that), as it would /b: the
+    # place /b left went to /c, not to nobody
+    assert turns[1] == turns[0] + 2
+    assert not any(gate.waiting for gate in admission._gates.values())
+
+
+def test_the_app_admits_requests_before_any_other_middleware(tmp_path: Path, db_url: str) -> None:
+    app = create_app(settings=Settings(data_dir=tmp_path, database_url=db_url))
+    assert app.user_middleware[0].cls is Admission
+
+
+def test_serving_freezes_what_start_up_made_and_collects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        settle_after_start()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == GC_THRESHOLDS != before
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
