@@ -220,11 +220,15 @@ def _check_path_is_safe(path: Path) -> None:
         )
 
 
-def _ensure_traversable(path: Path, user: str) -> None:
-    """Make sure an unprivileged Dovecot process can reach `path`, or refuse with the fix.
+def ensure_traversable(
+    path: Path, user: str, who: str = "Dovecot runs its mail and auth processes"
+) -> None:
+    """Make sure an unprivileged mail server process (`who` ... as `user`) can reach `path`,
+    or refuse with the fix.
 
     Our own private directories under the temp dir (pytest's `tmp_path` lives in a 0700
-    `/tmp/pytest-of-root`) get the traverse-only bit o+x; anything else is left alone.
+    `/tmp/pytest-of-root`, `mktemp -d` makes 0700 ones) get the traverse-only bit o+x;
+    anything else is left alone.
     """
     account = pwd.getpwnam(user)
     groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
@@ -242,10 +246,10 @@ def _ensure_traversable(path: Path, user: str) -> None:
         resolved = directory.resolve()
         if st.st_uid == os.geteuid() and resolved.is_relative_to(temp_root):
             directory.chmod(st.st_mode & 0o7777 | 0o001)
-            logger.info("made %s traversable (o+x) for Dovecot's user %s", directory, user)
+            logger.info("made %s traversable (o+x) for %s", directory, user)
             continue
         raise LocalMailServerError(
-            f"Dovecot runs its mail and auth processes as `{user}`, which cannot enter "
+            f"{who} as `{user}`, which cannot enter "
             f"{directory} (mode {st.st_mode & 0o777:o}): make it traversable "
             f"(`chmod o+x {directory}`) or put the mail server directory elsewhere, "
             "e.g. under /var/tmp",
@@ -849,7 +853,7 @@ class LocalMailServer:
         run_as = self.run_as
         if run_as.as_root:
             self.base_dir.chmod(0o755)
-            _ensure_traversable(self.base_dir, run_as.internal_user)
+            ensure_traversable(self.base_dir, run_as.internal_user)
             os.chown(self.mail_dir, run_as.mail_uid, run_as.mail_gid)
             self.mail_dir.chmod(0o750)
         self._ensure_certificate()

@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +27,7 @@ from imapdesk.devtools.mailserver import (
     MailAccount,
     SeedMessage,
     collect_message_files,
+    ensure_traversable,
     find_binary,
     free_port,
     make_base_dir,
@@ -524,3 +526,27 @@ def test_runs_without_root_as_the_calling_user() -> None:
         assert owners == {65534}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_private_directory_is_opened_for_the_servers_user_only_under_the_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mail server's processes that run as another user reach their files through our
+    private directories (a 0700 `mktemp -d`, where a checkout may live): under the temp dir
+    (pytest's `tmp_path` is) they get o+x; elsewhere the error names the directory and the
+    fix."""
+    private = tmp_path / "checkout"
+    tree = private / "tree"
+    tree.mkdir(parents=True)
+    private.chmod(0o700)
+    ensure_traversable(tree, "nobody", "Cyrus runs its processes")
+    assert private.stat().st_mode & 0o777 == 0o701
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "elsewhere"))
+    private.chmod(0o700)
+    with pytest.raises(LocalMailServerError) as refused:
+        ensure_traversable(tree, "nobody", "Cyrus runs its processes")
+    assert private.stat().st_mode & 0o777 == 0o700  # left alone
+    message = str(refused.value)
+    assert "Cyrus runs its processes as `nobody`" in message
+    assert f"chmod o+x {private}" in message

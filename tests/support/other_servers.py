@@ -63,6 +63,7 @@ from imapdesk.devtools.mailserver import (
     LocalMailServerError,
     MailAccount,
     SeedMessage,
+    ensure_traversable,
     free_port,
     make_base_dir,
 )
@@ -701,6 +702,10 @@ EVENTS {{
         )
         for sub in ("lib", "spool", "sieve", "run/proc", "run/lock", "run/socket"):
             (self.base_dir / sub).mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # started as `cyrus_user` (`_credentials`): it must reach its programs and its files
+            for path in (self.bin_dir / "master", self.base_dir):
+                ensure_traversable(path, self.user, "Cyrus runs its processes")
         if not self.ca_file.exists():
             make_certificate(self.tls_dir, f"cyrus {self.imap_port}")
         self.config_path.write_text(self.config_text())
