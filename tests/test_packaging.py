@@ -18,7 +18,7 @@ import pytest
 from imapdesk.devtools.mailserver import LocalMailServer, free_port
 from tests.support.corpus import REPO
 from tests.support.databases import fresh_pg_database, pg_url
-from tests.support.processes import ImapdeskProcess, demo_ports
+from tests.support.processes import REQUEST_TIMEOUT, ImapdeskProcess, demo_ports
 
 # what the build reads: the package, the folders it links to, and the project's metadata
 BUILD_SOURCES = ("pyproject.toml", "README.md", "imapdesk", "api", "worker", "frontend", "alembic")
@@ -140,7 +140,7 @@ def serve_from_an_empty_folder(imapdesk: str, folder: Path, env: dict[str, str])
     server = ImapdeskProcess([imapdesk, "run"], cwd=folder, env=env | {"IMAPDESK_PORT": str(port)})
     try:
         deadline = time.monotonic() + 60
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as web:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT) as web:
             health = server.get_when_up(web, "/healthz", deadline)
             assert health.status_code == 200, health.text
             ready = web.get("/readyz")
@@ -168,7 +168,7 @@ def demo_from_an_empty_folder(imapdesk: str, folder: Path) -> None:
         try:
             deadline = time.monotonic() + 180
             demo.wait_for_line("Ctrl-C stops everything", deadline)
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as web:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT) as web:
                 page = demo.get_when_up(web, "/login", deadline)
                 assert page.status_code == 200, page.text
         finally:

@@ -12,7 +12,7 @@ import httpx
 
 from imapdesk.devtools.mailserver import LocalMailServer, free_port
 from tests.support.corpus import REPO
-from tests.support.processes import ImapdeskProcess, demo_ports
+from tests.support.processes import REQUEST_TIMEOUT, ImapdeskProcess, demo_ports
 
 
 def test_the_demo_serves_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_the_demo_serves_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
             demo.wait_for_line("Ctrl-C stops everything", deadline)
             login = demo.wait_for_line("login:", deadline)
             email, password = login.split()[1], login.split()[-1]
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as web:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT) as web:
                 page = demo.get_when_up(web, "/login", deadline)
                 assert page.status_code == 200
                 token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]

@@ -19,6 +19,9 @@ import httpx
 # the demo's mail server and SMTP relay listen on fixed ports (imapdesk/devtools/demo.py): one
 # demo at a time on this machine, whichever test run or worker starts it
 DEMO_PORTS_LOCK = Path(tempfile.gettempdir()) / "imapdesk-demo-ports.lock"
+# a request to a just-started server: its first pages (templates compiled, modules imported on
+# first use) took more than httpx's default 5 s beside another copy of the suite
+REQUEST_TIMEOUT = 60.0
 
 
 @contextmanager
