@@ -245,7 +245,8 @@ class _Gate:
         try:
             await waiter
         except BaseException:
-            # cancelled while waiting (the server stops): its place goes to nobody
+            # cancelled while waiting (the client left, the server stops): out of the queue,
+            # so the next turn's places go to those still waiting (`_next_turn` skips it)
             with contextlib.suppress(ValueError):
                 self.waiting.remove(waiter)
             raise
